@@ -1,0 +1,164 @@
+//! `counter`: counts the alerts of `alert-data` in event-time tumbling windows (15 minutes by
+//! default) with a watermark (48 hours behind the largest event time, the seed's), and every
+//! `--trigger` prints all live windows as the seed's table (complete mode) and publishes each
+//! changed window as JSON to `alert-counts`, keyed by window start (latest value wins).
+//!
+//! State and restarts: the windows live in memory and the counter commits no offsets. At every
+//! start it rebuilds them by replaying `alert-data` from the earliest retained offset, so no
+//! alert is lost across a restart; the price is a replay proportional to the topic's retention
+//! and re-published (identical or newer) window values. Durable checkpoints replace the replay
+//! in a later version.
+//!
+//! Alerts for windows the watermark has already passed are late: counted, logged, and sent
+//! unchanged to `--late-topic`. Poison records go to the dead-letter topic like in every
+//! service.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use pipeline_core::config::ServiceArgs;
+use pipeline_core::runtime::{self, InputMeta, Output, Processor};
+use pipeline_core::schema::EnrichedEvent;
+use pipeline_core::window::{Placement, WindowConfig, WindowStats, Windows, render_table};
+use tokio_util::sync::CancellationToken;
+
+/// Counts alerts per event-time window. It commits no offsets: at every start it replays
+/// alert-data from the earliest offset to rebuild its windows, so no alert is lost across a
+/// restart.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// Kafka and runtime settings.
+    #[command(flatten)]
+    service: ServiceArgs,
+
+    /// Topic of the alerts.
+    #[arg(long, env = "ALERTS_TOPIC", default_value = "alert-data")]
+    input_topic: String,
+
+    /// Topic the window values are published to (key = window start).
+    #[arg(long, env = "COUNTS_TOPIC", default_value = "alert-counts")]
+    counts_topic: String,
+
+    /// Topic late alerts are sent to.
+    #[arg(long, env = "LATE_TOPIC", default_value = "alert-data.late")]
+    late_topic: String,
+
+    /// Window length.
+    #[arg(long, env = "COUNTER_WINDOW", default_value = "15m", value_parser = humantime::parse_duration)]
+    window: Duration,
+
+    /// How far the watermark trails the largest event time seen.
+    #[arg(long, env = "COUNTER_WATERMARK_DELAY", default_value = "48h", value_parser = humantime::parse_duration)]
+    watermark_delay: Duration,
+
+    /// A partition silent this long no longer holds the watermark back.
+    #[arg(long, env = "COUNTER_IDLE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+
+    /// How often the table is printed and changed windows are published.
+    #[arg(long, env = "COUNTER_TRIGGER", default_value = "60s", value_parser = humantime::parse_duration)]
+    trigger: Duration,
+
+    /// Colors counted per window (one num_of_<color> column each), comma separated.
+    #[arg(long, env = "COUNTER_COLORS", value_delimiter = ',', default_value = "Black,White,Silver")]
+    colors: Vec<String>,
+
+    /// Don't print the table (publish only).
+    #[arg(long, env = "COUNTER_QUIET")]
+    quiet: bool,
+}
+
+/// The windows as a runtime processor.
+struct Counter {
+    /// Window state.
+    windows: Windows,
+    /// Where window values go.
+    counts_topic: Arc<str>,
+    /// Where late alerts go.
+    late_topic: Arc<str>,
+    /// Print the table on every trigger.
+    print: bool,
+}
+
+impl Counter {
+    fn publish(&self, w: &WindowStats, out: &mut Vec<Output>) {
+        out.push(Output {
+            topic: self.counts_topic.clone(),
+            key: Some(pipeline_core::schema::event_time::format(&w.start).into_bytes()),
+            payload: w.to_json(&self.windows.config().colors),
+            headers: None,
+        });
+    }
+
+    fn publish_changed(&mut self, out: &mut Vec<Output>) {
+        for w in self.windows.take_changed() {
+            self.publish(&w, out);
+        }
+    }
+
+    fn print_table(&self) {
+        let live: Vec<&WindowStats> = self.windows.live().collect();
+        let watermark = self.windows.watermark().map_or_else(|| "none".to_owned(), |w| pipeline_core::schema::event_time::format(&w));
+        println!("{}\nwindows: {}  watermark: {}  late alerts: {}", render_table(&live, &self.windows.config().colors), live.len(), watermark, self.windows.late());
+    }
+}
+
+impl Processor for Counter {
+    type Input = EnrichedEvent;
+
+    fn process(&mut self, alert: EnrichedEvent, meta: InputMeta<'_>, out: &mut Vec<Output>) {
+        let now = Instant::now();
+        let placed = self.windows.add(meta.partition, alert.event_time, alert.speed, alert.gear, alert.rpm, alert.color_name.as_deref(), now);
+        if let Placement::Late(window) = placed {
+            tracing::warn!(event_id = %alert.event_id, %window, "late alert: its window is final");
+            out.push(Output { topic: self.late_topic.clone(), key: meta.key.map(<[u8]>::to_vec), payload: meta.payload.to_vec(), headers: None });
+        }
+        // Windows the watermark passes are final: publish their last changes before they go.
+        for w in self.windows.advance(now) {
+            tracing::info!(window = %w.start, rows = w.rows, "window final");
+            self.publish(&w, out);
+        }
+    }
+
+    fn on_tick(&mut self, out: &mut Vec<Output>) {
+        self.publish_changed(out);
+        if self.print {
+            self.print_table();
+        }
+    }
+
+    fn on_shutdown(&mut self, out: &mut Vec<Output>) {
+        self.on_tick(out);
+    }
+}
+
+async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
+    let chrono = |d: Duration, flag: &str| chrono::Duration::from_std(d).with_context(|| format!("--{flag} is too large"));
+    anyhow::ensure!(!cli.window.is_zero(), "--window must be longer than zero");
+    let config = WindowConfig {
+        size: chrono(cli.window, "window")?,
+        watermark_delay: chrono(cli.watermark_delay, "watermark-delay")?,
+        idle_timeout: cli.idle_timeout,
+        colors: cli.colors.iter().map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect(),
+    };
+    let runtime_config = cli.service.runtime("counter", &cli.input_topic, false, cli.trigger);
+    let processor = Counter {
+        windows: Windows::new(config),
+        counts_topic: Arc::from(cli.counts_topic.as_str()),
+        late_topic: Arc::from(cli.late_topic.as_str()),
+        print: !cli.quiet,
+    };
+    runtime::run(&runtime_config, processor, cancel).await.context("counter")?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    pipeline_core::telemetry::init(cli.service.log_format);
+    let cancel = pipeline_core::shutdown::on_signal();
+    pipeline_core::shutdown::exit_code("counter", run(cli, cancel).await)
+}

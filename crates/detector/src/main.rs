@@ -1,0 +1,88 @@
+//! `detector`: consumes `samples-enriched` and produces to `alert-data` the events that break a
+//! rule — speed above `--max-speed`, rpm above `--max-rpm`, or gear different from
+//! `expected_gear` — each with the list of rules it broke in `alert_reasons`.
+//!
+//! At-least-once: an input's offset is committed only after its alert (if any) is acknowledged
+//! (see `pipeline_core::runtime`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use pipeline_core::config::ServiceArgs;
+use pipeline_core::rules::{AlertReasons, AlertRules};
+use pipeline_core::runtime::{self, InputMeta, Output, Processor};
+use pipeline_core::schema::EnrichedEvent;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+/// Keeps the enriched events that break a rule.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// Kafka and runtime settings.
+    #[command(flatten)]
+    service: ServiceArgs,
+
+    /// Topic of the enriched events.
+    #[arg(long, env = "ENRICHED_TOPIC", default_value = "samples-enriched")]
+    input_topic: String,
+
+    /// Topic the alerts go to.
+    #[arg(long, env = "ALERTS_TOPIC", default_value = "alert-data")]
+    output_topic: String,
+
+    /// A speed strictly above this (km/h) is an alert.
+    #[arg(long, env = "ALERT_MAX_SPEED", default_value_t = 120.0)]
+    max_speed: f64,
+
+    /// An rpm strictly above this is an alert.
+    #[arg(long, env = "ALERT_MAX_RPM", default_value_t = 6000)]
+    max_rpm: i32,
+}
+
+/// An alert: the enriched event and the rules it broke.
+#[derive(Serialize)]
+struct Alert<'a> {
+    #[serde(flatten)]
+    event: &'a EnrichedEvent,
+    alert_reasons: AlertReasons,
+}
+
+/// The rule check as a runtime processor.
+struct Detector {
+    /// Thresholds.
+    rules: AlertRules,
+    /// Destination topic.
+    output: Arc<str>,
+}
+
+impl Processor for Detector {
+    type Input = EnrichedEvent;
+
+    fn process(&mut self, event: EnrichedEvent, meta: InputMeta<'_>, out: &mut Vec<Output>) {
+        let reasons = self.rules.check_event(&event);
+        if reasons.is_empty() {
+            return;
+        }
+        let payload = serde_json::to_vec(&Alert { event: &event, alert_reasons: reasons }).expect("alert serializes");
+        out.push(Output { topic: self.output.clone(), key: meta.key.map(<[u8]>::to_vec), payload, headers: None });
+    }
+}
+
+async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
+    let config = cli.service.runtime("detector", &cli.input_topic, true, Duration::from_secs(3600));
+    let processor =
+        Detector { rules: AlertRules { max_speed: cli.max_speed, max_rpm: cli.max_rpm }, output: Arc::from(cli.output_topic.as_str()) };
+    runtime::run(&config, processor, cancel).await.context("detector")?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    pipeline_core::telemetry::init(cli.service.log_format);
+    let cancel = pipeline_core::shutdown::on_signal();
+    pipeline_core::shutdown::exit_code("detector", run(cli, cancel).await)
+}

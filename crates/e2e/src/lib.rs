@@ -1,0 +1,198 @@
+//! Harness for the end-to-end tests: a private copy of the pipeline's topics and bucket on the
+//! real local stack, and the four service binaries run as child processes against it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use pipeline_core::config::S3Args;
+use pipeline_core::dims::{DimTables, JoinIndex};
+use pipeline_core::s3::ObjectStore;
+use pipeline_core::testkit;
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::FutureRecord;
+
+/// A built service binary (`scripts/test.sh` builds them all before the tests).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: build the binaries first (cargo build --bins)", path.display());
+    path
+}
+
+/// A running service.
+#[derive(Debug)]
+pub struct Service {
+    /// Its process.
+    child: Option<Child>,
+    /// Name, for messages.
+    pub name: &'static str,
+}
+
+impl Service {
+    /// SIGTERM, then waits for it to exit; returns its output.
+    pub fn terminate(mut self) -> Output {
+        let child = self.child.take().expect("running");
+        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+        assert!(status.success());
+        child.wait_with_output().expect("wait")
+    }
+
+    /// SIGKILL, no clean-up.
+    pub fn kill(mut self) {
+        let mut child = self.child.take().expect("running");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A private pipeline: its own bucket with dims and its own topics.
+#[derive(Debug)]
+pub struct Pipeline {
+    /// S3 settings with the private bucket.
+    pub s3: S3Args,
+    /// The bucket.
+    pub store: ObjectStore,
+    /// The dims written to it.
+    pub dims: DimTables,
+    /// `sensors-sample`'s stand-in.
+    pub sensors: String,
+    /// `samples-enriched`'s stand-in.
+    pub enriched: String,
+    /// `alert-data`'s stand-in.
+    pub alerts: String,
+    /// `alert-counts`'s stand-in.
+    pub counts: String,
+    /// The late topic.
+    pub late: String,
+    /// Dead-letter topics by input topic.
+    pub dlq: HashMap<String, String>,
+    /// Unique suffix for group ids.
+    pub id: String,
+}
+
+impl Pipeline {
+    /// Creates the bucket (with the seed's dims for `seed`) and the topics.
+    pub async fn new(partitions: i32, seed: u64) -> Self {
+        let (s3, store) = testkit::bucket("e2e").await;
+        let dims = DimTables::seed(20, seed);
+        dims.write(&store, &s3.dims_prefix).await.expect("write dims");
+        let id = testkit::unique("p");
+        let name = |t: &str| format!("{id}-{t}");
+        let (sensors, enriched, alerts, counts, late) =
+            (name("sensors"), name("enriched"), name("alerts"), name("counts"), name("late"));
+        let dlq: HashMap<String, String> =
+            [&sensors, &enriched, &alerts].into_iter().map(|t| (t.clone(), format!("{t}.dlq"))).collect();
+        let mut all: Vec<&str> = vec![&sensors, &enriched, &alerts, &counts, &late];
+        all.extend(dlq.values().map(String::as_str));
+        pipeline_core::kafka::create_topics(&testkit::kafka(), &all, partitions, 1).await.expect("create topics");
+        Self { s3, store, dims, sensors, enriched, alerts, counts, late, dlq, id }
+    }
+
+    /// The join the enricher must compute.
+    pub fn join(&self) -> JoinIndex {
+        JoinIndex::new(&self.dims)
+    }
+
+    fn spawn(&self, name: &'static str, args: &[&str]) -> Service {
+        let log = std::env::temp_dir().join(format!("{}-{name}.log", self.id));
+        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
+        let child = Command::new(bin(name))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        Service { child: Some(child), name }
+    }
+
+    fn common<'a>(&'a self, group: &'a str) -> Vec<&'a str> {
+        vec!["--group-id", group]
+    }
+
+    /// Starts an enricher on the private topics.
+    pub fn enricher(&self, extra: &[&str]) -> Service {
+        let group = format!("{}-enricher", self.id);
+        let mut args = self.common(&group);
+        args.extend(["--s3-bucket", &self.s3.s3_bucket, "--input-topic", &self.sensors, "--output-topic", &self.enriched]);
+        args.extend(extra);
+        self.spawn("enricher", &args)
+    }
+
+    /// Starts a detector on the private topics.
+    pub fn detector(&self, extra: &[&str]) -> Service {
+        let group = format!("{}-detector", self.id);
+        let mut args = self.common(&group);
+        args.extend(["--input-topic", &self.enriched, "--output-topic", &self.alerts]);
+        args.extend(extra);
+        self.spawn("detector", &args)
+    }
+
+    /// Starts a counter on the private topics (1 s trigger, no table).
+    pub fn counter(&self, extra: &[&str]) -> Service {
+        let group = format!("{}-counter", self.id);
+        let mut args = self.common(&group);
+        args.extend([
+            "--input-topic", &self.alerts, "--counts-topic", &self.counts, "--late-topic", &self.late,
+            "--trigger", "1s", "--quiet",
+        ]);
+        args.extend(extra);
+        self.spawn("counter", &args)
+    }
+
+    /// Runs the generator to completion on the private bucket and sensors topic.
+    pub fn generate(&self, args: &[&str]) -> Output {
+        let out = Command::new(bin("generator"))
+            .args(["run", "--s3-bucket", &self.s3.s3_bucket, "--topic", &self.sensors, "--rate", "0"])
+            .args(args)
+            .output()
+            .expect("run generator");
+        assert!(out.status.success(), "generator: {}", String::from_utf8_lossy(&out.stderr));
+        out
+    }
+}
+
+/// Produces raw records (key, value) to `topic` and waits for every acknowledgement.
+pub async fn produce_raw(topic: &str, records: &[(Option<Vec<u8>>, Vec<u8>)]) {
+    let producer = pipeline_core::kafka::producer(&testkit::kafka()).expect("producer");
+    let sends = records.iter().map(|(key, value)| {
+        let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(value);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        producer.send(record, Duration::from_secs(30))
+    });
+    for result in futures::future::join_all(sends).await {
+        result.expect("acknowledged");
+    }
+}
+
+/// Every record of `topic` (blocking read, off the async runtime).
+pub async fn read_all(topic: &str) -> Vec<OwnedMessage> {
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || testkit::read_all(&topic, Duration::from_secs(120))).await.expect("reader")
+}
+
+/// Waits until `topic` holds `n` records; panics with the count seen after `timeout`.
+pub async fn wait_for_count(topic: &str, n: i64, timeout: Duration) {
+    let t = topic.to_owned();
+    let got = tokio::task::spawn_blocking(move || testkit::wait_for_count(&t, n, timeout)).await.expect("waiter");
+    assert!(got >= n, "{topic}: {got} records after {timeout:?}, expected {n}");
+}

@@ -1,0 +1,304 @@
+//! The four services end to end on the real local stack, each test on its own bucket and
+//! topics: exact outputs, poison input, clean restarts, and the seed's boundary cases.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, TimeZone, Utc};
+use e2e::{Pipeline, Service, produce_raw, read_all, wait_for_count};
+use pipeline_core::dims::{Car, load_table};
+use pipeline_core::generate::{EventClock, EventGenerator};
+use pipeline_core::rules::{AlertRules, expected_gear};
+use pipeline_core::runtime::dlq_headers;
+use pipeline_core::schema::{EnrichedEvent, JsonEvent, SensorEvent, event_time};
+use rdkafka::Message;
+use rdkafka::message::Headers;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const LIMIT: usize = 1 << 20;
+
+fn start() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 4, 1, 8, 0, 0).unwrap()
+}
+
+/// The events `generator run --seed seed --start-time start() --time-step step_ms` produces.
+async fn regenerate(p: &Pipeline, seed: u64, n: usize, step_ms: i64) -> Vec<SensorEvent> {
+    let cars: Vec<Car> = load_table(&p.store, &p.s3.dims_prefix).await.unwrap();
+    let clock = EventClock::Synthetic { start: start(), step: chrono::Duration::milliseconds(step_ms) };
+    let mut g = EventGenerator::new(cars.iter().map(|c| c.car_id).collect(), Some(seed), clock);
+    (0..n).map(|_| g.next_event()).collect()
+}
+
+/// The seed's window table computed directly from the alerts: window start → row.
+fn expected_windows(alerts: &[&EnrichedEvent]) -> BTreeMap<String, Value> {
+    let mut rows: BTreeMap<i64, (u64, u64, u64, u64, f64, i32, i32)> = BTreeMap::new();
+    for a in alerts {
+        let ms = a.event_time.timestamp_millis();
+        let r = rows.entry(ms - ms.rem_euclid(15 * 60 * 1000)).or_insert((0, 0, 0, 0, f64::MIN, i32::MIN, i32::MIN));
+        let color = a.color_name.as_deref().unwrap_or("").to_lowercase();
+        r.0 += 1;
+        r.1 += u64::from(color == "black");
+        r.2 += u64::from(color == "white");
+        r.3 += u64::from(color == "silver");
+        r.4 = r.4.max(a.speed);
+        r.5 = r.5.max(a.gear);
+        r.6 = r.6.max(a.rpm);
+    }
+    rows.into_iter()
+        .map(|(start, (n, black, white, silver, speed, gear, rpm))| {
+            let s = DateTime::from_timestamp_millis(start).unwrap();
+            let key = event_time::format(&s);
+            let row = json!({
+                "window_start": key, "window_end": event_time::format(&(s + chrono::Duration::minutes(15))),
+                "num_of_rows": n, "num_of_black": black, "num_of_white": white, "num_of_silver": silver,
+                "maximum_speed": speed, "maximum_gear": gear, "maximum_rpm": rpm,
+            });
+            (key, row)
+        })
+        .collect()
+}
+
+/// The latest value per key of the counts topic.
+async fn latest_counts(topic: &str) -> BTreeMap<String, Value> {
+    read_all(topic)
+        .await
+        .iter()
+        .map(|m| {
+            let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
+            (key, serde_json::from_slice(m.payload().unwrap()).unwrap())
+        })
+        .collect()
+}
+
+/// Waits until the counter has published exactly `expected`.
+async fn await_counts(topic: &str, expected: &BTreeMap<String, Value>) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let got = latest_counts(topic).await;
+        if &got == expected {
+            return;
+        }
+        assert!(Instant::now() < deadline, "alert-counts never matched:\n got {got:#?}\nwant {expected:#?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Decoded records of a topic, asserting each event id appears once.
+async fn exactly_once<T: JsonEvent>(topic: &str, id: impl Fn(&T) -> Uuid) -> HashMap<Uuid, T> {
+    let mut out = HashMap::new();
+    for m in read_all(topic).await {
+        let e = T::decode(m.payload().unwrap(), LIMIT).unwrap();
+        assert!(out.insert(id(&e), e).is_none(), "duplicate in {topic}");
+    }
+    out
+}
+
+fn stop_all(services: Vec<Service>) {
+    for s in services {
+        let name = s.name;
+        let out = s.terminate();
+        assert!(out.status.success(), "{name} did not exit 0 on SIGTERM: {:?}", out.status);
+    }
+}
+
+/// Checks enriched, alerts and counts against the events the test computed itself.
+async fn assert_exact(p: &Pipeline, events: &[SensorEvent]) {
+    let join = p.join();
+    let rules = AlertRules::default();
+    let expected: HashMap<Uuid, EnrichedEvent> = events.iter().map(|e| (e.event_id, join.enrich(e.clone()).0)).collect();
+    let alerts: Vec<&EnrichedEvent> = expected.values().filter(|e| !rules.check_event(e).is_empty()).collect();
+
+    let enriched = exactly_once::<EnrichedEvent>(&p.enriched, |e| e.event_id).await;
+    assert_eq!(enriched.len(), events.len(), "every event id exactly once in samples-enriched");
+    assert_eq!(enriched, expected, "enriched fields equal the test's own join");
+
+    let got_alerts = exactly_once::<EnrichedEvent>(&p.alerts, |e| e.event_id).await;
+    let want: HashSet<Uuid> = alerts.iter().map(|e| e.event_id).collect();
+    assert_eq!(got_alerts.keys().copied().collect::<HashSet<_>>(), want, "alerts are exactly the rule breakers");
+
+    await_counts(&p.counts, &expected_windows(&alerts)).await;
+}
+
+#[tokio::test]
+async fn ten_thousand_events_flow_exactly() {
+    const N: usize = 10_000;
+    let p = Pipeline::new(3, 101).await;
+    let services = vec![p.enricher(&[]), p.detector(&[]), p.counter(&[])];
+    let started = Instant::now();
+    // 10 000 events 300 ms apart span 50 minutes: four 15-minute windows.
+    p.generate(&["--seed", "7", "--count", "10000", "--start-time", "2026-04-01T08:00:00Z", "--time-step", "300ms"]);
+    let events = regenerate(&p, 7, N, 300).await;
+    assert_exact(&p, &events).await;
+    eprintln!("10 000 events through all services in {:.1} s", started.elapsed().as_secs_f64());
+
+    // A sample alert carries its reasons.
+    let alert = read_all(&p.alerts).await.into_iter().next().expect("some alert");
+    let v: Value = serde_json::from_slice(alert.payload().unwrap()).unwrap();
+    let e = EnrichedEvent::decode(alert.payload().unwrap(), LIMIT).unwrap();
+    let reasons: Vec<&str> = AlertRules::default().check_event(&e).names().collect();
+    assert_eq!(v["alert_reasons"], json!(reasons));
+    stop_all(services);
+}
+
+#[tokio::test]
+async fn poison_records_are_dead_lettered_and_good_ones_flow() {
+    let p = Pipeline::new(3, 202).await;
+    let services = vec![p.enricher(&["--max-record-bytes", "4096"]), p.detector(&[]), p.counter(&[])];
+    let good = regenerate(&p, 3, 2_000, 1000).await;
+    let car = p.dims.cars[0].car_id;
+    let valid = |speed: &str| {
+        format!(r#"{{"event_id":"{}","event_time":"2026-04-01T08:00:00Z","car_id":{car},"speed":{speed},"rpm":900,"gear":1}}"#, Uuid::new_v4())
+    };
+    let kinds: Vec<(&str, Box<dyn Fn(usize) -> Vec<u8>>)> = vec![
+        ("not UTF-8", Box::new(|i| vec![0xff, 0xfe, (i % 200) as u8])),
+        ("not valid JSON", Box::new(|i| format!("{{\"event_id\": {i}").into_bytes())),
+        ("missing field `speed`", Box::new(move |i| format!(r#"{{"event_id":"{}","event_time":"2026-04-01T08:00:00Z","car_id":{i},"rpm":1,"gear":1}}"#, Uuid::new_v4()).into_bytes())),
+        ("invalid type", Box::new(move |_| valid("\"fast\"").into_bytes())),
+        ("out of range", Box::new(move |_| valid("1e999").into_bytes())),
+        ("exceeds the 4096-byte limit", Box::new(|_| vec![b' '; 5000])),
+    ];
+    // Good and bad interleaved: 2 000 good events, 100 of each bad kind.
+    let mut records = Vec::new();
+    let mut bad: HashMap<Vec<u8>, &str> = HashMap::new();
+    for (i, e) in good.iter().enumerate() {
+        records.push((Some(e.car_id.to_string().into_bytes()), e.encode()));
+        if i % 20 == 0 {
+            for (reason, make) in &kinds {
+                let mut payload = make(i);
+                if *reason == "exceeds the 4096-byte limit" {
+                    payload[..8].copy_from_slice(format!("{:08}", i).as_bytes());
+                }
+                bad.insert(payload.clone(), reason);
+                records.push((Some(b"poison".to_vec()), payload));
+            }
+        }
+    }
+    assert_eq!(bad.len(), 600);
+    produce_raw(&p.sensors, &records).await;
+
+    assert_exact(&p, &good).await;
+    let dlq = &p.dlq[&p.sensors];
+    wait_for_count(dlq, 600, Duration::from_secs(60)).await;
+    let letters = read_all(dlq).await;
+    assert_eq!(letters.len(), 600, "each poison record dead-lettered once");
+    let mut seen_offsets = HashSet::new();
+    for m in &letters {
+        let payload = m.payload().unwrap_or_default().to_vec();
+        let reason = bad.get(&payload).unwrap_or_else(|| panic!("unexpected dead letter {payload:?}"));
+        let headers: HashMap<&str, String> = m
+            .headers()
+            .unwrap()
+            .iter()
+            .map(|h| (h.key, String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned()))
+            .collect();
+        assert!(headers[dlq_headers::ERROR].contains(reason), "{reason}: {}", headers[dlq_headers::ERROR]);
+        assert_eq!(headers[dlq_headers::SOURCE_TOPIC], p.sensors);
+        assert_eq!(headers[dlq_headers::SERVICE], "enricher");
+        let source = (headers[dlq_headers::SOURCE_PARTITION].clone(), headers[dlq_headers::SOURCE_OFFSET].clone());
+        assert!(seen_offsets.insert(source));
+        assert_eq!(m.key(), Some(&b"poison"[..]));
+    }
+    let mut services = services;
+    for s in &mut services {
+        assert!(s.is_running(), "{} exited on poison input", s.name);
+    }
+    stop_all(services);
+}
+
+#[tokio::test]
+async fn sigterm_and_restart_lose_nothing() {
+    const N: usize = 12_000;
+    let p = Pipeline::new(3, 303).await;
+    let (mut enricher, mut detector, mut counter) = (p.enricher(&[]), p.detector(&[]), p.counter(&[]));
+    // Produce at a bounded rate in the background so the restarts happen mid-stream.
+    let generator = std::process::Command::new(e2e::bin("generator"))
+        .args(["run", "--s3-bucket", &p.s3.s3_bucket, "--topic", &p.sensors, "--rate", "1500", "--seed", "9"])
+        .args(["--count", "12000", "--start-time", "2026-04-01T08:00:00Z", "--time-step", "250ms"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for round in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        for which in 0..3 {
+            let service = match which {
+                0 => std::mem::replace(&mut enricher, p.enricher(&[])),
+                1 => std::mem::replace(&mut detector, p.detector(&[])),
+                _ => std::mem::replace(&mut counter, p.counter(&[])),
+            };
+            let name = service.name;
+            let out = service.terminate();
+            assert!(out.status.success(), "round {round}: {name} exit {:?}", out.status);
+        }
+    }
+    let status = tokio::task::spawn_blocking(move || generator.wait_with_output()).await.unwrap().unwrap();
+    assert!(status.status.success());
+    let events = regenerate(&p, 9, N, 250).await;
+    assert_exact(&p, &events).await;
+    stop_all(vec![enricher, detector, counter]);
+}
+
+#[tokio::test]
+async fn boundary_events_match_the_seed() {
+    let p = Pipeline::new(1, 404).await;
+    let services = vec![p.enricher(&[]), p.detector(&[]), p.counter(&[])];
+    let car = p.dims.cars[0].car_id;
+    let t = |h: u32, m: u32, s: u32, ms: i64| Utc.with_ymd_and_hms(2026, 4, 1, h, m, s).unwrap() + chrono::Duration::milliseconds(ms);
+    let ev = |at, car_id, speed: f64, rpm, gear| SensorEvent { event_id: Uuid::new_v4(), event_time: at, car_id, speed, rpm, gear };
+    let events = vec![
+        ev(t(9, 0, 0, 0), car, 120.0, 3000, 5),      // speed exactly 120, in gear: no alert
+        ev(t(9, 0, 1, 0), car, 120.01, 3000, 5),     // just over: alert (speed)
+        ev(t(9, 5, 0, 0), car, 50.0, 6000, 2),       // rpm exactly 6000: no alert
+        ev(t(9, 5, 1, 0), car, 50.0, 6001, 2),       // rpm 6001: alert
+        ev(t(9, 14, 59, 999), car, 29.99, 800, 1),   // last instant of 09:00-09:15, in gear
+        ev(t(9, 14, 59, 999), car, 30.0, 800, 1),    // 30 wants gear 2: alert (gear), window 09:00
+        ev(t(9, 15, 0, 0), car, 179.99, 6500, 6),    // first instant of 09:15-09:30: alert
+        ev(t(9, 30, 0, 0), car, 180.0, 900, 6),      // 180 wants gear 7: alert (speed, gear)
+        ev(t(9, 30, 0, 0), 1, 10.0, 900, 1),         // unknown car: flows on with nulls
+        ev(t(9, 31, 0, 0), 2, 10.0, 6100, 1),        // unknown car alert: counted, no color
+        ev(t(8, 59, 59, 999), car, -0.5, 700, 0),    // negative speed: expected gear 0
+    ];
+    let records: Vec<_> = events.iter().map(|e| (Some(e.car_id.to_string().into_bytes()), e.encode())).collect();
+    produce_raw(&p.sensors, &records).await;
+    assert_exact(&p, &events).await;
+
+    let enriched = exactly_once::<EnrichedEvent>(&p.enriched, |e| e.event_id).await;
+    let unknown = &enriched[&events[8].event_id];
+    assert_eq!((unknown.driver_id, unknown.brand_name.as_deref(), unknown.color_name.as_deref()), (None, None, None));
+    assert_eq!(enriched[&events[10].event_id].expected_gear, expected_gear(-0.5));
+    assert_eq!(enriched[&events[10].event_id].expected_gear, 0);
+    let alerts = exactly_once::<EnrichedEvent>(&p.alerts, |e| e.event_id).await;
+    let alert_ids: HashSet<Uuid> = alerts.keys().copied().collect();
+    let want: HashSet<Uuid> = [1, 3, 5, 6, 7, 9].iter().map(|&i| events[i].event_id).collect();
+    assert_eq!(alert_ids, want);
+    let counts = latest_counts(&p.counts).await;
+    let rows: Vec<(&str, u64)> = counts.iter().map(|(k, v)| (k.as_str(), v["num_of_rows"].as_u64().unwrap())).collect();
+    assert_eq!(
+        rows,
+        vec![("2026-04-01T09:00:00.000Z", 3), ("2026-04-01T09:15:00.000Z", 1), ("2026-04-01T09:30:00.000Z", 2)]
+    );
+    stop_all(services);
+}
+
+#[tokio::test]
+async fn late_alerts_go_to_the_late_topic() {
+    let p = Pipeline::new(1, 505).await;
+    // No watermark delay: an alert behind the newest window's start is late.
+    let counter = p.counter(&["--watermark-delay", "0s"]);
+    let car = p.dims.cars[0].car_id;
+    let join = p.join();
+    let alert = |h, m| {
+        let at = Utc.with_ymd_and_hms(2026, 4, 1, h, m, 0).unwrap();
+        join.enrich(SensorEvent { event_id: Uuid::new_v4(), event_time: at, car_id: car, speed: 150.0, rpm: 3000, gear: 5 }).0
+    };
+    let (a, b, late) = (alert(10, 5), alert(10, 20), alert(10, 10));
+    let records: Vec<_> = [&a, &b, &late].iter().map(|e| (Some(b"k".to_vec()), e.encode())).collect();
+    produce_raw(&p.alerts, &records).await;
+    wait_for_count(&p.late, 1, Duration::from_secs(60)).await;
+    let late_records = read_all(&p.late).await;
+    assert_eq!(late_records.len(), 1);
+    assert_eq!(EnrichedEvent::decode(late_records[0].payload().unwrap(), LIMIT).unwrap(), late);
+    await_counts(&p.counts, &expected_windows(&[&a, &b])).await;
+    stop_all(vec![counter]);
+}

@@ -1,0 +1,213 @@
+//! Command-line and environment configuration shared by every service.
+//!
+//! Each flag has an environment variable (`env = "…"`), so the same binary is configured by
+//! flags in a terminal and by env files in compose. `config/local.env` and
+//! `config/compose.env` hold the documented defaults of the two set-ups.
+
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use rdkafka::ClientConfig;
+
+/// Errors of configuration parsing.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A `-X` argument that is not `key=value`.
+    #[error("`{0}` is not a librdkafka property: write it as key=value (e.g. -X linger.ms=10)")]
+    NotKeyValue(String),
+}
+
+/// Where the Kafka cluster is and how to talk to it.
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers, host:port[,host:port…].
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = "127.0.0.1:9092")]
+    pub bootstrap_servers: String,
+
+    /// Extra librdkafka property, key=value; repeatable (security.protocol, sasl.*, linger.ms…).
+    /// Applied last, so it overrides the service's defaults. In the environment, separate
+    /// several with `;`.
+    #[arg(
+        short = 'X',
+        long = "kafka-property",
+        value_name = "KEY=VALUE",
+        env = "KAFKA_PROPERTIES",
+        value_delimiter = ';',
+        value_parser = parse_key_value
+    )]
+    pub properties: Vec<(String, String)>,
+
+    /// How long to wait for the broker to answer at start-up before giving up.
+    #[arg(long, env = "KAFKA_CONNECT_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), ConfigError> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(ConfigError::NotKeyValue(s.to_owned())),
+    }
+}
+
+impl KafkaArgs {
+    /// A librdkafka configuration: bootstrap servers, then `defaults`, then the `-X` overrides.
+    pub fn client_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.bootstrap_servers);
+        for (k, v) in defaults {
+            config.set(*k, *v);
+        }
+        for (k, v) in &self.properties {
+            config.set(k, v);
+        }
+        config
+    }
+}
+
+/// Where the object store is and where the dimension tables live in it.
+#[derive(Debug, Clone, Args)]
+pub struct S3Args {
+    /// S3 endpoint URL (MinIO, SeaweedFS…); leave unset for AWS itself.
+    #[arg(long, env = "S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// Region of the bucket (any value for MinIO/SeaweedFS).
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+
+    /// Bucket holding the dimension tables.
+    #[arg(long, env = "S3_BUCKET", default_value = "spark")]
+    pub s3_bucket: String,
+
+    /// Key prefix of the dimension tables; each table is a directory of Parquet files below it.
+    #[arg(long, env = "DIMS_PREFIX", default_value = "data/dims")]
+    pub dims_prefix: String,
+
+    /// Path-style addressing (http://host/bucket/key). Defaults to on when --s3-endpoint is
+    /// set (MinIO/SeaweedFS need it) and off for AWS.
+    #[arg(long, env = "S3_FORCE_PATH_STYLE")]
+    pub s3_path_style: Option<bool>,
+}
+
+impl S3Args {
+    /// Whether to address buckets by path.
+    pub fn path_style(&self) -> bool {
+        self.s3_path_style.unwrap_or(self.s3_endpoint.is_some())
+    }
+
+    /// The endpoint as shown in messages.
+    pub fn endpoint_display(&self) -> String {
+        self.s3_endpoint.clone().unwrap_or_else(|| format!("AWS S3 ({})", self.s3_region))
+    }
+}
+
+/// Settings every consuming service shares (the runtime loop's knobs).
+#[derive(Debug, Clone, Args)]
+pub struct ServiceArgs {
+    /// The Kafka cluster.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+
+    /// Consumer group id (default: the service's name). Instances with the same id share the
+    /// input's partitions.
+    #[arg(long, env = "GROUP_ID")]
+    pub group_id: Option<String>,
+
+    /// Dead-letter topic for poison input (default: `<input topic>.dlq`).
+    #[arg(long, env = "DLQ_TOPIC")]
+    pub dlq_topic: Option<String>,
+
+    /// Most input records awaiting acknowledgement of their outputs at once.
+    #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 20_000)]
+    pub max_in_flight: usize,
+
+    /// Input records larger than this many bytes are dead-lettered unparsed.
+    #[arg(long, env = "MAX_RECORD_BYTES", default_value_t = 1 << 20)]
+    pub max_record_bytes: usize,
+
+    /// At shutdown, how long to wait for in-flight records before committing (keep it below
+    /// the consumer's session timeout, 10 s by default).
+    #[arg(long, env = "DRAIN_TIMEOUT", default_value = "8s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// Log line format on stderr.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t)]
+    pub log_format: LogFormat,
+}
+
+impl ServiceArgs {
+    /// The runtime loop's configuration for `service` reading `input_topic`.
+    pub fn runtime(&self, service: &str, input_topic: &str, commit: bool, tick: Duration) -> crate::runtime::RuntimeConfig {
+        crate::runtime::RuntimeConfig {
+            service: service.to_owned(),
+            kafka: self.kafka.clone(),
+            group_id: self.group_id.clone().unwrap_or_else(|| service.to_owned()),
+            input_topic: input_topic.to_owned(),
+            dlq_topic: self.dlq_topic.clone().unwrap_or_else(|| format!("{input_topic}.dlq")),
+            commit,
+            max_in_flight: self.max_in_flight.max(1),
+            max_record_bytes: self.max_record_bytes,
+            drain_timeout: self.drain_timeout,
+            tick,
+        }
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        #[command(flatten)]
+        s3: S3Args,
+    }
+
+    #[test]
+    fn kafka_properties_override_defaults() {
+        let cli = Cli::try_parse_from(["x", "--bootstrap-servers", "b:1", "-X", "linger.ms=50", "-X", "debug=broker,topic"])
+            .unwrap();
+        let c = cli.kafka.client_config(&[("linger.ms", "5"), ("acks", "all")]);
+        assert_eq!(c.get("linger.ms"), Some("50"));
+        assert_eq!(c.get("acks"), Some("all"));
+        assert_eq!(c.get("debug"), Some("broker,topic"));
+        assert_eq!(c.get("bootstrap.servers"), Some("b:1"));
+    }
+
+    #[test]
+    fn bad_property_is_a_clear_error() {
+        let err = Cli::try_parse_from(["x", "-X", "linger.ms"]).unwrap_err().to_string();
+        assert!(err.contains("write it as key=value"), "{err}");
+    }
+
+    #[test]
+    fn path_style_follows_the_endpoint_unless_set() {
+        // Built by hand: the test environment may export S3_ENDPOINT.
+        let aws = S3Args {
+            s3_endpoint: None,
+            s3_region: "eu-west-1".into(),
+            s3_bucket: "b".into(),
+            dims_prefix: "p".into(),
+            s3_path_style: None,
+        };
+        assert!(!aws.path_style());
+        assert_eq!(aws.endpoint_display(), "AWS S3 (eu-west-1)");
+        let local = Cli::try_parse_from(["x", "--s3-endpoint", "http://127.0.0.1:8333"]).unwrap();
+        assert!(local.s3.path_style());
+        let forced = Cli::try_parse_from(["x", "--s3-endpoint", "http://h", "--s3-path-style", "false"]).unwrap();
+        assert!(!forced.s3.path_style());
+    }
+}

@@ -1,0 +1,98 @@
+//! Kafka clients with the project's defaults, start-up checks and topic administration.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::metadata::Metadata;
+use rdkafka::producer::FutureProducer;
+
+use crate::config::KafkaArgs;
+
+/// Kafka set-up errors, each with the next step.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    /// The broker did not answer a metadata request in time.
+    #[error(
+        "cannot reach Kafka at {bootstrap} within {timeout:?} ({detail}); start the local stack with \
+         `scripts/stack.sh up` or set --bootstrap-servers / KAFKA_BOOTSTRAP_SERVERS"
+    )]
+    Unreachable { bootstrap: String, timeout: Duration, detail: String },
+    /// The topic is not in the cluster's metadata.
+    #[error("topic `{topic}` does not exist at {bootstrap}; create it (`scripts/stack.sh up` creates the pipeline's topics)")]
+    NoSuchTopic { topic: String, bootstrap: String },
+    /// librdkafka refused the configuration (a bad `-X` property, say).
+    #[error("invalid Kafka client configuration: {0}")]
+    Config(KafkaError),
+    /// Topic creation failed.
+    #[error("creating topic `{topic}` failed: {detail}")]
+    CreateTopic { topic: String, detail: String },
+}
+
+/// Producer defaults: acknowledged by all in-sync replicas, batched (linger 5 ms, up to 10 000
+/// records or 1 MiB a batch), a deep local queue so bursts never block the caller.
+pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
+    ("acks", "all"),
+    ("linger.ms", "5"),
+    ("batch.num.messages", "10000"),
+    ("batch.size", "1048576"),
+    ("queue.buffering.max.messages", "500000"),
+    ("queue.buffering.max.kbytes", "1048576"),
+    ("message.timeout.ms", "60000"),
+];
+
+/// Builds a producer with [`PRODUCER_DEFAULTS`] under the user's `-X` overrides.
+pub fn producer(args: &KafkaArgs) -> Result<FutureProducer, KafkaSetupError> {
+    args.client_config(PRODUCER_DEFAULTS).create().map_err(KafkaSetupError::Config)
+}
+
+/// Fetches cluster metadata, waiting up to `--connect-timeout` for the broker to answer.
+/// With `topic`, also checks that it exists.
+pub async fn check_cluster(args: &KafkaArgs, topic: Option<&str>) -> Result<Metadata, KafkaSetupError> {
+    let consumer: BaseConsumer = args.client_config(&[]).create().map_err(KafkaSetupError::Config)?;
+    let timeout = args.connect_timeout;
+    let owned_topic = topic.map(str::to_owned);
+    let metadata = tokio::task::spawn_blocking(move || consumer.fetch_metadata(owned_topic.as_deref(), timeout))
+        .await
+        .expect("metadata task does not panic")
+        .map_err(|e| KafkaSetupError::Unreachable {
+            bootstrap: args.bootstrap_servers.clone(),
+            timeout,
+            detail: e.to_string(),
+        })?;
+    if let Some(topic) = topic {
+        let found = metadata.topics().iter().find(|t| t.name() == topic);
+        if found.is_none_or(|t| t.error().is_some() || t.partitions().is_empty()) {
+            return Err(KafkaSetupError::NoSuchTopic { topic: topic.to_owned(), bootstrap: args.bootstrap_servers.clone() });
+        }
+    }
+    Ok(metadata)
+}
+
+/// Creates `topics` with `partitions` partitions and `replication` replicas each, treating
+/// "already exists" as success.
+pub async fn create_topics(
+    args: &KafkaArgs,
+    topics: &[&str],
+    partitions: i32,
+    replication: i32,
+) -> Result<(), KafkaSetupError> {
+    let admin: AdminClient<DefaultClientContext> = args.client_config(&[]).create().map_err(KafkaSetupError::Config)?;
+    let new: Vec<NewTopic> =
+        topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication))).collect();
+    let opts = AdminOptions::new().operation_timeout(Some(args.connect_timeout)).request_timeout(Some(args.connect_timeout));
+    let results = admin.create_topics(&new, &opts).await.map_err(|e| KafkaSetupError::Unreachable {
+        bootstrap: args.bootstrap_servers.clone(),
+        timeout: args.connect_timeout,
+        detail: e.to_string(),
+    })?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => return Err(KafkaSetupError::CreateTopic { topic, detail: code.to_string() }),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,20 @@
+//! The vehicle-telemetry pipeline's shared library.
+//!
+//! Pure logic (schemas, rules, joins, windows) sits beside its unit tests; the I/O pieces
+//! (S3 object store, Parquet dimension tables, Kafka clients) return errors that name what
+//! failed and what to do next. The four services (`generator`, `enricher`, `detector`,
+//! `counter`) are thin binaries over this crate.
+
+pub mod config;
+pub mod dims;
+pub mod generate;
+pub mod kafka;
+pub mod rules;
+pub mod runtime;
+pub mod s3;
+pub mod schema;
+pub mod shutdown;
+pub mod telemetry;
+pub mod window;
+#[cfg(feature = "testkit")]
+pub mod testkit;

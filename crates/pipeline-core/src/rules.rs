@@ -1,0 +1,135 @@
+//! The business rules: which gear a speed calls for, and when a reading is an alert.
+
+use serde::{Serialize, Serializer};
+
+use crate::schema::EnrichedEvent;
+
+/// The gear the seed expects at `speed` km/h: below 0 → 0, then one gear per 30 km/h band up
+/// to 6 below 180, and 7 at 180 or more. Upper bounds are exclusive (29.99 → 1, 30 → 2).
+pub fn expected_gear(speed: f64) -> i32 {
+    match speed {
+        s if s < 0.0 => 0,
+        s if s < 30.0 => 1,
+        s if s < 60.0 => 2,
+        s if s < 90.0 => 3,
+        s if s < 120.0 => 4,
+        s if s < 150.0 => 5,
+        s if s < 180.0 => 6,
+        _ => 7,
+    }
+}
+
+/// Thresholds of the alert predicate; the defaults are the seed's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AlertRules {
+    /// A speed strictly above this (km/h) is an alert.
+    pub max_speed: f64,
+    /// An rpm strictly above this is an alert.
+    pub max_rpm: i32,
+}
+
+impl Default for AlertRules {
+    fn default() -> Self {
+        Self { max_speed: 120.0, max_rpm: 6000 }
+    }
+}
+
+/// Which rules an event broke. Serialized as the list of names, in this order:
+/// `["speed", "rpm", "gear"]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AlertReasons {
+    /// Speed above [`AlertRules::max_speed`].
+    pub speed: bool,
+    /// Rpm above [`AlertRules::max_rpm`].
+    pub rpm: bool,
+    /// Gear different from `expected_gear`.
+    pub gear: bool,
+}
+
+impl AlertReasons {
+    /// True when no rule was broken (the event is not an alert).
+    pub fn is_empty(&self) -> bool {
+        !(self.speed || self.rpm || self.gear)
+    }
+
+    /// The names of the broken rules.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> {
+        [(self.speed, "speed"), (self.rpm, "rpm"), (self.gear, "gear")]
+            .into_iter()
+            .filter_map(|(hit, name)| hit.then_some(name))
+    }
+}
+
+impl Serialize for AlertReasons {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.names())
+    }
+}
+
+impl AlertRules {
+    /// The rules `event` breaks; empty when it is not an alert.
+    pub fn check(&self, speed: f64, rpm: i32, gear: i32, expected_gear: i32) -> AlertReasons {
+        AlertReasons { speed: speed > self.max_speed, rpm: rpm > self.max_rpm, gear: gear != expected_gear }
+    }
+
+    /// [`AlertRules::check`] on an enriched event (using the `expected_gear` it carries).
+    pub fn check_event(&self, e: &EnrichedEvent) -> AlertReasons {
+        self.check(e.speed, e.rpm, e.gear, e.expected_gear)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_gear_at_every_boundary() {
+        let cases = [
+            (-0.5, 0),
+            (-0.0, 1),
+            (0.0, 1),
+            (29.99, 1),
+            (30.0, 2),
+            (59.99, 2),
+            (60.0, 3),
+            (89.99, 3),
+            (90.0, 4),
+            (119.99, 4),
+            (120.0, 5),
+            (149.99, 5),
+            (150.0, 6),
+            (179.99, 6),
+            (180.0, 7),
+            (500.0, 7),
+        ];
+        for (speed, gear) in cases {
+            assert_eq!(expected_gear(speed), gear, "speed {speed}");
+        }
+    }
+
+    #[test]
+    fn thresholds_are_strict() {
+        let r = AlertRules::default();
+        // In gear for 120 km/h (expected 5) so only the threshold under test can fire.
+        assert!(r.check(120.0, 1000, 5, 5).is_empty(), "120 is no alert");
+        assert_eq!(r.check(120.01, 1000, 5, 5), AlertReasons { speed: true, ..Default::default() });
+        assert!(r.check(50.0, 6000, 2, 2).is_empty(), "6000 is no alert");
+        assert_eq!(r.check(50.0, 6001, 2, 2), AlertReasons { rpm: true, ..Default::default() });
+        assert_eq!(r.check(50.0, 1000, 3, 2), AlertReasons { gear: true, ..Default::default() });
+    }
+
+    #[test]
+    fn thresholds_are_configurable() {
+        let r = AlertRules { max_speed: 50.0, max_rpm: 3000 };
+        assert!(r.check(50.0, 3000, 2, 2).is_empty());
+        assert_eq!(r.check(50.5, 3001, 1, 2), AlertReasons { speed: true, rpm: true, gear: true });
+    }
+
+    #[test]
+    fn reasons_serialize_as_names_in_order() {
+        let all = AlertReasons { speed: true, rpm: true, gear: true };
+        assert_eq!(serde_json::to_string(&all).unwrap(), r#"["speed","rpm","gear"]"#);
+        let some = AlertReasons { rpm: true, ..Default::default() };
+        assert_eq!(serde_json::to_string(&some).unwrap(), r#"["rpm"]"#);
+    }
+}

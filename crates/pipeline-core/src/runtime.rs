@@ -1,0 +1,614 @@
+//! The consume → transform → produce → store-offset loop every consuming service runs.
+//!
+//! # Delivery guarantee: at-least-once
+//!
+//! An input record's offset is stored (`enable.auto.offset.store=false`) only after every
+//! output it caused — enriched event, alert, dead letter — is acknowledged by the broker, and in
+//! order per partition: a later offset never passes an earlier one still in flight. librdkafka
+//! commits the stored offsets every second, synchronously when partitions are revoked, and the
+//! loop commits once more at shutdown after draining its in-flight records. So every input is
+//! reflected in the output topics before its offset is committed, and nothing is lost across a
+//! crash, a restart or a rebalance.
+//!
+//! Limits, all of them duplicates, never loss:
+//! - a crash (SIGKILL, OOM, power) re-processes everything after the last commit (at most about
+//!   one commit interval plus the in-flight window);
+//! - on a rebalance, inputs still in flight on revoked partitions are re-processed by the new
+//!   owner (their outputs may already be in Kafka);
+//! - a delivery that fails after librdkafka's own retries (`message.timeout.ms`) is sent again by
+//!   this loop, so it can appear twice and out of order with later records of its key.
+//!
+//! Poison inputs (not UTF-8, not JSON, wrong schema, non-finite numbers, oversized) are counted,
+//! logged at warn with the reason, and sent to the dead-letter topic with their original bytes,
+//! key and headers plus `dlq.*` headers naming the source topic, partition, offset, service and
+//! error. Their offset then advances like any other: redelivery would not make them valid.
+//!
+//! Processing is pipelined: records are produced as soon as they are transformed (librdkafka
+//! batches them) and up to `max_in_flight` inputs await acknowledgement at once.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientContext, Message};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::KafkaArgs;
+use crate::kafka::{self, KafkaSetupError};
+use crate::schema::{DecodeError, JsonEvent};
+
+/// Errors that stop a service.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// Set-up failed (broker unreachable, topic missing, bad configuration).
+    #[error(transparent)]
+    Setup(#[from] KafkaSetupError),
+    /// The cluster refused us for good (authentication, authorization).
+    #[error("Kafka refused the {service} consumer: {source}; check the credentials and ACLs (-X sasl.* / security.protocol)")]
+    Fatal { service: String, source: KafkaError },
+    /// Subscribing to the input topic failed.
+    #[error("subscribing to `{topic}` failed: {source}")]
+    Subscribe { topic: String, source: KafkaError },
+    /// A record could not be handed to the producer.
+    #[error("producing to `{topic}` failed: {source}")]
+    Produce { topic: String, source: KafkaError },
+}
+
+/// One record to produce.
+#[derive(Debug)]
+pub struct Output {
+    /// Destination topic.
+    pub topic: Arc<str>,
+    /// Record key (None: the partitioner spreads them).
+    pub key: Option<Vec<u8>>,
+    /// Record value.
+    pub payload: Vec<u8>,
+    /// Record headers.
+    pub headers: Option<OwnedHeaders>,
+}
+
+/// Where an input record came from, for processors that need more than its decoded value.
+#[derive(Debug, Clone, Copy)]
+pub struct InputMeta<'a> {
+    /// The record's raw value.
+    pub payload: &'a [u8],
+    /// The record's key.
+    pub key: Option<&'a [u8]>,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+}
+
+/// The transform of a service.
+pub trait Processor: Send {
+    /// The decoded input type.
+    type Input: JsonEvent;
+
+    /// Handles one valid input, pushing the outputs it causes (possibly none) to `out`.
+    fn process(&mut self, input: Self::Input, meta: InputMeta<'_>, out: &mut Vec<Output>);
+
+    /// Called every [`RuntimeConfig::tick`]; outputs pushed here belong to no input offset.
+    fn on_tick(&mut self, _out: &mut Vec<Output>) {}
+
+    /// Called once when the loop stops consuming, before the final drain and commit.
+    fn on_shutdown(&mut self, _out: &mut Vec<Output>) {}
+}
+
+/// How the loop runs.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Service name: the consumer group's default, logs and the `dlq.service` header.
+    pub service: String,
+    /// Kafka cluster and `-X` overrides.
+    pub kafka: KafkaArgs,
+    /// Consumer group id.
+    pub group_id: String,
+    /// Topic consumed.
+    pub input_topic: String,
+    /// Where poison inputs go.
+    pub dlq_topic: String,
+    /// Store and commit offsets (false: the service rebuilds its state by replaying its input
+    /// from the earliest offset at every start and commits nothing).
+    pub commit: bool,
+    /// Most inputs awaiting acknowledgement at once; beyond it the loop stops reading.
+    pub max_in_flight: usize,
+    /// Inputs larger than this are dead-lettered unparsed.
+    pub max_record_bytes: usize,
+    /// How long shutdown waits for in-flight records; keep it below the session timeout.
+    pub drain_timeout: Duration,
+    /// Interval of [`Processor::on_tick`].
+    pub tick: Duration,
+}
+
+/// Consumer defaults: offsets stored by the loop and committed by librdkafka every second;
+/// a short session timeout so a dead instance's partitions move quickly.
+const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
+    ("enable.auto.commit", "true"),
+    ("auto.commit.interval.ms", "1000"),
+    ("enable.auto.offset.store", "false"),
+    ("auto.offset.reset", "earliest"),
+    ("session.timeout.ms", "10000"),
+    ("heartbeat.interval.ms", "1000"),
+    ("fetch.wait.max.ms", "50"),
+    ("enable.partition.eof", "false"),
+];
+
+/// Consumer defaults of a service that commits nothing.
+const REPLAY_DEFAULTS: &[(&str, &str)] = &[
+    ("enable.auto.commit", "false"),
+    ("enable.auto.offset.store", "false"),
+    ("auto.offset.reset", "earliest"),
+    ("session.timeout.ms", "10000"),
+    ("heartbeat.interval.ms", "1000"),
+    ("fetch.wait.max.ms", "50"),
+    ("enable.partition.eof", "false"),
+];
+
+/// Counts of what the loop did, returned at shutdown.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RunStats {
+    /// Input records read.
+    pub consumed: u64,
+    /// Output records acknowledged (dead letters excluded).
+    pub produced: u64,
+    /// Inputs sent to the dead-letter topic.
+    pub dead_lettered: u64,
+    /// Deliveries that failed and were sent again.
+    pub retried: u64,
+}
+
+/// Consumer context: logs through tracing and commits stored offsets when partitions are
+/// revoked.
+struct RuntimeContext {
+    /// Service name for log lines.
+    service: String,
+    /// Whether this consumer commits at all.
+    commit: bool,
+    /// Bumped on every revocation; in-flight inputs of an older epoch are no longer ours.
+    epoch: Arc<AtomicU64>,
+}
+
+impl ClientContext for RuntimeContext {}
+
+impl ConsumerContext for RuntimeContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                self.epoch.fetch_add(1, Ordering::SeqCst);
+                if self.commit && tpl.count() > 0 {
+                    match consumer.commit_consumer_state(CommitMode::Sync) {
+                        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                        Err(e) => tracing::warn!(service = %self.service, error = %e, "commit on revoke failed"),
+                    }
+                }
+                tracing::info!(service = %self.service, partitions = tpl.count(), "partitions revoked");
+            }
+            Rebalance::Assign(tpl) => {
+                let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!(service = %self.service, ?parts, "partitions assigned");
+            }
+            Rebalance::Error(e) => tracing::warn!(service = %self.service, error = %e, "rebalance error"),
+        }
+    }
+}
+
+/// The loop's consumer type.
+type LoopConsumer = StreamConsumer<RuntimeContext>;
+
+/// Identifies the input an output belongs to.
+#[derive(Debug, Clone, Copy)]
+struct Token {
+    /// Rebalance epoch when the input was read.
+    epoch: u64,
+    /// Input partition and offset; None for outputs of [`Processor::on_tick`].
+    input: Option<(i32, i64)>,
+    /// Whether the output is a dead letter (counted apart).
+    dead_letter: bool,
+}
+
+/// A delivery report tagged with its token.
+struct Tracked {
+    token: Token,
+    delivery: DeliveryFuture,
+}
+
+impl Future for Tracked {
+    type Output = (Token, <DeliveryFuture as Future>::Output);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let token = self.token;
+        self.delivery.poll_unpin(cx).map(|report| (token, report))
+    }
+}
+
+/// An input awaiting acknowledgement of its outputs.
+#[derive(Debug)]
+struct Slot {
+    offset: i64,
+    outstanding: u32,
+}
+
+/// Per-partition queues of inputs in offset order.
+#[derive(Debug, Default)]
+struct Pending {
+    epoch: u64,
+    partitions: HashMap<i32, VecDeque<Slot>>,
+    len: usize,
+}
+
+impl Pending {
+    /// Forgets everything when the epoch moved (a revocation): those inputs are not ours now.
+    fn sync_epoch(&mut self, epoch: u64) {
+        if epoch != self.epoch {
+            self.epoch = epoch;
+            self.partitions.clear();
+            self.len = 0;
+        }
+    }
+
+    fn push(&mut self, partition: i32, offset: i64, outstanding: u32) {
+        self.partitions.entry(partition).or_default().push_back(Slot { offset, outstanding });
+        self.len += 1;
+    }
+
+    /// One output of (partition, offset) was acknowledged.
+    fn ack(&mut self, partition: i32, offset: i64) {
+        if let Some(queue) = self.partitions.get_mut(&partition)
+            && let Ok(i) = queue.binary_search_by_key(&offset, |s| s.offset)
+        {
+            queue[i].outstanding -= 1;
+        }
+    }
+
+    /// Pops the fully acknowledged inputs at the head of `partition`'s queue and returns the
+    /// last offset popped: everything up to it may be committed.
+    fn advance(&mut self, partition: i32) -> Option<i64> {
+        let queue = self.partitions.get_mut(&partition)?;
+        let mut done = None;
+        while queue.front().is_some_and(|s| s.outstanding == 0) {
+            done = queue.pop_front().map(|s| s.offset);
+            self.len -= 1;
+        }
+        done
+    }
+}
+
+/// The running loop's state. The consumer is kept apart: a message borrowed from it stays
+/// alive while the loop's state changes.
+struct Loop<'a, P: Processor> {
+    config: &'a RuntimeConfig,
+    producer: FutureProducer,
+    processor: P,
+    epoch: Arc<AtomicU64>,
+    pending: Pending,
+    in_flight: FuturesUnordered<Tracked>,
+    outputs: Vec<Output>,
+    dlq_topic: Arc<str>,
+    stats: RunStats,
+}
+
+/// Runs `processor` over `config.input_topic` until `cancel` fires, then drains, commits and
+/// returns what it did.
+pub async fn run<P: Processor>(
+    config: &RuntimeConfig,
+    processor: P,
+    cancel: CancellationToken,
+) -> Result<RunStats, RuntimeError> {
+    kafka::check_cluster(&config.kafka, Some(&config.input_topic)).await?;
+    let epoch = Arc::new(AtomicU64::new(0));
+    let context = RuntimeContext { service: config.service.clone(), commit: config.commit, epoch: epoch.clone() };
+    let defaults = if config.commit { CONSUMER_DEFAULTS } else { REPLAY_DEFAULTS };
+    let mut consumer_config = config.kafka.client_config(defaults);
+    consumer_config.set("group.id", &config.group_id).set("client.id", &config.service);
+    let consumer: StreamConsumer<RuntimeContext> =
+        consumer_config.create_with_context(context).map_err(KafkaSetupError::Config)?;
+    consumer
+        .subscribe(&[&config.input_topic])
+        .map_err(|source| RuntimeError::Subscribe { topic: config.input_topic.clone(), source })?;
+    let producer = kafka::producer(&config.kafka)?;
+    tracing::info!(
+        service = %config.service, input = %config.input_topic, group = %config.group_id,
+        commit = config.commit, "consuming"
+    );
+
+    let mut state = Loop {
+        config,
+        producer,
+        processor,
+        epoch,
+        pending: Pending::default(),
+        in_flight: FuturesUnordered::new(),
+        outputs: Vec::new(),
+        dlq_topic: Arc::from(config.dlq_topic.as_str()),
+        stats: RunStats::default(),
+    };
+    state.run(&consumer, cancel).await?;
+    Ok(state.stats)
+}
+
+impl<P: Processor> Loop<'_, P> {
+    async fn run(&mut self, consumer: &LoopConsumer, cancel: CancellationToken) -> Result<(), RuntimeError> {
+        let mut tick = tokio::time::interval(self.config.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut report = tokio::time::interval(Duration::from_secs(30));
+        report.tick().await;
+        loop {
+            let can_read = self.pending.len < self.config.max_in_flight;
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                Some((token, report)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    self.delivered(consumer, token, report).await?;
+                }
+                message = consumer.recv(), if can_read => match message {
+                    Ok(message) => self.handle(consumer, &message).await?,
+                    Err(e) => self.consumer_error(e)?,
+                },
+                _ = tick.tick() => {
+                    self.processor.on_tick(&mut self.outputs);
+                    self.send_outputs(consumer, None, false).await?;
+                }
+                _ = report.tick() => tracing::info!(service = %self.config.service, stats = ?self.stats, "progress"),
+            }
+        }
+        self.shutdown(consumer).await
+    }
+
+    /// Decodes one input, transforms it and sends its outputs.
+    async fn handle(&mut self, consumer: &LoopConsumer, message: &BorrowedMessage<'_>) -> Result<(), RuntimeError> {
+        self.stats.consumed += 1;
+        self.pending.sync_epoch(self.epoch.load(Ordering::SeqCst));
+        let payload = message.payload().unwrap_or_default();
+        let input = (message.partition(), message.offset());
+        match P::Input::decode(payload, self.config.max_record_bytes) {
+            Ok(event) => {
+                let meta = InputMeta { payload, key: message.key(), partition: input.0, offset: input.1 };
+                self.processor.process(event, meta, &mut self.outputs);
+                self.send_outputs(consumer, Some(input), false).await
+            }
+            Err(error) => {
+                self.stats.dead_lettered += 1;
+                tracing::warn!(
+                    service = %self.config.service, topic = message.topic(), partition = input.0,
+                    offset = input.1, %error, "dead-lettering a poison record"
+                );
+                let dead = dead_letter(&self.dlq_topic, &self.config.service, message, &error);
+                self.outputs.push(dead);
+                self.send_outputs(consumer, Some(input), true).await
+            }
+        }
+    }
+
+    /// Hands the buffered outputs to the producer, tracking them against `input`.
+    async fn send_outputs(
+        &mut self,
+        consumer: &LoopConsumer,
+        input: Option<(i32, i64)>, dead_letter: bool) -> Result<(), RuntimeError> {
+        let token = Token { epoch: self.pending.epoch, input, dead_letter };
+        let count = self.outputs.len() as u32;
+        for output in std::mem::take(&mut self.outputs) {
+            let delivery =
+                send(&self.producer, &output.topic, output.key.as_deref(), &output.payload, output.headers).await?;
+            self.in_flight.push(Tracked { token, delivery });
+        }
+        if let Some((partition, offset)) = input
+            && self.config.commit
+        {
+            self.pending.push(partition, offset, count);
+            self.store_acknowledged(consumer, partition);
+        }
+        Ok(())
+    }
+
+    /// A delivery report arrived.
+    async fn delivered(
+        &mut self,
+        consumer: &LoopConsumer,
+        token: Token, report: <DeliveryFuture as Future>::Output) -> Result<(), RuntimeError> {
+        match report {
+            Ok(Ok(_)) => {
+                self.pending.sync_epoch(self.epoch.load(Ordering::SeqCst));
+                if !token.dead_letter {
+                    self.stats.produced += 1;
+                }
+                if let Some((partition, offset)) = token.input
+                    && self.config.commit
+                    && token.epoch == self.pending.epoch
+                {
+                    self.pending.ack(partition, offset);
+                    self.store_acknowledged(consumer, partition);
+                }
+                Ok(())
+            }
+            Ok(Err((error, message))) => {
+                // librdkafka gave up after its own retries; never store past this input: send
+                // the same record again after a pause.
+                self.stats.retried += 1;
+                tracing::warn!(service = %self.config.service, topic = message.topic(), %error, "delivery failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let delivery = resend(&self.producer, &message).await?;
+                self.in_flight.push(Tracked { token, delivery });
+                Ok(())
+            }
+            Err(_canceled) => unreachable!("the producer outlives every delivery future"),
+        }
+    }
+
+    /// Stores the offset of the last fully acknowledged input of `partition`.
+    fn store_acknowledged(&mut self, consumer: &LoopConsumer, partition: i32) {
+        if let Some(offset) = self.pending.advance(partition) {
+            // store_offset stores offset + 1: the next record to read.
+            if let Err(e) = consumer.store_offset(&self.config.input_topic, partition, offset) {
+                tracing::debug!(partition, offset, error = %e, "offset not stored (partition no longer assigned)");
+            }
+        }
+    }
+
+    fn consumer_error(&self, error: KafkaError) -> Result<(), RuntimeError> {
+        let fatal = matches!(
+            error.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::Authentication
+                    | RDKafkaErrorCode::SaslAuthenticationFailed
+                    | RDKafkaErrorCode::TopicAuthorizationFailed
+                    | RDKafkaErrorCode::GroupAuthorizationFailed
+                    | RDKafkaErrorCode::ClusterAuthorizationFailed
+            )
+        );
+        if fatal {
+            return Err(RuntimeError::Fatal { service: self.config.service.clone(), source: error });
+        }
+        tracing::warn!(service = %self.config.service, %error, "consumer error (retrying)");
+        Ok(())
+    }
+
+    /// Stop reading, let the processor flush, wait (bounded) for in-flight records, commit.
+    async fn shutdown(&mut self, consumer: &LoopConsumer) -> Result<(), RuntimeError> {
+        self.processor.on_shutdown(&mut self.outputs);
+        self.send_outputs(consumer, None, false).await?;
+        let deadline = tokio::time::Instant::now() + self.config.drain_timeout;
+        while !self.in_flight.is_empty() {
+            match tokio::time::timeout_at(deadline, self.in_flight.next()).await {
+                Ok(Some((token, report))) => self.delivered(consumer, token, report).await?,
+                Ok(None) => break,
+                Err(_) => {
+                    tracing::warn!(
+                        service = %self.config.service, in_flight = self.in_flight.len(),
+                        "drain deadline passed; their inputs will be re-processed"
+                    );
+                    break;
+                }
+            }
+        }
+        if self.config.commit {
+            match consumer.commit_consumer_state(CommitMode::Sync) {
+                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                Err(e) => tracing::warn!(service = %self.config.service, error = %e, "final commit failed"),
+            }
+        }
+        if let Err(e) = self.producer.flush(Duration::from_secs(2)) {
+            tracing::warn!(service = %self.config.service, error = %e, "producer flush at shutdown");
+        }
+        consumer.unsubscribe();
+        tracing::info!(service = %self.config.service, stats = ?self.stats, "stopped");
+        Ok(())
+    }
+}
+
+/// Enqueues one record, waiting while librdkafka's local queue is full.
+async fn send(
+    producer: &FutureProducer,
+    topic: &str,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    headers: Option<OwnedHeaders>,
+) -> Result<DeliveryFuture, RuntimeError> {
+    let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    if let Some(headers) = headers {
+        record = record.headers(headers);
+    }
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                // The producer's thread serves delivery reports meanwhile; the queue drains.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                record = back;
+            }
+            Err((source, _)) => return Err(RuntimeError::Produce { topic: topic.to_owned(), source }),
+        }
+    }
+}
+
+async fn resend(producer: &FutureProducer, message: &OwnedMessage) -> Result<DeliveryFuture, RuntimeError> {
+    send(producer, message.topic(), message.key(), message.payload().unwrap_or_default(), message.headers().cloned()).await
+}
+
+/// Header names carried by dead letters.
+pub mod dlq_headers {
+    /// Topic the poison record was read from.
+    pub const SOURCE_TOPIC: &str = "dlq.source.topic";
+    /// Its partition (decimal).
+    pub const SOURCE_PARTITION: &str = "dlq.source.partition";
+    /// Its offset (decimal).
+    pub const SOURCE_OFFSET: &str = "dlq.source.offset";
+    /// The service that rejected it.
+    pub const SERVICE: &str = "dlq.service";
+    /// Why it was rejected.
+    pub const ERROR: &str = "dlq.error";
+}
+
+/// The dead letter of `message`: its bytes, key and headers, plus the `dlq.*` headers.
+fn dead_letter(dlq_topic: &Arc<str>, service: &str, message: &BorrowedMessage<'_>, error: &DecodeError) -> Output {
+    let mut headers = OwnedHeaders::new();
+    if let Some(original) = message.headers() {
+        for h in original.iter() {
+            headers = headers.insert(Header { key: h.key, value: h.value });
+        }
+    }
+    let (partition, offset, reason) = (message.partition().to_string(), message.offset().to_string(), error.to_string());
+    for (key, value) in [
+        (dlq_headers::SOURCE_TOPIC, message.topic()),
+        (dlq_headers::SOURCE_PARTITION, &partition),
+        (dlq_headers::SOURCE_OFFSET, &offset),
+        (dlq_headers::SERVICE, service),
+        (dlq_headers::ERROR, &reason),
+    ] {
+        headers = headers.insert(Header { key, value: Some(value) });
+    }
+    Output {
+        topic: dlq_topic.clone(),
+        key: message.key().map(<[u8]>::to_vec),
+        payload: message.payload().unwrap_or_default().to_vec(),
+        headers: Some(headers),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_advance_only_over_fully_acknowledged_inputs() {
+        let mut p = Pending::default();
+        p.push(0, 10, 2);
+        p.push(0, 11, 0); // filtered out: nothing to wait for, but behind offset 10
+        p.push(0, 12, 1);
+        p.push(1, 5, 1);
+        assert_eq!(p.advance(0), None, "10 is still in flight");
+        p.ack(0, 12);
+        assert_eq!(p.advance(0), None, "12 is done but 10 is not: never pass it");
+        p.ack(0, 10);
+        assert_eq!(p.advance(0), None, "10 has one more output");
+        p.ack(0, 10);
+        assert_eq!(p.advance(0), Some(12), "10, 11, 12 all done");
+        assert_eq!(p.len, 1);
+        p.ack(1, 5);
+        assert_eq!(p.advance(1), Some(5));
+        assert_eq!((p.len, p.advance(1)), (0, None));
+    }
+
+    #[test]
+    fn a_revocation_forgets_in_flight_inputs() {
+        let mut p = Pending::default();
+        p.push(0, 1, 1);
+        p.sync_epoch(1);
+        assert_eq!(p.len, 0);
+        p.ack(0, 1); // a late report of the old epoch finds nothing
+        assert_eq!(p.advance(0), None);
+    }
+}

@@ -1,0 +1,220 @@
+//! A small S3 object store over one bucket, with errors a person can act on.
+//!
+//! Credentials come from the aws-config default chain (environment, profile, then container or
+//! instance metadata), so the same binary runs against AWS, MinIO and the local SeaweedFS.
+//! Every error names the endpoint and the bucket/key and says what to do next; no error or log
+//! line ever contains the secret key.
+
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::Region;
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
+use bytes::Bytes;
+
+use crate::config::S3Args;
+
+/// What went wrong talking to S3.
+#[derive(Debug, thiserror::Error)]
+pub enum S3Error {
+    /// No connection (refused, DNS, timeout): the server is not there.
+    #[error(
+        "cannot reach S3 at {endpoint} ({detail}); start the local stack with `scripts/stack.sh up` \
+         or point --s3-endpoint / S3_ENDPOINT at a running S3"
+    )]
+    Unreachable { endpoint: String, detail: String },
+    /// The bucket does not exist.
+    #[error("bucket `{bucket}` does not exist at {endpoint}; create it (`generator dims` does) or set --s3-bucket / S3_BUCKET")]
+    NoSuchBucket { endpoint: String, bucket: String },
+    /// The object does not exist.
+    #[error("s3://{bucket}/{key} does not exist at {endpoint}")]
+    NoSuchKey { endpoint: String, bucket: String, key: String },
+    /// The server refused the credentials or the request's signature.
+    #[error(
+        "S3 at {endpoint} refused access to bucket `{bucket}` ({code}); check AWS_ACCESS_KEY_ID / \
+         AWS_SECRET_ACCESS_KEY (or the AWS profile) and the bucket policy"
+    )]
+    AccessDenied { endpoint: String, bucket: String, code: String },
+    /// Anything else, with the server's words.
+    #[error("S3 {op} on s3://{bucket}/{key} at {endpoint} failed: {detail}")]
+    Other { op: &'static str, endpoint: String, bucket: String, key: String, detail: String },
+}
+
+/// One bucket on one S3 endpoint.
+#[derive(Debug, Clone)]
+pub struct ObjectStore {
+    /// The SDK client (cheap to clone, shares its connection pool).
+    client: Client,
+    /// The bucket every call addresses.
+    bucket: String,
+    /// The endpoint as shown in errors.
+    endpoint: String,
+    /// Region, needed to create a bucket outside us-east-1.
+    region: String,
+}
+
+impl ObjectStore {
+    /// A store for `args.s3_bucket`, credentials from the default chain. Connect timeouts are
+    /// short (3 s) and retries few, so an S3 that is down is reported in seconds.
+    pub async fn connect(args: &S3Args) -> Self {
+        Self::connect_bucket(args, &args.s3_bucket).await
+    }
+
+    /// Like [`ObjectStore::connect`] for another bucket on the same endpoint.
+    pub async fn connect_bucket(args: &S3Args, bucket: &str) -> Self {
+        let shared = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(args.s3_region.clone()))
+            .load()
+            .await;
+        let mut config = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(args.path_style())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(3))
+                    .operation_attempt_timeout(Duration::from_secs(30))
+                    .build(),
+            )
+            .retry_config(RetryConfig::standard().with_max_attempts(3));
+        if let Some(endpoint) = &args.s3_endpoint {
+            config = config.endpoint_url(endpoint);
+        }
+        Self {
+            client: Client::from_conf(config.build()),
+            bucket: bucket.to_owned(),
+            endpoint: args.endpoint_display(),
+            region: args.s3_region.clone(),
+        }
+    }
+
+    /// The bucket this store addresses.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// `s3://bucket/key`, for messages.
+    pub fn url(&self, key: &str) -> String {
+        format!("s3://{}/{}", self.bucket, key)
+    }
+
+    fn classify<E>(&self, op: &'static str, key: &str, err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> S3Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let detail = DisplayErrorContext(&err).to_string();
+        if matches!(err, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)) {
+            return S3Error::Unreachable { endpoint: self.endpoint.clone(), detail: short(&detail) };
+        }
+        let status = err.raw_response().map(|r| r.status().as_u16());
+        let code = err.code().map(str::to_owned);
+        let (endpoint, bucket) = (self.endpoint.clone(), self.bucket.clone());
+        match (code.as_deref(), status) {
+            (Some("NoSuchBucket"), _) => S3Error::NoSuchBucket { endpoint, bucket },
+            (Some("NoSuchKey"), _) | (None, Some(404)) if !key.is_empty() => {
+                S3Error::NoSuchKey { endpoint, bucket, key: key.to_owned() }
+            }
+            (None, Some(404)) => S3Error::NoSuchBucket { endpoint, bucket },
+            (Some(c @ ("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch")), _) => {
+                S3Error::AccessDenied { endpoint, bucket, code: c.to_owned() }
+            }
+            (None, Some(403)) => S3Error::AccessDenied { endpoint, bucket, code: "HTTP 403".into() },
+            _ => S3Error::Other { op, endpoint, bucket, key: key.to_owned(), detail: short(&detail) },
+        }
+    }
+
+    /// Checks that the bucket exists and the credentials open it.
+    pub async fn check_bucket(&self) -> Result<(), S3Error> {
+        self.client
+            .head_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| self.classify("HeadBucket", "", e))
+    }
+
+    /// Creates the bucket unless it exists already.
+    pub async fn ensure_bucket(&self) -> Result<(), S3Error> {
+        match self.check_bucket().await {
+            Err(S3Error::NoSuchBucket { .. }) => {}
+            other => return other,
+        }
+        let mut req = self.client.create_bucket().bucket(&self.bucket);
+        if self.region != "us-east-1" {
+            req = req.create_bucket_configuration(
+                CreateBucketConfiguration::builder()
+                    .location_constraint(BucketLocationConstraint::from(self.region.as_str()))
+                    .build(),
+            );
+        }
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.code(), Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")) => Ok(()),
+            Err(e) => Err(self.classify("CreateBucket", "", e)),
+        }
+    }
+
+    /// Writes one object (a single PUT: readers see the old or the new bytes, never a mix).
+    pub async fn put(&self, key: &str, body: impl Into<Bytes>) -> Result<(), S3Error> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(body.into()))
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| self.classify("PutObject", key, e))
+    }
+
+    /// Reads one object whole.
+    pub async fn get(&self, key: &str) -> Result<Bytes, S3Error> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.classify("GetObject", key, e))?;
+        out.body.collect().await.map(|b| b.into_bytes()).map_err(|e| S3Error::Other {
+            op: "GetObject",
+            endpoint: self.endpoint.clone(),
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            detail: format!("reading the body: {e}"),
+        })
+    }
+
+    /// Every key under `prefix`, in the store's (lexicographic) order.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, S3Error> {
+        let mut keys = Vec::new();
+        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
+        while let Some(page) = pages.try_next().await.map_err(|e| self.classify("ListObjectsV2", prefix, e))? {
+            keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+        }
+        Ok(keys)
+    }
+
+    /// Deletes one object (no error if it is already gone).
+    pub async fn delete(&self, key: &str) -> Result<(), S3Error> {
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| self.classify("DeleteObject", key, e))
+    }
+}
+
+/// The SDK's error context can run to several lines; keep the first, bounded.
+fn short(detail: &str) -> String {
+    let line = detail.lines().next().unwrap_or(detail);
+    if line.len() > 300 { format!("{}…", &line[..line.floor_char_boundary(300)]) } else { line.to_owned() }
+}

@@ -1,0 +1,115 @@
+//! Helpers for integration tests against the real local stack (feature `testkit`).
+//!
+//! The stack's address comes from the same environment variables the services read
+//! (`scripts/test.sh` exports `config/local.env`). Every test makes its own topics and buckets
+//! with [`unique`] names, so tests run in parallel without seeing each other's records.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use crate::config::{KafkaArgs, S3Args};
+use crate::s3::ObjectStore;
+
+/// `prefix-<12 random hex>`: a topic, bucket or group name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// Kafka settings of the local stack.
+pub fn kafka() -> KafkaArgs {
+    KafkaArgs {
+        bootstrap_servers: std::env::var("KAFKA_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9092".into()),
+        properties: Vec::new(),
+        connect_timeout: Duration::from_secs(15),
+    }
+}
+
+/// S3 settings of the local stack, with `bucket`.
+pub fn s3(bucket: &str) -> S3Args {
+    S3Args {
+        s3_endpoint: Some(std::env::var("S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:8333".into())),
+        s3_region: std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into()),
+        s3_bucket: bucket.to_owned(),
+        dims_prefix: "data/dims".into(),
+        s3_path_style: Some(true),
+    }
+}
+
+/// A new bucket with a unique name, created.
+pub async fn bucket(prefix: &str) -> (S3Args, ObjectStore) {
+    let args = s3(&unique(prefix));
+    let store = ObjectStore::connect(&args).await;
+    store.ensure_bucket().await.expect("create test bucket (is the local stack up?)");
+    (args, store)
+}
+
+/// A new topic with a unique name and `partitions` partitions, created.
+pub async fn topic(prefix: &str, partitions: i32) -> String {
+    let name = unique(prefix);
+    crate::kafka::create_topics(&kafka(), &[&name], partitions, 1).await.expect("create test topic (is the local stack up?)");
+    name
+}
+
+/// Every record of `topic` on the local broker, from the beginning up to the high watermarks
+/// read when called; panics if they are not all read within `timeout`. Records are in offset
+/// order per partition.
+pub fn read_all(topic: &str, timeout: Duration) -> Vec<OwnedMessage> {
+    read_all_from(&kafka(), topic, timeout)
+}
+
+/// [`read_all`] on the cluster `kafka`.
+pub fn read_all_from(kafka: &KafkaArgs, topic: &str, timeout: Duration) -> Vec<OwnedMessage> {
+    let consumer: BaseConsumer = kafka
+        .client_config(&[("group.id", &unique("reader")), ("enable.auto.commit", "false")])
+        .create()
+        .expect("reader consumer");
+    let metadata = consumer.fetch_metadata(Some(topic), timeout).expect("topic metadata");
+    let partitions: Vec<i32> = metadata.topics()[0].partitions().iter().map(|p| p.id()).collect();
+    let mut remaining: HashMap<i32, i64> = HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for &p in &partitions {
+        let (low, high) = consumer.fetch_watermarks(topic, p, timeout).expect("watermarks");
+        if high > low {
+            remaining.insert(p, high);
+        }
+        tpl.add_partition_offset(topic, p, Offset::Beginning).expect("partition");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while !remaining.is_empty() {
+        assert!(Instant::now() < deadline, "timed out reading {topic}: still waiting on {remaining:?}, read {}", out.len());
+        if let Some(msg) = consumer.poll(Duration::from_millis(200)) {
+            let msg = msg.expect("consume");
+            let (p, next) = (msg.partition(), msg.offset() + 1);
+            if remaining.get(&p).is_some_and(|&high| next >= high) {
+                remaining.remove(&p);
+            }
+            out.push(msg.detach());
+        }
+    }
+    out
+}
+
+/// Waits until `topic` holds at least `n` records (sum of high watermarks) or `timeout` passes;
+/// returns the count seen last.
+pub fn wait_for_count(topic: &str, n: i64, timeout: Duration) -> i64 {
+    let consumer: BaseConsumer = kafka().client_config(&[]).create().expect("consumer");
+    let deadline = Instant::now() + timeout;
+    loop {
+        let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)).expect("metadata");
+        let count: i64 = metadata.topics()[0]
+            .partitions()
+            .iter()
+            .map(|p| consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(5)).map_or(0, |(lo, hi)| hi - lo))
+            .sum();
+        if count >= n || Instant::now() >= deadline {
+            return count;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

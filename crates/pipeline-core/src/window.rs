@@ -1,0 +1,369 @@
+//! Event-time tumbling windows with a watermark: the counter's aggregation.
+//!
+//! Each alert counts in the window `[floor(event_time / size) * size, + size)`. The watermark is
+//! the smallest, over the input partitions that are not idle, of the largest event time seen on
+//! that partition, minus the allowed delay; it never goes back. A partition that has received
+//! nothing for `idle_timeout` (processing time) is left out so it cannot hold the watermark
+//! back; when every partition is idle the largest event time of all is used. A window whose end
+//! is at or behind the watermark is final: it leaves the state, and an alert that would fall in
+//! it later is late (not counted, reported to the caller).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde::ser::{SerializeMap, Serializer};
+
+use crate::schema::event_time;
+
+/// Window parameters.
+#[derive(Debug, Clone)]
+pub struct WindowConfig {
+    /// Window length (the seed's 15 minutes).
+    pub size: chrono::Duration,
+    /// How far behind the largest event time the watermark trails (the seed's 48 hours).
+    pub watermark_delay: chrono::Duration,
+    /// A partition silent for this long no longer holds the watermark back.
+    pub idle_timeout: Duration,
+    /// Colors counted per window (`num_of_<lowercase name>`), matched case-insensitively.
+    pub colors: Vec<String>,
+}
+
+/// The aggregate of one window.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowStats {
+    /// Inclusive start.
+    pub start: DateTime<Utc>,
+    /// Exclusive end.
+    pub end: DateTime<Utc>,
+    /// Alerts counted.
+    pub rows: u64,
+    /// Alerts per configured color, in [`WindowConfig::colors`] order.
+    pub colors: Vec<u64>,
+    /// Largest speed.
+    pub max_speed: f64,
+    /// Largest gear.
+    pub max_gear: i32,
+    /// Largest rpm.
+    pub max_rpm: i32,
+}
+
+impl WindowStats {
+    fn new(start: DateTime<Utc>, size: chrono::Duration, colors: usize) -> Self {
+        Self {
+            start,
+            end: start + size,
+            rows: 0,
+            colors: vec![0; colors],
+            max_speed: f64::NEG_INFINITY,
+            max_gear: i32::MIN,
+            max_rpm: i32::MIN,
+        }
+    }
+
+    /// The seed's row: `window_start, window_end, num_of_rows, num_of_<color>…, maximum_speed,
+    /// maximum_gear, maximum_rpm`, as JSON.
+    pub fn to_json(&self, colors: &[String]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        let mut ser = serde_json::Serializer::new(&mut out);
+        self.serialize_row(colors, &mut ser).expect("serializing into a Vec cannot fail");
+        out
+    }
+
+    fn serialize_row<S: Serializer>(&self, colors: &[String], s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(7 + colors.len()))?;
+        map.serialize_entry("window_start", &event_time::format(&self.start))?;
+        map.serialize_entry("window_end", &event_time::format(&self.end))?;
+        map.serialize_entry("num_of_rows", &self.rows)?;
+        for (name, count) in colors.iter().zip(&self.colors) {
+            map.serialize_entry(&color_column(name), count)?;
+        }
+        map.serialize_entry("maximum_speed", &self.max_speed)?;
+        map.serialize_entry("maximum_gear", &self.max_gear)?;
+        map.serialize_entry("maximum_rpm", &self.max_rpm)?;
+        map.end()
+    }
+}
+
+/// `num_of_<lowercase color>`.
+pub fn color_column(color: &str) -> String {
+    format!("num_of_{}", color.to_lowercase().replace(' ', "_"))
+}
+
+/// What happened to one alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Counted in the window starting here.
+    Counted(DateTime<Utc>),
+    /// Its window was already final: not counted.
+    Late(DateTime<Utc>),
+}
+
+/// Event-time progress of one input partition.
+#[derive(Debug, Clone, Copy)]
+struct PartitionClock {
+    max_event_time: DateTime<Utc>,
+    last_seen: Instant,
+}
+
+/// The live windows and the watermark.
+#[derive(Debug)]
+pub struct Windows {
+    config: WindowConfig,
+    /// Live windows by start.
+    live: BTreeMap<DateTime<Utc>, WindowStats>,
+    /// Windows changed since the last [`Windows::take_changed`].
+    changed: std::collections::BTreeSet<DateTime<Utc>>,
+    /// Per-partition event-time progress.
+    partitions: HashMap<i32, PartitionClock>,
+    /// Current watermark (None until the first alert).
+    watermark: Option<DateTime<Utc>>,
+    /// Alerts that arrived for final windows.
+    late: u64,
+}
+
+impl Windows {
+    /// Empty state.
+    pub fn new(config: WindowConfig) -> Self {
+        Self {
+            config,
+            live: BTreeMap::new(),
+            changed: Default::default(),
+            partitions: HashMap::new(),
+            watermark: None,
+            late: 0,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &WindowConfig {
+        &self.config
+    }
+
+    /// Start of the window holding `t`.
+    pub fn window_start(&self, t: DateTime<Utc>) -> DateTime<Utc> {
+        let size = self.config.size.num_milliseconds();
+        let ms = t.timestamp_millis();
+        DateTime::from_timestamp_millis(ms - ms.rem_euclid(size)).expect("window start is in range")
+    }
+
+    /// Counts one alert read from `partition` at processing time `now`.
+    pub fn add(
+        &mut self,
+        partition: i32,
+        at: DateTime<Utc>,
+        speed: f64,
+        gear: i32,
+        rpm: i32,
+        color: Option<&str>,
+        now: Instant,
+    ) -> Placement {
+        let clock = self.partitions.entry(partition).or_insert(PartitionClock { max_event_time: at, last_seen: now });
+        clock.max_event_time = clock.max_event_time.max(at);
+        clock.last_seen = now;
+
+        let start = self.window_start(at);
+        if self.watermark.is_some_and(|wm| start + self.config.size <= wm) {
+            self.late += 1;
+            return Placement::Late(start);
+        }
+        let (size, n) = (self.config.size, self.config.colors.len());
+        let w = self.live.entry(start).or_insert_with(|| WindowStats::new(start, size, n));
+        w.rows += 1;
+        if let Some(color) = color {
+            for (i, name) in self.config.colors.iter().enumerate() {
+                if name.eq_ignore_ascii_case(color) {
+                    w.colors[i] += 1;
+                }
+            }
+        }
+        w.max_speed = w.max_speed.max(speed);
+        w.max_gear = w.max_gear.max(gear);
+        w.max_rpm = w.max_rpm.max(rpm);
+        self.changed.insert(start);
+        Placement::Counted(start)
+    }
+
+    /// Recomputes the watermark at processing time `now` and removes the windows it passed.
+    /// Returns them (final values), oldest first.
+    pub fn advance(&mut self, now: Instant) -> Vec<WindowStats> {
+        let active = self.partitions.values().filter(|c| now.duration_since(c.last_seen) < self.config.idle_timeout);
+        let frontier = active.map(|c| c.max_event_time).min().or_else(|| self.partitions.values().map(|c| c.max_event_time).max());
+        let Some(frontier) = frontier else { return Vec::new() };
+        let candidate = frontier - self.config.watermark_delay;
+        if self.watermark.is_some_and(|wm| wm >= candidate) {
+            return Vec::new();
+        }
+        self.watermark = Some(candidate);
+        let mut done = Vec::new();
+        while let Some(entry) = self.live.first_entry() {
+            if entry.get().end > candidate {
+                break;
+            }
+            self.changed.remove(entry.key());
+            done.push(entry.remove());
+        }
+        done
+    }
+
+    /// Windows changed since the last call, oldest first.
+    pub fn take_changed(&mut self) -> Vec<WindowStats> {
+        std::mem::take(&mut self.changed).into_iter().filter_map(|s| self.live.get(&s).cloned()).collect()
+    }
+
+    /// Every live window, oldest first.
+    pub fn live(&self) -> impl Iterator<Item = &WindowStats> {
+        self.live.values()
+    }
+
+    /// The current watermark.
+    pub fn watermark(&self) -> Option<DateTime<Utc>> {
+        self.watermark
+    }
+
+    /// How many late alerts were seen.
+    pub fn late(&self) -> u64 {
+        self.late
+    }
+
+    /// Forgets a partition's clock (it was revoked or its input ended).
+    pub fn forget_partition(&mut self, partition: i32) {
+        self.partitions.remove(&partition);
+    }
+}
+
+/// The live windows as the seed's console table.
+pub fn render_table(windows: &[&WindowStats], colors: &[String]) -> String {
+    let mut table = comfy_table::Table::new();
+    table.load_preset(comfy_table::presets::ASCII_FULL_CONDENSED);
+    let mut header = vec!["window_start".to_owned(), "window_end".to_owned(), "num_of_rows".to_owned()];
+    header.extend(colors.iter().map(|c| color_column(c)));
+    header.extend(["maximum_speed", "maximum_gear", "maximum_rpm"].map(str::to_owned));
+    table.set_header(header);
+    for w in windows {
+        let mut row = vec![
+            w.start.format("%Y-%m-%d %H:%M:%S").to_string(),
+            w.end.format("%Y-%m-%d %H:%M:%S").to_string(),
+            w.rows.to_string(),
+        ];
+        row.extend(w.colors.iter().map(u64::to_string));
+        row.extend([w.max_speed.to_string(), w.max_gear.to_string(), w.max_rpm.to_string()]);
+        table.add_row(row);
+    }
+    for i in 2..table.column_count() {
+        if let Some(col) = table.column_mut(i) {
+            col.set_cell_alignment(comfy_table::CellAlignment::Right);
+        }
+    }
+    table.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn config(delay_min: i64) -> WindowConfig {
+        WindowConfig {
+            size: chrono::Duration::minutes(15),
+            watermark_delay: chrono::Duration::minutes(delay_min),
+            idle_timeout: Duration::from_secs(30),
+            colors: vec!["Black".into(), "White".into(), "Silver".into()],
+        }
+    }
+
+    fn t(h: u32, m: u32, s: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 5, 1, h, m, s).unwrap()
+    }
+
+    #[test]
+    fn edges_belong_to_the_window_they_start() {
+        let mut w = Windows::new(config(48 * 60));
+        let now = Instant::now();
+        assert_eq!(w.add(0, t(10, 0, 0), 1.0, 1, 1, None, now), Placement::Counted(t(10, 0, 0)));
+        assert_eq!(w.add(0, t(10, 14, 59), 1.0, 1, 1, None, now), Placement::Counted(t(10, 0, 0)));
+        assert_eq!(w.add(0, t(10, 15, 0), 1.0, 1, 1, None, now), Placement::Counted(t(10, 15, 0)));
+        let before = t(10, 0, 0) - chrono::Duration::milliseconds(1);
+        assert_eq!(w.add(0, before, 1.0, 1, 1, None, now), Placement::Counted(t(9, 45, 0)));
+        let rows: Vec<_> = w.live().map(|s| (s.start, s.end, s.rows)).collect();
+        assert_eq!(rows, vec![(t(9, 45, 0), t(10, 0, 0), 1), (t(10, 0, 0), t(10, 15, 0), 2), (t(10, 15, 0), t(10, 30, 0), 1)]);
+    }
+
+    #[test]
+    fn aggregates_count_colors_and_take_maxima() {
+        let mut w = Windows::new(config(60));
+        let now = Instant::now();
+        w.add(0, t(10, 1, 0), 130.5, 3, 2000, Some("Black"), now);
+        w.add(1, t(10, 2, 0), 90.0, 6, 6500, Some("white"), now);
+        w.add(2, t(10, 3, 0), 100.0, 2, 1000, Some("Red"), now);
+        w.add(0, t(10, 4, 0), 10.0, 1, 700, None, now);
+        let s = w.live().next().unwrap();
+        assert_eq!((s.rows, s.colors.clone(), s.max_speed, s.max_gear, s.max_rpm), (4, vec![1, 1, 0], 130.5, 6, 6500));
+        let json = String::from_utf8(s.to_json(&w.config().colors)).unwrap();
+        assert_eq!(
+            json,
+            r#"{"window_start":"2026-05-01T10:00:00.000Z","window_end":"2026-05-01T10:15:00.000Z","num_of_rows":4,"num_of_black":1,"num_of_white":1,"num_of_silver":0,"maximum_speed":130.5,"maximum_gear":6,"maximum_rpm":6500}"#
+        );
+    }
+
+    #[test]
+    fn the_watermark_finalizes_windows_and_makes_later_alerts_late() {
+        let mut w = Windows::new(config(0));
+        let now = Instant::now();
+        w.add(0, t(10, 5, 0), 1.0, 1, 1, None, now);
+        assert!(w.advance(now).is_empty(), "watermark 10:05 is inside the first window");
+        w.add(0, t(10, 15, 0), 1.0, 1, 1, None, now);
+        let done = w.advance(now);
+        assert_eq!(done.iter().map(|s| (s.start, s.rows)).collect::<Vec<_>>(), vec![(t(10, 0, 0), 1)]);
+        assert_eq!(w.watermark(), Some(t(10, 15, 0)));
+        assert_eq!(w.add(0, t(10, 14, 59), 1.0, 1, 1, None, now), Placement::Late(t(10, 0, 0)));
+        assert_eq!(w.add(0, t(10, 15, 0), 1.0, 1, 1, None, now), Placement::Counted(t(10, 15, 0)));
+        assert_eq!(w.late(), 1);
+        assert_eq!(w.live().map(|s| s.rows).collect::<Vec<_>>(), vec![2]);
+    }
+
+    #[test]
+    fn the_slowest_active_partition_holds_the_watermark_until_it_idles() {
+        let mut w = Windows::new(config(0));
+        let start = Instant::now();
+        w.add(0, t(10, 1, 0), 1.0, 1, 1, None, start);
+        w.add(1, t(11, 0, 0), 1.0, 1, 1, None, start);
+        assert!(w.advance(start).is_empty());
+        assert_eq!(w.watermark(), Some(t(10, 1, 0)), "partition 0 holds it back");
+        // Partition 0 goes quiet; partition 1 keeps going.
+        let later = start + Duration::from_secs(31);
+        w.add(1, t(11, 1, 0), 1.0, 1, 1, None, later);
+        let done = w.advance(later);
+        assert_eq!(w.watermark(), Some(t(11, 1, 0)));
+        assert_eq!(done.iter().map(|s| s.start).collect::<Vec<_>>(), vec![t(10, 0, 0)]);
+        // The watermark never goes back when partition 0 wakes up behind it.
+        w.add(0, t(10, 30, 0), 1.0, 1, 1, None, later);
+        assert!(w.advance(later).is_empty());
+        assert_eq!(w.watermark(), Some(t(11, 1, 0)));
+    }
+
+    #[test]
+    fn changed_windows_are_reported_once() {
+        let mut w = Windows::new(config(60));
+        let now = Instant::now();
+        w.add(0, t(10, 1, 0), 1.0, 1, 1, None, now);
+        w.add(0, t(10, 20, 0), 1.0, 1, 1, None, now);
+        assert_eq!(w.take_changed().len(), 2);
+        assert!(w.take_changed().is_empty());
+        w.add(0, t(10, 21, 0), 1.0, 1, 1, None, now);
+        assert_eq!(w.take_changed().iter().map(|s| s.rows).collect::<Vec<_>>(), vec![2]);
+    }
+
+    #[test]
+    fn table_has_the_seeds_columns() {
+        let mut w = Windows::new(config(60));
+        w.add(0, t(10, 1, 0), 121.5, 3, 6100, Some("Black"), Instant::now());
+        let live: Vec<_> = w.live().collect();
+        let table = render_table(&live, &w.config().colors);
+        let header = table.lines().nth(1).unwrap();
+        for col in ["window_start", "window_end", "num_of_rows", "num_of_black", "num_of_white", "num_of_silver", "maximum_speed", "maximum_gear", "maximum_rpm"] {
+            assert!(header.contains(col), "{table}");
+        }
+        assert!(table.contains("2026-05-01 10:00:00") && table.contains("121.5") && table.contains("6100"), "{table}");
+    }
+}

@@ -1,0 +1,109 @@
+//! The local broker's storage is durable: Nisshi on `s3://` keeps every acknowledged record and
+//! every committed offset across a crash (SIGKILL) and restart.
+//!
+//! The test starts a broker of its own (the Nisshi build `scripts/test.sh` exports as
+//! `NISSHI_BIN`) on a free port, with its data in a fresh bucket of the shared SeaweedFS, so the
+//! shared broker other tests use is never disturbed.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures::future::join_all;
+use pipeline_core::config::KafkaArgs;
+use pipeline_core::{kafka, testkit};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::producer::FutureRecord;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+struct Broker {
+    /// The broker process.
+    child: Child,
+}
+
+impl Broker {
+    fn start(port: u16, bucket: &str) -> Self {
+        let bin = std::env::var("NISSHI_BIN").expect("NISSHI_BIN: run the tests with scripts/test.sh");
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(bin)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", &format!("s3://{bucket}/"), "--group-initial-rebalance-delay", "0s"])
+            .env("AWS_ENDPOINT", testkit::s3(bucket).s3_endpoint.unwrap())
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nisshi");
+        Self { child }
+    }
+
+    fn kill(mut self) {
+        self.child.kill().expect("SIGKILL the broker");
+        self.child.wait().expect("reap the broker");
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn committed(kafka: &KafkaArgs, group: &str, topic: &str) -> Vec<(i32, Offset)> {
+    let consumer: BaseConsumer = kafka.client_config(&[("group.id", group)]).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, 0);
+    tpl.add_partition(topic, 1);
+    let got = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    got.elements().iter().map(|e| (e.partition(), e.offset())).collect()
+}
+
+#[tokio::test]
+async fn records_and_committed_offsets_survive_a_broker_crash() {
+    const N: usize = 1_000;
+    let (_, _store) = testkit::bucket("brokerdata").await;
+    let bucket = _store.bucket().to_owned();
+    let port = free_port();
+    let kafka = KafkaArgs { bootstrap_servers: format!("127.0.0.1:{port}"), ..testkit::kafka() };
+
+    let broker = Broker::start(port, &bucket);
+    kafka::check_cluster(&kafka, None).await.expect("own broker answers");
+    let topic = testkit::unique("durable");
+    kafka::create_topics(&kafka, &[&topic], 2, 1).await.unwrap();
+    let producer = kafka::producer(&kafka).unwrap();
+    let payloads: Vec<String> = (0..N).map(|i| format!("record-{i}")).collect();
+    let deliveries = payloads.iter().enumerate().map(|(i, p)| {
+        let record = FutureRecord::to(&topic).partition((i % 2) as i32).key("k").payload(p);
+        producer.send(record, Duration::from_secs(10))
+    });
+    for result in join_all(deliveries).await {
+        result.expect("acknowledged");
+    }
+    let group = testkit::unique("group");
+    let consumer: BaseConsumer = kafka.client_config(&[("group.id", &group)]).create().unwrap();
+    let mut offsets = TopicPartitionList::new();
+    offsets.add_partition_offset(&topic, 0, Offset::Offset(300)).unwrap();
+    offsets.add_partition_offset(&topic, 1, Offset::Offset(123)).unwrap();
+    consumer.commit(&offsets, CommitMode::Sync).unwrap();
+    drop(consumer);
+    let expected_offsets = vec![(0, Offset::Offset(300)), (1, Offset::Offset(123))];
+    assert_eq!(committed(&kafka, &group, &topic), expected_offsets);
+
+    broker.kill();
+    let _broker = Broker::start(port, &bucket);
+    kafka::check_cluster(&kafka, Some(&topic)).await.expect("restarted broker answers");
+
+    let (k, t) = (kafka.clone(), topic.clone());
+    let records = tokio::task::spawn_blocking(move || testkit::read_all_from(&k, &t, Duration::from_secs(60))).await.unwrap();
+    let mut got: Vec<String> =
+        records.iter().map(|m| String::from_utf8(m.payload().unwrap().to_vec()).unwrap()).collect();
+    got.sort_by_key(|s| s[7..].parse::<usize>().unwrap());
+    assert_eq!(got, payloads, "every acknowledged record is back");
+    assert_eq!(committed(&kafka, &group, &topic), expected_offsets, "committed offsets are back");
+}

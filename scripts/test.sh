@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The test suite: starts the local stack (installing it the first time), then runs every unit
+# and integration test of the workspace against it. Extra arguments go to the test runner
+# (e.g. `scripts/test.sh -E 'test(dims)'` with nextest).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+t0=$(now)
+"$ROOT/scripts/stack.sh" up
+# Tests that start a broker of their own (restart durability) use the same build.
+export NISSHI_BIN=$NISSHI
+cd "$ROOT"
+say "building and running the tests (cargo target dir: $CARGO_TARGET_DIR) ..."
+# The end-to-end tests run the service binaries as processes.
+cargo build --workspace --bins
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --all-targets --no-fail-fast --failure-output final "$@"
+else
+  cargo test --workspace --all-targets --no-fail-fast "$@"
+fi
+say "test suite finished in $(($(now) - t0)) s"
