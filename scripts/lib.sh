@@ -27,7 +27,7 @@ load_env() {
     [[ $line =~ ^[[:space:]]*(#|$) ]] && continue
     key=${line%%=*}
     value=${line#*=}
-    [[ -z ${!key+x} ]] && export "$key=$value"
+    if [[ -z ${!key+x} ]]; then export "$key=$value"; fi
   done <"$file"
 }
 load_env "$ROOT/config/local.env"

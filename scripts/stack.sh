@@ -153,7 +153,7 @@ create_topics() {
   # The pipeline's topics, the counter's outputs and a dead-letter topic per consumed topic.
   for topic in "$SENSORS_TOPIC" "$ENRICHED_TOPIC" "$ALERTS_TOPIC" "$COUNTS_TOPIC" "$LATE_TOPIC" \
     "$SENSORS_TOPIC.dlq" "$ENRICHED_TOPIC.dlq" "$ALERTS_TOPIC.dlq" "$@"; do
-    grep -qw -- "$topic" <<<"$existing" && continue
+    grep -qxF -- "$topic" <<<"$existing" && continue
     "$NISSHI" topic create --broker "$(broker_url)" --partitions "$STACK_PARTITIONS" "$topic" >/dev/null \
       || die "creating topic $topic failed; see $LOG_DIR/nisshi.log"
     say "created topic $topic ($STACK_PARTITIONS partitions)"

@@ -110,7 +110,7 @@ mod tests {
 
     #[test]
     fn bad_rate_and_time_are_clear() {
-        let err = Cli::try_parse_from(["g", "run", "--rate", "-1"]).unwrap_err().to_string();
+        let err = Cli::try_parse_from(["g", "run", "--rate=-1"]).unwrap_err().to_string();
         assert!(err.contains("not a rate"), "{err}");
         let err = Cli::try_parse_from(["g", "run", "--start-time", "noon"]).unwrap_err().to_string();
         assert!(err.contains("not an RFC 3339"), "{err}");

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use arrow_array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray};
@@ -345,7 +346,7 @@ impl DimTables {
     pub fn seed(cars: usize, seed: u64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut ids = std::collections::BTreeSet::new();
-        let cars = std::iter::from_fn(|| {
+        let cars = std::iter::repeat_with(|| {
             let car_id = rng.random_range(1_000_000..=9_999_999);
             ids.insert(car_id).then(|| Car {
                 car_id,
