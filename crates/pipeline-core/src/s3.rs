@@ -114,10 +114,10 @@ impl ObjectStore {
         let (endpoint, bucket) = (self.endpoint.clone(), self.bucket.clone());
         match (code.as_deref(), status) {
             (Some("NoSuchBucket"), _) => S3Error::NoSuchBucket { endpoint, bucket },
-            (Some("NoSuchKey"), _) | (None, Some(404)) if !key.is_empty() => {
-                S3Error::NoSuchKey { endpoint, bucket, key: key.to_owned() }
-            }
-            (None, Some(404)) => S3Error::NoSuchBucket { endpoint, bucket },
+            (Some("NoSuchKey"), _) => S3Error::NoSuchKey { endpoint, bucket, key: key.to_owned() },
+            // HEAD responses have no body: a bare 404 ("NotFound") on the bucket or the key.
+            (None | Some("NotFound"), Some(404)) if key.is_empty() => S3Error::NoSuchBucket { endpoint, bucket },
+            (None | Some("NotFound"), Some(404)) => S3Error::NoSuchKey { endpoint, bucket, key: key.to_owned() },
             (Some(c @ ("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch")), _) => {
                 S3Error::AccessDenied { endpoint, bucket, code: c.to_owned() }
             }
