@@ -131,11 +131,9 @@ pub struct RuntimeConfig {
     pub tick: Duration,
 }
 
-/// Consumer defaults: offsets stored by the loop and committed by librdkafka every second;
-/// a short session timeout so a dead instance's partitions move quickly.
+/// Consumer defaults of every service: a short session timeout so a dead instance's partitions
+/// move quickly, short fetch waits for latency, and a new group starts from the earliest offset.
 const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
-    ("enable.auto.commit", "true"),
-    ("auto.commit.interval.ms", "1000"),
     ("enable.auto.offset.store", "false"),
     ("auto.offset.reset", "earliest"),
     ("session.timeout.ms", "10000"),
@@ -144,16 +142,15 @@ const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("enable.partition.eof", "false"),
 ];
 
-/// Consumer defaults of a service that commits nothing.
-const REPLAY_DEFAULTS: &[(&str, &str)] = &[
-    ("enable.auto.commit", "false"),
-    ("enable.auto.offset.store", "false"),
-    ("auto.offset.reset", "earliest"),
-    ("session.timeout.ms", "10000"),
-    ("heartbeat.interval.ms", "1000"),
-    ("fetch.wait.max.ms", "50"),
-    ("enable.partition.eof", "false"),
-];
+/// Offsets stored by the loop are committed by librdkafka every second (or never, for a
+/// service that rebuilds its state by replay).
+fn commit_defaults(commit: bool) -> [(&'static str, &'static str); 2] {
+    if commit {
+        [("enable.auto.commit", "true"), ("auto.commit.interval.ms", "1000")]
+    } else {
+        [("enable.auto.commit", "false"), ("auto.commit.interval.ms", "1000")]
+    }
+}
 
 /// Counts of what the loop did, returned at shutdown.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -308,8 +305,8 @@ pub async fn run<P: Processor>(
     kafka::check_cluster(&config.kafka, Some(&config.input_topic)).await?;
     let epoch = Arc::new(AtomicU64::new(0));
     let context = RuntimeContext { service: config.service.clone(), commit: config.commit, epoch: epoch.clone() };
-    let defaults = if config.commit { CONSUMER_DEFAULTS } else { REPLAY_DEFAULTS };
-    let mut consumer_config = config.kafka.client_config(defaults);
+    let defaults: Vec<_> = CONSUMER_DEFAULTS.iter().copied().chain(commit_defaults(config.commit)).collect();
+    let mut consumer_config = config.kafka.client_config(&defaults);
     consumer_config.set("group.id", &config.group_id).set("client.id", &config.service);
     let consumer: StreamConsumer<RuntimeContext> =
         consumer_config.create_with_context(context).map_err(KafkaSetupError::Config)?;
