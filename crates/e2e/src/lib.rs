@@ -34,6 +34,11 @@ pub struct Service {
 impl Service {
     /// SIGTERM, then waits for it to exit; returns its output.
     pub fn terminate(mut self) -> Output {
+        self.stop()
+    }
+
+    /// [`Service::terminate`] in place (the value is then spent).
+    pub fn stop(&mut self) -> Output {
         let child = self.child.take().expect("running");
         let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
         assert!(status.success());

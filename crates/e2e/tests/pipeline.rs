@@ -109,10 +109,12 @@ async fn assert_exact(p: &Pipeline, events: &[SensorEvent]) {
     let expected: HashMap<Uuid, EnrichedEvent> = events.iter().map(|e| (e.event_id, join.enrich(e.clone()).0)).collect();
     let alerts: Vec<&EnrichedEvent> = expected.values().filter(|e| !rules.check_event(e).is_empty()).collect();
 
+    wait_for_count(&p.enriched, events.len() as i64, Duration::from_secs(120)).await;
     let enriched = exactly_once::<EnrichedEvent>(&p.enriched, |e| e.event_id).await;
     assert_eq!(enriched.len(), events.len(), "every event id exactly once in samples-enriched");
     assert_eq!(enriched, expected, "enriched fields equal the test's own join");
 
+    wait_for_count(&p.alerts, alerts.len() as i64, Duration::from_secs(120)).await;
     let got_alerts = exactly_once::<EnrichedEvent>(&p.alerts, |e| e.event_id).await;
     let want: HashSet<Uuid> = alerts.iter().map(|e| e.event_id).collect();
     assert_eq!(got_alerts.keys().copied().collect::<HashSet<_>>(), want, "alerts are exactly the rule breakers");
@@ -151,8 +153,8 @@ async fn poison_records_are_dead_lettered_and_good_ones_flow() {
         format!(r#"{{"event_id":"{}","event_time":"2026-04-01T08:00:00Z","car_id":{car},"speed":{speed},"rpm":900,"gear":1}}"#, Uuid::new_v4())
     };
     let kinds: Vec<(&str, Box<dyn Fn(usize) -> Vec<u8>>)> = vec![
-        ("not UTF-8", Box::new(|i| vec![0xff, 0xfe, (i % 200) as u8])),
-        ("not valid JSON", Box::new(|i| format!("{{\"event_id\": {i}").into_bytes())),
+        ("not UTF-8", Box::new(|i| [&[0xff, 0xfe][..], &i.to_be_bytes()].concat())),
+        ("not valid JSON", Box::new(|i| format!("{{not json {i}").into_bytes())),
         ("missing field `speed`", Box::new(move |i| format!(r#"{{"event_id":"{}","event_time":"2026-04-01T08:00:00Z","car_id":{i},"rpm":1,"gear":1}}"#, Uuid::new_v4()).into_bytes())),
         ("invalid type", Box::new(move |_| valid("\"fast\"").into_bytes())),
         ("out of range", Box::new(move |_| valid("1e999").into_bytes())),
@@ -215,25 +217,30 @@ async fn sigterm_and_restart_lose_nothing() {
     let generator = std::process::Command::new(e2e::bin("generator"))
         .args(["run", "--s3-bucket", &p.s3.s3_bucket, "--topic", &p.sensors, "--rate", "1500", "--seed", "9"])
         .args(["--count", "12000", "--start-time", "2026-04-01T08:00:00Z", "--time-step", "250ms"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     for round in 0..2 {
         tokio::time::sleep(Duration::from_millis(1500)).await;
+        // Stop each service with SIGTERM (it drains and commits), then start a new one.
         for which in 0..3 {
-            let service = match which {
-                0 => std::mem::replace(&mut enricher, p.enricher(&[])),
-                1 => std::mem::replace(&mut detector, p.detector(&[])),
-                _ => std::mem::replace(&mut counter, p.counter(&[])),
+            let slot = match which {
+                0 => &mut enricher,
+                1 => &mut detector,
+                _ => &mut counter,
             };
-            let name = service.name;
-            let out = service.terminate();
-            assert!(out.status.success(), "round {round}: {name} exit {:?}", out.status);
+            let out = slot.stop();
+            assert!(out.status.success(), "round {round}: {} exit {:?}", slot.name, out.status);
+            *slot = match which {
+                0 => p.enricher(&[]),
+                1 => p.detector(&[]),
+                _ => p.counter(&[]),
+            };
         }
     }
-    let status = tokio::task::spawn_blocking(move || generator.wait_with_output()).await.unwrap().unwrap();
-    assert!(status.status.success());
+    let out = tokio::task::spawn_blocking(move || generator.wait_with_output()).await.unwrap().unwrap();
+    assert!(out.status.success(), "generator: {}", String::from_utf8_lossy(&out.stderr));
     let events = regenerate(&p, 9, N, 250).await;
     assert_exact(&p, &events).await;
     stop_all(vec![enricher, detector, counter]);

@@ -166,6 +166,16 @@ async fn error_paths_say_what_to_do() {
     let out = generator(&["dims", "--s3-endpoint", "http://127.0.0.1:9"]);
     assert!(error_line(&out).contains("cannot reach S3 at http://127.0.0.1:9"));
 
+    // Wrong credentials: refused, named, and the secret never printed.
+    let out = Command::new(BIN)
+        .args(["dims", "--s3-bucket", "spark"])
+        .env("AWS_SECRET_ACCESS_KEY", "not-the-secret-xyz")
+        .output()
+        .unwrap();
+    let line = error_line(&out);
+    assert!(line.contains("refused access to bucket `spark`") && line.contains("AWS_SECRET_ACCESS_KEY"), "{line}");
+    assert!(!stderr(&out).contains("not-the-secret-xyz"));
+
     // Table missing.
     let (s3, _) = testkit::bucket("empty").await;
     let line = error_line(&generator(&["run", "--s3-bucket", &s3.s3_bucket, "--count", "1"]));

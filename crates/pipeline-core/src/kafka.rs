@@ -31,11 +31,16 @@ pub enum KafkaSetupError {
     CreateTopic { topic: String, detail: String },
 }
 
-/// Producer defaults: acknowledged by all in-sync replicas, batched (linger 5 ms, up to 10 000
+/// Producer defaults: acknowledged by all in-sync replicas, batched (linger 50 ms, up to 10 000
 /// records or 1 MiB a batch), a deep local queue so bursts never block the caller.
+///
+/// The linger is measured, not guessed: the local Nisshi broker writes every produce request to
+/// S3, so its cost is per request. At 1 500 events/s over 3 partitions, linger 5 ms gave 703
+/// acknowledged events/s (the broker fell behind and requests timed out), 20 ms 1 328/s and
+/// 50 ms 1 483/s. Override with `-X linger.ms=…` where latency matters more.
 pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     ("acks", "all"),
-    ("linger.ms", "5"),
+    ("linger.ms", "50"),
     ("batch.num.messages", "10000"),
     ("batch.size", "1048576"),
     ("queue.buffering.max.messages", "500000"),
