@@ -149,7 +149,8 @@ start_nisshi() {
 
 create_topics() {
   local existing topic
-  existing=$("$NISSHI" topic list --broker "$(broker_url)" 2>/dev/null || true)
+  # `topic list` prints the metadata as JSON: keep the names, one per line.
+  existing=$("$NISSHI" topic list --broker "$(broker_url)" 2>/dev/null | grep -o '"name":"[^"]*"' | cut -d'"' -f4 || true)
   # The pipeline's topics, the counter's outputs and a dead-letter topic per consumed topic.
   for topic in "$SENSORS_TOPIC" "$ENRICHED_TOPIC" "$ALERTS_TOPIC" "$COUNTS_TOPIC" "$LATE_TOPIC" \
     "$SENSORS_TOPIC.dlq" "$ENRICHED_TOPIC.dlq" "$ALERTS_TOPIC.dlq" "$@"; do
