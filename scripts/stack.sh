@@ -80,7 +80,7 @@ running() {
 
 require_free_port() { # port, what, variable
   if port_open "$1"; then
-    local who; who=$(ss -ltnp "sport = :$1" 2>/dev/null | awk 'NR==2 {print $NF}')
+    local who; who=$(ss -ltnp "sport = :$1" 2>/dev/null | awk 'NR==2 {print $NF}' || true)
     die "port $1 ($2) is already taken${who:+ by $who}; stop that process or set $3 in the environment (see config/local.env)"
   fi
 }

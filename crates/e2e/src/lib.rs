@@ -32,6 +32,11 @@ pub struct Service {
 }
 
 impl Service {
+    /// Wraps a process started by the caller.
+    pub fn from_child(child: Child, name: &'static str) -> Self {
+        Self { child: Some(child), name }
+    }
+
     /// SIGTERM, then waits for it to exit; returns its output.
     pub fn terminate(mut self) -> Output {
         self.stop()

@@ -309,3 +309,74 @@ async fn late_alerts_go_to_the_late_topic() {
     await_counts(&p.counts, &expected_windows(&[&a, &b])).await;
     stop_all(vec![counter]);
 }
+
+#[tokio::test]
+async fn the_enricher_waits_for_its_tables_and_picks_up_new_ones() {
+    let (s3, store) = pipeline_core::testkit::bucket("late-dims").await;
+    let topic_in = pipeline_core::testkit::topic("in", 1).await;
+    let topic_out = pipeline_core::testkit::topic("out", 1).await;
+    let group = pipeline_core::testkit::unique("enricher");
+    let enricher = std::process::Command::new(e2e::bin("enricher"))
+        .args(["--s3-bucket", &s3.s3_bucket, "--input-topic", &topic_in, "--output-topic", &topic_out])
+        .args(["--group-id", &group, "--dims-refresh", "1s"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let enricher = e2e::Service::from_child(enricher, "enricher");
+
+    // No tables yet: the enricher waits (with a log line) instead of exiting.
+    let mut tables = pipeline_core::dims::DimTables::seed(5, 77);
+    let car = tables.cars[0].clone();
+    let ev = |speed: f64| SensorEvent { event_id: Uuid::new_v4(), event_time: start(), car_id: car.car_id, speed, rpm: 900, gear: 1 };
+    let first = ev(10.0);
+    produce_raw(&topic_in, &[(None, first.encode())]).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    tables.write(&store, &s3.dims_prefix).await.unwrap();
+    wait_for_count(&topic_out, 1, Duration::from_secs(60)).await;
+    let color = |t: &pipeline_core::dims::DimTables, id: i32| t.colors.iter().find(|c| c.color_id == id).unwrap().color_name.clone();
+    let got = exactly_once::<EnrichedEvent>(&topic_out, |e| e.event_id).await;
+    assert_eq!(got[&first.event_id].color_name, Some(color(&tables, car.color_id)));
+
+    // Repaint the car: after a refresh, new events carry the new color.
+    let new_color = if car.color_id == 4 { 1 } else { 4 };
+    tables.cars[0].color_id = new_color;
+    tables.write(&store, &s3.dims_prefix).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let second = ev(20.0);
+    produce_raw(&topic_in, &[(None, second.encode())]).await;
+    wait_for_count(&topic_out, 2, Duration::from_secs(60)).await;
+    let got = exactly_once::<EnrichedEvent>(&topic_out, |e| e.event_id).await;
+    assert_eq!(got[&second.event_id].color_name, Some(color(&tables, new_color)));
+
+    let out = enricher.terminate();
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("dimension tables not available yet") && log.contains("run `generator dims` first"), "{log}");
+    assert!(log.contains("dimension tables reloaded"), "{log}");
+}
+
+#[test]
+fn services_fail_fast_with_one_line() {
+    let missing = pipeline_core::testkit::unique("missing");
+    for (name, args) in [
+        ("detector", vec!["--input-topic", missing.as_str()]),
+        ("counter", vec!["--input-topic", missing.as_str()]),
+    ] {
+        let out = std::process::Command::new(e2e::bin(name)).args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let line = err.lines().last().unwrap();
+        assert!(line.starts_with(&format!("{name}: error: ")) && line.contains(&format!("topic `{missing}` does not exist")), "{line}");
+    }
+    let out = std::process::Command::new(e2e::bin("detector"))
+        .args(["--bootstrap-servers", "127.0.0.1:9", "--connect-timeout", "2s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.lines().last().unwrap().contains("cannot reach Kafka at 127.0.0.1:9 within 2s"), "{err}");
+    let out = std::process::Command::new(e2e::bin("counter")).args(["--window", "0s"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--window must be longer than zero"));
+}
