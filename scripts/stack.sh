@@ -165,9 +165,9 @@ stop() { # name, pattern
   local pid; pid=$(pid_of "$1")
   if ! running "$1" "$2"; then rm -f "$RUN_DIR/$1.pid"; return; fi
   kill -TERM "$pid"
-  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   if kill -0 "$pid" 2>/dev/null; then
-    say "$1 did not stop within 10 s; killing it"
+    say "$1 did not stop within 30 s; killing it"
     kill -KILL "$pid" 2>/dev/null || true
   fi
   rm -f "$RUN_DIR/$1.pid"

@@ -141,7 +141,8 @@ impl Pipeline {
     pub fn enricher(&self, extra: &[&str]) -> Service {
         let group = format!("{}-enricher", self.id);
         let mut args = self.common(&group);
-        args.extend(["--s3-bucket", &self.s3.s3_bucket, "--input-topic", &self.sensors, "--output-topic", &self.enriched]);
+        args.extend(["--s3-bucket", &self.s3.s3_bucket, "--dims-prefix", &self.s3.dims_prefix]);
+        args.extend(["--input-topic", &self.sensors, "--output-topic", &self.enriched]);
         args.extend(extra);
         self.spawn("enricher", &args)
     }
@@ -170,7 +171,8 @@ impl Pipeline {
     /// Runs the generator to completion on the private bucket and sensors topic.
     pub fn generate(&self, args: &[&str]) -> Output {
         let out = Command::new(bin("generator"))
-            .args(["run", "--s3-bucket", &self.s3.s3_bucket, "--topic", &self.sensors, "--rate", "0"])
+            .args(["run", "--s3-bucket", &self.s3.s3_bucket, "--dims-prefix", &self.s3.dims_prefix])
+            .args(["--topic", &self.sensors, "--rate", "0"])
             .args(args)
             .output()
             .expect("run generator");

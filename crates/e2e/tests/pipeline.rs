@@ -215,7 +215,8 @@ async fn sigterm_and_restart_lose_nothing() {
     let (mut enricher, mut detector, mut counter) = (p.enricher(&[]), p.detector(&[]), p.counter(&[]));
     // Produce at a bounded rate in the background so the restarts happen mid-stream.
     let generator = std::process::Command::new(e2e::bin("generator"))
-        .args(["run", "--s3-bucket", &p.s3.s3_bucket, "--topic", &p.sensors, "--rate", "1500", "--seed", "9"])
+        .args(["run", "--s3-bucket", &p.s3.s3_bucket, "--dims-prefix", &p.s3.dims_prefix])
+        .args(["--topic", &p.sensors, "--rate", "1500", "--seed", "9"])
         .args(["--count", "12000", "--start-time", "2026-04-01T08:00:00Z", "--time-step", "250ms"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -317,7 +318,8 @@ async fn the_enricher_waits_for_its_tables_and_picks_up_new_ones() {
     let topic_out = pipeline_core::testkit::topic("out", 1).await;
     let group = pipeline_core::testkit::unique("enricher");
     let enricher = std::process::Command::new(e2e::bin("enricher"))
-        .args(["--s3-bucket", &s3.s3_bucket, "--input-topic", &topic_in, "--output-topic", &topic_out])
+        .args(["--s3-bucket", &s3.s3_bucket, "--dims-prefix", &s3.dims_prefix])
+        .args(["--input-topic", &topic_in, "--output-topic", &topic_out])
         .args(["--group-id", &group, "--dims-refresh", "1s"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())

@@ -38,43 +38,44 @@ fn error_line(out: &Output) -> String {
 #[tokio::test]
 async fn dims_round_trip_through_s3() {
     let (s3, store) = testkit::bucket("dims").await;
-    let out = generator(&["dims", "--s3-bucket", &s3.s3_bucket, "--seed", "5", "--cars", "20"]);
+    let out = generator(&["dims", "--s3-bucket", &s3.s3_bucket, "--dims-prefix", &s3.dims_prefix, "--seed", "5", "--cars", "20"]);
     assert_ok(&out);
-    let loaded = DimTables::load(&store, "data/dims").await.unwrap();
+    let loaded = DimTables::load(&store, &s3.dims_prefix).await.unwrap();
     assert_eq!(loaded, DimTables::seed(20, 5));
 
     // --if-missing leaves complete tables alone; without it they are replaced (old parts gone).
-    let out = generator(&["dims", "--s3-bucket", &s3.s3_bucket, "--seed", "6", "--if-missing"]);
+    let out = generator(&["dims", "--s3-bucket", &s3.s3_bucket, "--dims-prefix", &s3.dims_prefix, "--seed", "6", "--if-missing"]);
     assert_ok(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("already present"));
-    assert_eq!(DimTables::load(&store, "data/dims").await.unwrap(), DimTables::seed(20, 5));
-    assert_ok(&generator(&["dims", "--s3-bucket", &s3.s3_bucket, "--seed", "6", "--cars", "7"]));
-    assert_eq!(DimTables::load(&store, "data/dims").await.unwrap(), DimTables::seed(7, 6));
-    assert_eq!(store.list(&table_dir::<Car>("data/dims")).await.unwrap().len(), 1);
+    assert_eq!(DimTables::load(&store, &s3.dims_prefix).await.unwrap(), DimTables::seed(20, 5));
+    assert_ok(&generator(&["dims", "--s3-bucket", &s3.s3_bucket, "--dims-prefix", &s3.dims_prefix, "--seed", "6", "--cars", "7"]));
+    assert_eq!(DimTables::load(&store, &s3.dims_prefix).await.unwrap(), DimTables::seed(7, 6));
+    assert_eq!(store.list(&table_dir::<Car>(&s3.dims_prefix)).await.unwrap().len(), 1);
 }
 
 #[tokio::test]
 async fn a_spark_style_multi_part_directory_loads() {
-    let (_, store) = testkit::bucket("parts").await;
+    let (s3, store) = testkit::bucket("parts").await;
+    let prefix = s3.dims_prefix.as_str();
     let tables = DimTables::seed(30, 3);
-    let dir = table_dir::<Car>("data/dims");
+    let dir = table_dir::<Car>(prefix);
     for (i, part) in tables.cars.chunks(11).enumerate() {
         store.put(&format!("{dir}part-{i:05}-c0ffee.snappy.parquet"), to_parquet(part).unwrap()).await.unwrap();
         store.put(&format!("{dir}.part-{i:05}-c0ffee.snappy.parquet.crc"), &b"crc"[..]).await.unwrap();
     }
     store.put(&format!("{dir}_SUCCESS"), &b""[..]).await.unwrap();
-    let cars: Vec<Car> = load_table(&store, "data/dims").await.unwrap();
+    let cars: Vec<Car> = load_table(&store, prefix).await.unwrap();
     assert_eq!(cars, tables.cars);
 
     // A table that is absent, or an object that is not Parquet, is named in the error.
-    let err = load_table::<CarModel>(&store, "data/dims").await.unwrap_err().to_string();
+    let err = load_table::<CarModel>(&store, prefix).await.unwrap_err().to_string();
     assert_eq!(
         err,
-        format!("table `car_models` not found: no Parquet files under s3://{}/data/dims/car_models/; run `generator dims` first", store.bucket())
+        format!("table `car_models` not found: no Parquet files under s3://{}/{prefix}/car_models/; run `generator dims` first", store.bucket())
     );
-    let bad = format!("{}part-0.parquet", table_dir::<CarColor>("data/dims"));
+    let bad = format!("{}part-0.parquet", table_dir::<CarColor>(prefix));
     store.put(&bad, &b"garbage"[..]).await.unwrap();
-    let err = load_table::<CarColor>(&store, "data/dims").await.unwrap_err().to_string();
+    let err = load_table::<CarColor>(&store, prefix).await.unwrap_err().to_string();
     assert!(err.starts_with(&format!("s3://{}/{bad} is not a readable Parquet file", store.bucket())), "{err}");
 }
 
@@ -87,9 +88,9 @@ async fn run_produces_exactly_the_seeded_events() {
     const N: usize = 5_000;
     let (s3, store) = testkit::bucket("run").await;
     let topic = testkit::topic("sensors", 3).await;
-    assert_ok(&generator(&["dims", "--s3-bucket", &s3.s3_bucket, "--seed", "11"]));
+    assert_ok(&generator(&["dims", "--s3-bucket", &s3.s3_bucket, "--dims-prefix", &s3.dims_prefix, "--seed", "11"]));
     let out = generator(&[
-        "run", "--s3-bucket", &s3.s3_bucket, "--topic", &topic, "--count", &N.to_string(), "--rate", "0",
+        "run", "--s3-bucket", &s3.s3_bucket, "--dims-prefix", &s3.dims_prefix, "--topic", &topic, "--count", &N.to_string(), "--rate", "0",
         "--seed", "42", "--start-time", "2026-03-01T10:00:00Z", "--time-step", "1s",
     ]);
     assert_ok(&out);
@@ -100,7 +101,7 @@ async fn run_produces_exactly_the_seeded_events() {
     assert_eq!(records.len(), N, "exactly N records");
 
     // The same seed regenerates the same events: the topic holds exactly this sequence.
-    let cars: Vec<Car> = load_table(&store, "data/dims").await.unwrap();
+    let cars: Vec<Car> = load_table(&store, &s3.dims_prefix).await.unwrap();
     let clock = EventClock::Synthetic { start: start(), step: chrono::Duration::seconds(1) };
     let mut expected_gen = EventGenerator::new(cars.iter().map(|c| c.car_id).collect(), Some(42), clock);
     let expected: HashMap<_, _> = (0..N).map(|_| expected_gen.next_event()).map(|e| (e.event_id, e)).collect();
@@ -132,9 +133,9 @@ async fn run_produces_exactly_the_seeded_events() {
 async fn sigterm_flushes_everything_it_counted() {
     let (s3, _) = testkit::bucket("term").await;
     let topic = testkit::topic("term", 3).await;
-    assert_ok(&generator(&["dims", "--s3-bucket", &s3.s3_bucket, "--seed", "1"]));
+    assert_ok(&generator(&["dims", "--s3-bucket", &s3.s3_bucket, "--dims-prefix", &s3.dims_prefix, "--seed", "1"]));
     let child = Command::new(BIN)
-        .args(["run", "--s3-bucket", &s3.s3_bucket, "--topic", &topic, "--rate", "20000"])
+        .args(["run", "--s3-bucket", &s3.s3_bucket, "--dims-prefix", &s3.dims_prefix, "--topic", &topic, "--rate", "20000"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -178,7 +179,7 @@ async fn error_paths_say_what_to_do() {
 
     // Table missing.
     let (s3, _) = testkit::bucket("empty").await;
-    let line = error_line(&generator(&["run", "--s3-bucket", &s3.s3_bucket, "--count", "1"]));
+    let line = error_line(&generator(&["run", "--s3-bucket", &s3.s3_bucket, "--dims-prefix", &s3.dims_prefix, "--count", "1"]));
     assert!(line.contains("table `cars` not found") && line.ends_with("run `generator dims` first"), "{line}");
 
     // Bucket missing.
@@ -186,13 +187,13 @@ async fn error_paths_say_what_to_do() {
     assert!(line.contains("does not exist"), "{line}");
 
     // Broker down (bounded wait), and a topic that does not exist.
-    assert_ok(&generator(&["dims", "--s3-bucket", &s3.s3_bucket, "--seed", "2"]));
+    assert_ok(&generator(&["dims", "--s3-bucket", &s3.s3_bucket, "--dims-prefix", &s3.dims_prefix, "--seed", "2"]));
     let line = error_line(&generator(&[
-        "run", "--s3-bucket", &s3.s3_bucket, "--count", "1", "--bootstrap-servers", "127.0.0.1:9", "--connect-timeout", "2s",
+        "run", "--s3-bucket", &s3.s3_bucket, "--dims-prefix", &s3.dims_prefix, "--count", "1", "--bootstrap-servers", "127.0.0.1:9", "--connect-timeout", "2s",
     ]));
     assert!(line.contains("cannot reach Kafka at 127.0.0.1:9 within 2s") && line.contains("scripts/stack.sh up"), "{line}");
     let missing = testkit::unique("missing");
-    let line = error_line(&generator(&["run", "--s3-bucket", &s3.s3_bucket, "--count", "1", "--topic", &missing]));
+    let line = error_line(&generator(&["run", "--s3-bucket", &s3.s3_bucket, "--dims-prefix", &s3.dims_prefix, "--count", "1", "--topic", &missing]));
     assert!(line.contains(&format!("topic `{missing}` does not exist")), "{line}");
 
     // A bad flag is clap's usage error (exit 2) naming the problem.

@@ -213,6 +213,20 @@ impl ObjectStore {
     }
 }
 
+impl ObjectStore {
+    /// Deletes the bucket. SeaweedFS deletes a non-empty bucket with its objects; AWS and MinIO
+    /// refuse (BucketNotEmpty).
+    pub async fn delete_bucket(&self) -> Result<(), S3Error> {
+        self.client
+            .delete_bucket()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map(drop)
+            .map_err(|e| self.classify("DeleteBucket", "", e))
+    }
+}
+
 /// The SDK's error context can run to several lines; keep the first, bounded.
 fn short(detail: &str) -> String {
     let line = detail.lines().next().unwrap_or(detail);

@@ -28,7 +28,11 @@ pub fn kafka() -> KafkaArgs {
     }
 }
 
-/// S3 settings of the local stack, with `bucket`.
+/// The bucket every test shares. SeaweedFS gives each bucket a volume of its own (75 on this
+/// disk), so tests isolate themselves by key prefix, not by bucket.
+pub const TEST_BUCKET: &str = "pipeline-tests";
+
+/// S3 settings of the local stack, with `bucket` and the default dims prefix.
 pub fn s3(bucket: &str) -> S3Args {
     S3Args {
         s3_endpoint: Some(std::env::var("S3_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:8333".into())),
@@ -39,11 +43,12 @@ pub fn s3(bucket: &str) -> S3Args {
     }
 }
 
-/// A new bucket with a unique name, created.
+/// A private place for one test's tables: the shared test bucket with a unique
+/// `<prefix>-<id>/data/dims` prefix.
 pub async fn bucket(prefix: &str) -> (S3Args, ObjectStore) {
-    let args = s3(&unique(prefix));
+    let args = S3Args { dims_prefix: format!("{}/data/dims", unique(prefix)), ..s3(TEST_BUCKET) };
     let store = ObjectStore::connect(&args).await;
-    store.ensure_bucket().await.expect("create test bucket (is the local stack up?)");
+    store.ensure_bucket().await.expect("create the test bucket (is the local stack up?)");
     (args, store)
 }
 

@@ -67,8 +67,11 @@ fn committed(kafka: &KafkaArgs, group: &str, topic: &str) -> Vec<(i32, Offset)> 
 #[tokio::test]
 async fn records_and_committed_offsets_survive_a_broker_crash() {
     const N: usize = 1_000;
-    let (_, _store) = testkit::bucket("brokerdata").await;
-    let bucket = _store.bucket().to_owned();
+    // Nisshi takes a whole bucket; this one is deleted at the end (SeaweedFS has a volume per
+    // bucket and only so many of them).
+    let bucket = testkit::unique("brokerdata");
+    let store = pipeline_core::s3::ObjectStore::connect(&testkit::s3(&bucket)).await;
+    store.ensure_bucket().await.expect("create the broker's bucket");
     let port = free_port();
     let kafka = KafkaArgs { bootstrap_servers: format!("127.0.0.1:{port}"), ..testkit::kafka() };
 
@@ -106,4 +109,6 @@ async fn records_and_committed_offsets_survive_a_broker_crash() {
     got.sort_by_key(|s| s[7..].parse::<usize>().unwrap());
     assert_eq!(got, payloads, "every acknowledged record is back");
     assert_eq!(committed(&kafka, &group, &topic), expected_offsets, "committed offsets are back");
+    drop(_broker);
+    store.delete_bucket().await.expect("delete the broker's bucket");
 }
