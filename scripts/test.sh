@@ -10,6 +10,7 @@ t0=$(now)
 # Tests that start a broker of their own (restart durability) use the same build.
 export NISSHI_BIN=$NISSHI
 cd "$ROOT"
+cargo fmt --all --check || die "the code is not formatted: run 'cargo fmt --all'"
 say "building and running the tests (cargo target dir: $CARGO_TARGET_DIR) ..."
 # The end-to-end tests run the service binaries as processes.
 cargo build --workspace --bins

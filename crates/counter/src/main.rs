@@ -21,7 +21,7 @@ use clap::Parser;
 use pipeline_core::config::ServiceArgs;
 use pipeline_core::runtime::{self, InputMeta, Output, Processor};
 use pipeline_core::schema::EnrichedEvent;
-use pipeline_core::window::{Placement, WindowConfig, WindowStats, Windows, render_table};
+use pipeline_core::window::{AlertPoint, Placement, WindowConfig, WindowStats, Windows, render_table};
 use tokio_util::sync::CancellationToken;
 
 /// Counts alerts per event-time window. It commits no offsets: at every start it replays
@@ -101,8 +101,17 @@ impl Counter {
 
     fn print_table(&self) {
         let live: Vec<&WindowStats> = self.windows.live().collect();
-        let watermark = self.windows.watermark().map_or_else(|| "none".to_owned(), |w| pipeline_core::schema::event_time::format(&w));
-        println!("{}\nwindows: {}  watermark: {}  late alerts: {}", render_table(&live, &self.windows.config().colors), live.len(), watermark, self.windows.late());
+        let watermark = self
+            .windows
+            .watermark()
+            .map_or_else(|| "none".to_owned(), |w| pipeline_core::schema::event_time::format(&w));
+        println!(
+            "{}\nwindows: {}  watermark: {}  late alerts: {}",
+            render_table(&live, &self.windows.config().colors),
+            live.len(),
+            watermark,
+            self.windows.late()
+        );
     }
 }
 
@@ -111,10 +120,15 @@ impl Processor for Counter {
 
     fn process(&mut self, alert: EnrichedEvent, meta: InputMeta<'_>, out: &mut Vec<Output>) {
         let now = Instant::now();
-        let placed = self.windows.add(meta.partition, alert.event_time, alert.speed, alert.gear, alert.rpm, alert.color_name.as_deref(), now);
+        let placed = self.windows.add(meta.partition, AlertPoint::from(&alert), now);
         if let Placement::Late(window) = placed {
             tracing::warn!(event_id = %alert.event_id, %window, "late alert: its window is final");
-            out.push(Output { topic: self.late_topic.clone(), key: meta.key.map(<[u8]>::to_vec), payload: meta.payload.to_vec(), headers: None });
+            out.push(Output {
+                topic: self.late_topic.clone(),
+                key: meta.key.map(<[u8]>::to_vec),
+                payload: meta.payload.to_vec(),
+                headers: None,
+            });
         }
         // Windows the watermark passes are final: publish their last changes before they go.
         for w in self.windows.advance(now) {
@@ -136,7 +150,8 @@ impl Processor for Counter {
 }
 
 async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
-    let chrono = |d: Duration, flag: &str| chrono::Duration::from_std(d).with_context(|| format!("--{flag} is too large"));
+    let chrono =
+        |d: Duration, flag: &str| chrono::Duration::from_std(d).with_context(|| format!("--{flag} is too large"));
     anyhow::ensure!(!cli.window.is_zero(), "--window must be longer than zero");
     let config = WindowConfig {
         size: chrono(cli.window, "window")?,
@@ -158,7 +173,5 @@ async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    pipeline_core::telemetry::init(cli.service.log_format);
-    let cancel = pipeline_core::shutdown::on_signal();
-    pipeline_core::shutdown::exit_code("counter", run(cli, cancel).await)
+    pipeline_core::shutdown::serve("counter", cli.service.log_format, |cancel| run(cli, cancel)).await
 }

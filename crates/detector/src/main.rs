@@ -73,8 +73,10 @@ impl Processor for Detector {
 
 async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
     let config = cli.service.runtime("detector", &cli.input_topic, true, Duration::from_secs(3600));
-    let processor =
-        Detector { rules: AlertRules { max_speed: cli.max_speed, max_rpm: cli.max_rpm }, output: Arc::from(cli.output_topic.as_str()) };
+    let processor = Detector {
+        rules: AlertRules { max_speed: cli.max_speed, max_rpm: cli.max_rpm },
+        output: Arc::from(cli.output_topic.as_str()),
+    };
     runtime::run(&config, processor, cancel).await.context("detector")?;
     Ok(())
 }
@@ -82,7 +84,5 @@ async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    pipeline_core::telemetry::init(cli.service.log_format);
-    let cancel = pipeline_core::shutdown::on_signal();
-    pipeline_core::shutdown::exit_code("detector", run(cli, cancel).await)
+    pipeline_core::shutdown::serve("detector", cli.service.log_format, |cancel| run(cli, cancel)).await
 }

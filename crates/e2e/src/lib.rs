@@ -161,8 +161,15 @@ impl Pipeline {
         let group = format!("{}-counter", self.id);
         let mut args = self.common(&group);
         args.extend([
-            "--input-topic", &self.alerts, "--counts-topic", &self.counts, "--late-topic", &self.late,
-            "--trigger", "1s", "--quiet",
+            "--input-topic",
+            &self.alerts,
+            "--counts-topic",
+            &self.counts,
+            "--late-topic",
+            &self.late,
+            "--trigger",
+            "1s",
+            "--quiet",
         ]);
         args.extend(extra);
         self.spawn("counter", &args)

@@ -1,6 +1,8 @@
 //! The four services end to end on the real local stack, each test on its own bucket and
 //! topics: exact outputs, poison input, clean restarts, and the seed's boundary cases.
 
+#![allow(clippy::unwrap_used)] // a test fails loudly on the first surprise
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -18,6 +20,12 @@ use uuid::Uuid;
 
 const LIMIT: usize = 1 << 20;
 
+/// One window's running aggregate: rows, black, white, silver, max speed, max gear, max rpm.
+type Row = (u64, u64, u64, u64, f64, i32, i32);
+
+/// A kind of poison record: the reason expected in its dead letter and how to make the i-th.
+type PoisonKind = (&'static str, Box<dyn Fn(usize) -> Vec<u8>>);
+
 fn start() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 4, 1, 8, 0, 0).unwrap()
 }
@@ -32,7 +40,7 @@ async fn regenerate(p: &Pipeline, seed: u64, n: usize, step_ms: i64) -> Vec<Sens
 
 /// The seed's window table computed directly from the alerts: window start → row.
 fn expected_windows(alerts: &[&EnrichedEvent]) -> BTreeMap<String, Value> {
-    let mut rows: BTreeMap<i64, (u64, u64, u64, u64, f64, i32, i32)> = BTreeMap::new();
+    let mut rows: BTreeMap<i64, Row> = BTreeMap::new();
     for a in alerts {
         let ms = a.event_time.timestamp_millis();
         let r = rows.entry(ms - ms.rem_euclid(15 * 60 * 1000)).or_insert((0, 0, 0, 0, f64::MIN, i32::MIN, i32::MIN));
@@ -106,7 +114,8 @@ fn stop_all(services: Vec<Service>) {
 async fn assert_exact(p: &Pipeline, events: &[SensorEvent]) {
     let join = p.join();
     let rules = AlertRules::default();
-    let expected: HashMap<Uuid, EnrichedEvent> = events.iter().map(|e| (e.event_id, join.enrich(e.clone()).0)).collect();
+    let expected: HashMap<Uuid, EnrichedEvent> =
+        events.iter().map(|e| (e.event_id, join.enrich(e.clone()).0)).collect();
     let alerts: Vec<&EnrichedEvent> = expected.values().filter(|e| !rules.check_event(e).is_empty()).collect();
 
     wait_for_count(&p.enriched, events.len() as i64, Duration::from_secs(120)).await;
@@ -149,13 +158,25 @@ async fn poison_records_are_dead_lettered_and_good_ones_flow() {
     let services = vec![p.enricher(&["--max-record-bytes", "4096"]), p.detector(&[]), p.counter(&[])];
     let good = regenerate(&p, 3, 2_000, 1000).await;
     let car = p.dims.cars[0].car_id;
-    let valid = |speed: &str| {
-        format!(r#"{{"event_id":"{}","event_time":"2026-04-01T08:00:00Z","car_id":{car},"speed":{speed},"rpm":900,"gear":1}}"#, Uuid::new_v4())
+    let valid = move |speed: &str| {
+        format!(
+            r#"{{"event_id":"{}","event_time":"2026-04-01T08:00:00Z","car_id":{car},"speed":{speed},"rpm":900,"gear":1}}"#,
+            Uuid::new_v4()
+        )
     };
-    let kinds: Vec<(&str, Box<dyn Fn(usize) -> Vec<u8>>)> = vec![
+    let kinds: Vec<PoisonKind> = vec![
         ("not UTF-8", Box::new(|i| [&[0xff, 0xfe][..], &i.to_be_bytes()].concat())),
         ("not valid JSON", Box::new(|i| format!("{{not json {i}").into_bytes())),
-        ("missing field `speed`", Box::new(move |i| format!(r#"{{"event_id":"{}","event_time":"2026-04-01T08:00:00Z","car_id":{i},"rpm":1,"gear":1}}"#, Uuid::new_v4()).into_bytes())),
+        (
+            "missing field `speed`",
+            Box::new(move |i| {
+                format!(
+                    r#"{{"event_id":"{}","event_time":"2026-04-01T08:00:00Z","car_id":{i},"rpm":1,"gear":1}}"#,
+                    Uuid::new_v4()
+                )
+                .into_bytes()
+            }),
+        ),
         ("invalid type", Box::new(move |_| valid("\"fast\"").into_bytes())),
         ("out of range", Box::new(move |_| valid("1e999").into_bytes())),
         ("exceeds the 4096-byte limit", Box::new(|_| vec![b' '; 5000])),
@@ -252,20 +273,29 @@ async fn boundary_events_match_the_seed() {
     let p = Pipeline::new(1, 404).await;
     let services = vec![p.enricher(&[]), p.detector(&[]), p.counter(&[])];
     let car = p.dims.cars[0].car_id;
-    let t = |h: u32, m: u32, s: u32, ms: i64| Utc.with_ymd_and_hms(2026, 4, 1, h, m, s).unwrap() + chrono::Duration::milliseconds(ms);
-    let ev = |at, car_id, speed: f64, rpm, gear| SensorEvent { event_id: Uuid::new_v4(), event_time: at, car_id, speed, rpm, gear };
+    let t = |h: u32, m: u32, s: u32, ms: i64| {
+        Utc.with_ymd_and_hms(2026, 4, 1, h, m, s).unwrap() + chrono::Duration::milliseconds(ms)
+    };
+    let ev = |at, car_id, speed: f64, rpm, gear| SensorEvent {
+        event_id: Uuid::new_v4(),
+        event_time: at,
+        car_id,
+        speed,
+        rpm,
+        gear,
+    };
     let events = vec![
-        ev(t(9, 0, 0, 0), car, 120.0, 3000, 5),      // speed exactly 120, in gear: no alert
-        ev(t(9, 0, 1, 0), car, 120.01, 3000, 5),     // just over: alert (speed)
-        ev(t(9, 5, 0, 0), car, 50.0, 6000, 2),       // rpm exactly 6000: no alert
-        ev(t(9, 5, 1, 0), car, 50.0, 6001, 2),       // rpm 6001: alert
-        ev(t(9, 14, 59, 999), car, 29.99, 800, 1),   // last instant of 09:00-09:15, in gear
-        ev(t(9, 14, 59, 999), car, 30.0, 800, 1),    // 30 wants gear 2: alert (gear), window 09:00
-        ev(t(9, 15, 0, 0), car, 179.99, 6500, 6),    // first instant of 09:15-09:30: alert
-        ev(t(9, 30, 0, 0), car, 180.0, 900, 6),      // 180 wants gear 7: alert (speed, gear)
-        ev(t(9, 30, 0, 0), 1, 10.0, 900, 1),         // unknown car: flows on with nulls
-        ev(t(9, 31, 0, 0), 2, 10.0, 6100, 1),        // unknown car alert: counted, no color
-        ev(t(8, 59, 59, 999), car, -0.5, 700, 0),    // negative speed: expected gear 0
+        ev(t(9, 0, 0, 0), car, 120.0, 3000, 5),    // speed exactly 120, in gear: no alert
+        ev(t(9, 0, 1, 0), car, 120.01, 3000, 5),   // just over: alert (speed)
+        ev(t(9, 5, 0, 0), car, 50.0, 6000, 2),     // rpm exactly 6000: no alert
+        ev(t(9, 5, 1, 0), car, 50.0, 6001, 2),     // rpm 6001: alert
+        ev(t(9, 14, 59, 999), car, 29.99, 800, 1), // last instant of 09:00-09:15, in gear
+        ev(t(9, 14, 59, 999), car, 30.0, 800, 1),  // 30 wants gear 2: alert (gear), window 09:00
+        ev(t(9, 15, 0, 0), car, 179.99, 6500, 6),  // first instant of 09:15-09:30: alert
+        ev(t(9, 30, 0, 0), car, 180.0, 900, 6),    // 180 wants gear 7: alert (speed, gear)
+        ev(t(9, 30, 0, 0), 1, 10.0, 900, 1),       // unknown car: flows on with nulls
+        ev(t(9, 31, 0, 0), 2, 10.0, 6100, 1),      // unknown car alert: counted, no color
+        ev(t(8, 59, 59, 999), car, -0.5, 700, 0),  // negative speed: expected gear 0
     ];
     let records: Vec<_> = events.iter().map(|e| (Some(e.car_id.to_string().into_bytes()), e.encode())).collect();
     produce_raw(&p.sensors, &records).await;
@@ -298,7 +328,15 @@ async fn late_alerts_go_to_the_late_topic() {
     let join = p.join();
     let alert = |h, m| {
         let at = Utc.with_ymd_and_hms(2026, 4, 1, h, m, 0).unwrap();
-        join.enrich(SensorEvent { event_id: Uuid::new_v4(), event_time: at, car_id: car, speed: 150.0, rpm: 3000, gear: 5 }).0
+        join.enrich(SensorEvent {
+            event_id: Uuid::new_v4(),
+            event_time: at,
+            car_id: car,
+            speed: 150.0,
+            rpm: 3000,
+            gear: 5,
+        })
+        .0
     };
     let (a, b, late) = (alert(10, 5), alert(10, 20), alert(10, 10));
     let records: Vec<_> = [&a, &b, &late].iter().map(|e| (Some(b"k".to_vec()), e.encode())).collect();
@@ -330,13 +368,22 @@ async fn the_enricher_waits_for_its_tables_and_picks_up_new_ones() {
     // No tables yet: the enricher waits (with a log line) instead of exiting.
     let mut tables = pipeline_core::dims::DimTables::seed(5, 77);
     let car = tables.cars[0].clone();
-    let ev = |speed: f64| SensorEvent { event_id: Uuid::new_v4(), event_time: start(), car_id: car.car_id, speed, rpm: 900, gear: 1 };
+    let ev = |speed: f64| SensorEvent {
+        event_id: Uuid::new_v4(),
+        event_time: start(),
+        car_id: car.car_id,
+        speed,
+        rpm: 900,
+        gear: 1,
+    };
     let first = ev(10.0);
     produce_raw(&topic_in, &[(None, first.encode())]).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     tables.write(&store, &s3.dims_prefix).await.unwrap();
     wait_for_count(&topic_out, 1, Duration::from_secs(60)).await;
-    let color = |t: &pipeline_core::dims::DimTables, id: i32| t.colors.iter().find(|c| c.color_id == id).unwrap().color_name.clone();
+    let color = |t: &pipeline_core::dims::DimTables, id: i32| {
+        t.colors.iter().find(|c| c.color_id == id).unwrap().color_name.clone()
+    };
     let got = exactly_once::<EnrichedEvent>(&topic_out, |e| e.event_id).await;
     assert_eq!(got[&first.event_id].color_name, Some(color(&tables, car.color_id)));
 
@@ -361,15 +408,18 @@ async fn the_enricher_waits_for_its_tables_and_picks_up_new_ones() {
 #[test]
 fn services_fail_fast_with_one_line() {
     let missing = pipeline_core::testkit::unique("missing");
-    for (name, args) in [
-        ("detector", vec!["--input-topic", missing.as_str()]),
-        ("counter", vec!["--input-topic", missing.as_str()]),
-    ] {
+    for (name, args) in
+        [("detector", vec!["--input-topic", missing.as_str()]), ("counter", vec!["--input-topic", missing.as_str()])]
+    {
         let out = std::process::Command::new(e2e::bin(name)).args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{name}");
         let err = String::from_utf8_lossy(&out.stderr);
         let line = err.lines().last().unwrap();
-        assert!(line.starts_with(&format!("{name}: error: ")) && line.contains(&format!("topic `{missing}` does not exist")), "{line}");
+        assert!(
+            line.starts_with(&format!("{name}: error: "))
+                && line.contains(&format!("topic `{missing}` does not exist")),
+            "{line}"
+        );
     }
     let out = std::process::Command::new(e2e::bin("detector"))
         .args(["--bootstrap-servers", "127.0.0.1:9", "--connect-timeout", "2s"])

@@ -66,7 +66,10 @@ impl Processor for Enricher {
         if !known {
             self.unknown += 1;
             if self.unknown_logged.len() < 1000 && self.unknown_logged.insert(enriched.car_id) {
-                tracing::warn!(car_id = enriched.car_id, "event for a car not in the cars table; dimension fields left null");
+                tracing::warn!(
+                    car_id = enriched.car_id,
+                    "event for a car not in the cars table; dimension fields left null"
+                );
             }
         }
         out.push(Output {
@@ -89,7 +92,12 @@ async fn load_until_ready(store: &ObjectStore, prefix: &str, cancel: &Cancellati
         match DimTables::load(store, prefix).await {
             Ok(tables) => {
                 let index = JoinIndex::new(&tables);
-                tracing::info!(cars = tables.cars.len(), models = tables.models.len(), colors = tables.colors.len(), "dimension tables loaded");
+                tracing::info!(
+                    cars = tables.cars.len(),
+                    models = tables.models.len(),
+                    colors = tables.colors.len(),
+                    "dimension tables loaded"
+                );
                 return Some(index);
             }
             Err(e) => tracing::warn!(error = %e, retry_in = ?backoff, "dimension tables not available yet"),
@@ -103,7 +111,13 @@ async fn load_until_ready(store: &ObjectStore, prefix: &str, cancel: &Cancellati
 }
 
 /// Re-reads the tables every `every`; a failure keeps the current ones.
-async fn reload_forever(store: ObjectStore, prefix: String, every: Duration, dims: Arc<ArcSwap<JoinIndex>>, cancel: CancellationToken) {
+async fn reload_forever(
+    store: ObjectStore,
+    prefix: String,
+    every: Duration,
+    dims: Arc<ArcSwap<JoinIndex>>,
+    cancel: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -127,7 +141,8 @@ async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
     let dims = Arc::new(ArcSwap::from_pointee(index));
     tokio::spawn(reload_forever(store, cli.s3.dims_prefix.clone(), cli.dims_refresh, dims.clone(), cancel.clone()));
     let config = cli.service.runtime("enricher", &cli.input_topic, true, Duration::from_secs(3600));
-    let processor = Enricher { dims, output: Arc::from(cli.output_topic.as_str()), unknown: 0, unknown_logged: HashSet::new() };
+    let processor =
+        Enricher { dims, output: Arc::from(cli.output_topic.as_str()), unknown: 0, unknown_logged: HashSet::new() };
     runtime::run(&config, processor, cancel).await.context("enricher")?;
     Ok(())
 }
@@ -135,7 +150,5 @@ async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    pipeline_core::telemetry::init(cli.service.log_format);
-    let cancel = pipeline_core::shutdown::on_signal();
-    pipeline_core::shutdown::exit_code("enricher", run(cli, cancel).await)
+    pipeline_core::shutdown::serve("enricher", cli.service.log_format, |cancel| run(cli, cancel)).await
 }

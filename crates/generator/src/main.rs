@@ -10,11 +10,11 @@ mod run;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    pipeline_core::telemetry::init(cli.log_format);
-    let cancel = pipeline_core::shutdown::on_signal();
-    let result = match cli.command {
-        cli::Command::Dims(args) => dims_cmd::dims(args).await,
-        cli::Command::Run(args) => run::run(args, cancel).await,
-    };
-    pipeline_core::shutdown::exit_code("generator", result)
+    pipeline_core::shutdown::serve("generator", cli.log_format, |cancel| async move {
+        match cli.command {
+            cli::Command::Dims(args) => dims_cmd::dims(args).await,
+            cli::Command::Run(args) => run::run(args, cancel).await,
+        }
+    })
+    .await
 }

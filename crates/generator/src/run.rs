@@ -10,8 +10,8 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
+use futures::stream::{FuturesUnordered, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use pipeline_core::dims::{Car, load_table};
 use pipeline_core::generate::{EventClock, EventGenerator};

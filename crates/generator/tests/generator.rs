@@ -1,6 +1,8 @@
 //! The generator against the real local stack (`scripts/stack.sh up`): dimension tables in
 //! SeaweedFS, events in Nisshi. Every test uses its own bucket and topic.
 
+#![allow(clippy::unwrap_used)] // a test fails loudly on the first surprise
+
 use std::collections::{HashMap, HashSet};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -38,17 +40,46 @@ fn error_line(out: &Output) -> String {
 #[tokio::test]
 async fn dims_round_trip_through_s3() {
     let (s3, store) = testkit::bucket("dims").await;
-    let out = generator(&["dims", "--s3-bucket", &s3.s3_bucket, "--dims-prefix", &s3.dims_prefix, "--seed", "5", "--cars", "20"]);
+    let out = generator(&[
+        "dims",
+        "--s3-bucket",
+        &s3.s3_bucket,
+        "--dims-prefix",
+        &s3.dims_prefix,
+        "--seed",
+        "5",
+        "--cars",
+        "20",
+    ]);
     assert_ok(&out);
     let loaded = DimTables::load(&store, &s3.dims_prefix).await.unwrap();
     assert_eq!(loaded, DimTables::seed(20, 5));
 
     // --if-missing leaves complete tables alone; without it they are replaced (old parts gone).
-    let out = generator(&["dims", "--s3-bucket", &s3.s3_bucket, "--dims-prefix", &s3.dims_prefix, "--seed", "6", "--if-missing"]);
+    let out = generator(&[
+        "dims",
+        "--s3-bucket",
+        &s3.s3_bucket,
+        "--dims-prefix",
+        &s3.dims_prefix,
+        "--seed",
+        "6",
+        "--if-missing",
+    ]);
     assert_ok(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("already present"));
     assert_eq!(DimTables::load(&store, &s3.dims_prefix).await.unwrap(), DimTables::seed(20, 5));
-    assert_ok(&generator(&["dims", "--s3-bucket", &s3.s3_bucket, "--dims-prefix", &s3.dims_prefix, "--seed", "6", "--cars", "7"]));
+    assert_ok(&generator(&[
+        "dims",
+        "--s3-bucket",
+        &s3.s3_bucket,
+        "--dims-prefix",
+        &s3.dims_prefix,
+        "--seed",
+        "6",
+        "--cars",
+        "7",
+    ]));
     assert_eq!(DimTables::load(&store, &s3.dims_prefix).await.unwrap(), DimTables::seed(7, 6));
     assert_eq!(store.list(&table_dir::<Car>(&s3.dims_prefix)).await.unwrap().len(), 1);
 }
@@ -71,7 +102,10 @@ async fn a_spark_style_multi_part_directory_loads() {
     let err = load_table::<CarModel>(&store, prefix).await.unwrap_err().to_string();
     assert_eq!(
         err,
-        format!("table `car_models` not found: no Parquet files under s3://{}/{prefix}/car_models/; run `generator dims` first", store.bucket())
+        format!(
+            "table `car_models` not found: no Parquet files under s3://{}/{prefix}/car_models/; run `generator dims` first",
+            store.bucket()
+        )
     );
     let bad = format!("{}part-0.parquet", table_dir::<CarColor>(prefix));
     store.put(&bad, &b"garbage"[..]).await.unwrap();
@@ -90,14 +124,30 @@ async fn run_produces_exactly_the_seeded_events() {
     let topic = testkit::topic("sensors", 3).await;
     assert_ok(&generator(&["dims", "--s3-bucket", &s3.s3_bucket, "--dims-prefix", &s3.dims_prefix, "--seed", "11"]));
     let out = generator(&[
-        "run", "--s3-bucket", &s3.s3_bucket, "--dims-prefix", &s3.dims_prefix, "--topic", &topic, "--count", &N.to_string(), "--rate", "0",
-        "--seed", "42", "--start-time", "2026-03-01T10:00:00Z", "--time-step", "1s",
+        "run",
+        "--s3-bucket",
+        &s3.s3_bucket,
+        "--dims-prefix",
+        &s3.dims_prefix,
+        "--topic",
+        &topic,
+        "--count",
+        &N.to_string(),
+        "--rate",
+        "0",
+        "--seed",
+        "42",
+        "--start-time",
+        "2026-03-01T10:00:00Z",
+        "--time-step",
+        "1s",
     ]);
     assert_ok(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(&format!("sent {N} events to {topic} (0 failed)")), "{stdout}");
 
-    let records = tokio::task::spawn_blocking(move || testkit::read_all(&topic, Duration::from_secs(60))).await.unwrap();
+    let records =
+        tokio::task::spawn_blocking(move || testkit::read_all(&topic, Duration::from_secs(60))).await.unwrap();
     assert_eq!(records.len(), N, "exactly N records");
 
     // The same seed regenerates the same events: the topic holds exactly this sequence.
@@ -135,14 +185,26 @@ async fn sigterm_flushes_everything_it_counted() {
     let topic = testkit::topic("term", 3).await;
     assert_ok(&generator(&["dims", "--s3-bucket", &s3.s3_bucket, "--dims-prefix", &s3.dims_prefix, "--seed", "1"]));
     let child = Command::new(BIN)
-        .args(["run", "--s3-bucket", &s3.s3_bucket, "--dims-prefix", &s3.dims_prefix, "--topic", &topic, "--rate", "20000"])
+        .args([
+            "run",
+            "--s3-bucket",
+            &s3.s3_bucket,
+            "--dims-prefix",
+            &s3.dims_prefix,
+            "--topic",
+            &topic,
+            "--rate",
+            "20000",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let pid = child.id().to_string();
     let watched = topic.clone();
-    tokio::task::spawn_blocking(move || testkit::wait_for_count(&watched, 1_000, Duration::from_secs(60))).await.unwrap();
+    tokio::task::spawn_blocking(move || testkit::wait_for_count(&watched, 1_000, Duration::from_secs(60)))
+        .await
+        .unwrap();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let out = child.wait_with_output().unwrap();
     assert_ok(&out);
@@ -154,7 +216,8 @@ async fn sigterm_flushes_everything_it_counted() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no summary in {stdout}"));
     assert!(sent >= 1_000);
-    let records = tokio::task::spawn_blocking(move || testkit::read_all(&topic, Duration::from_secs(60))).await.unwrap();
+    let records =
+        tokio::task::spawn_blocking(move || testkit::read_all(&topic, Duration::from_secs(60))).await.unwrap();
     assert_eq!(records.len(), sent, "every event it reported sent is in the topic");
 }
 
@@ -179,7 +242,15 @@ async fn error_paths_say_what_to_do() {
 
     // Table missing.
     let (s3, _) = testkit::bucket("empty").await;
-    let line = error_line(&generator(&["run", "--s3-bucket", &s3.s3_bucket, "--dims-prefix", &s3.dims_prefix, "--count", "1"]));
+    let line = error_line(&generator(&[
+        "run",
+        "--s3-bucket",
+        &s3.s3_bucket,
+        "--dims-prefix",
+        &s3.dims_prefix,
+        "--count",
+        "1",
+    ]));
     assert!(line.contains("table `cars` not found") && line.ends_with("run `generator dims` first"), "{line}");
 
     // Bucket missing.
@@ -189,11 +260,34 @@ async fn error_paths_say_what_to_do() {
     // Broker down (bounded wait), and a topic that does not exist.
     assert_ok(&generator(&["dims", "--s3-bucket", &s3.s3_bucket, "--dims-prefix", &s3.dims_prefix, "--seed", "2"]));
     let line = error_line(&generator(&[
-        "run", "--s3-bucket", &s3.s3_bucket, "--dims-prefix", &s3.dims_prefix, "--count", "1", "--bootstrap-servers", "127.0.0.1:9", "--connect-timeout", "2s",
+        "run",
+        "--s3-bucket",
+        &s3.s3_bucket,
+        "--dims-prefix",
+        &s3.dims_prefix,
+        "--count",
+        "1",
+        "--bootstrap-servers",
+        "127.0.0.1:9",
+        "--connect-timeout",
+        "2s",
     ]));
-    assert!(line.contains("cannot reach Kafka at 127.0.0.1:9 within 2s") && line.contains("scripts/stack.sh up"), "{line}");
+    assert!(
+        line.contains("cannot reach Kafka at 127.0.0.1:9 within 2s") && line.contains("scripts/stack.sh up"),
+        "{line}"
+    );
     let missing = testkit::unique("missing");
-    let line = error_line(&generator(&["run", "--s3-bucket", &s3.s3_bucket, "--dims-prefix", &s3.dims_prefix, "--count", "1", "--topic", &missing]));
+    let line = error_line(&generator(&[
+        "run",
+        "--s3-bucket",
+        &s3.s3_bucket,
+        "--dims-prefix",
+        &s3.dims_prefix,
+        "--count",
+        "1",
+        "--topic",
+        &missing,
+    ]));
     assert!(line.contains(&format!("topic `{missing}` does not exist")), "{line}");
 
     // A bad flag is clap's usage error (exit 2) naming the problem.

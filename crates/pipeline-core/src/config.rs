@@ -137,7 +137,13 @@ pub struct ServiceArgs {
 
 impl ServiceArgs {
     /// The runtime loop's configuration for `service` reading `input_topic`.
-    pub fn runtime(&self, service: &str, input_topic: &str, commit: bool, tick: Duration) -> crate::runtime::RuntimeConfig {
+    pub fn runtime(
+        &self,
+        service: &str,
+        input_topic: &str,
+        commit: bool,
+        tick: Duration,
+    ) -> crate::runtime::RuntimeConfig {
         crate::runtime::RuntimeConfig {
             service: service.to_owned(),
             kafka: self.kafka.clone(),
@@ -178,8 +184,9 @@ mod tests {
 
     #[test]
     fn kafka_properties_override_defaults() {
-        let cli = Cli::try_parse_from(["x", "--bootstrap-servers", "b:1", "-X", "linger.ms=50", "-X", "debug=broker,topic"])
-            .unwrap();
+        let cli =
+            Cli::try_parse_from(["x", "--bootstrap-servers", "b:1", "-X", "linger.ms=50", "-X", "debug=broker,topic"])
+                .unwrap();
         let c = cli.kafka.client_config(&[("linger.ms", "5"), ("acks", "all")]);
         assert_eq!(c.get("linger.ms"), Some("50"));
         assert_eq!(c.get("acks"), Some("all"));

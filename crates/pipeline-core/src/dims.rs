@@ -147,7 +147,11 @@ fn strings(batch: &RecordBatch, name: &'static str) -> Result<Vec<String>, Table
     let values = cast.as_string::<i32>();
     (0..values.len())
         .map(|row| {
-            if values.is_null(row) { Err(TableError::Null { column: name, row }) } else { Ok(values.value(row).to_owned()) }
+            if values.is_null(row) {
+                Err(TableError::Null { column: name, row })
+            } else {
+                Ok(values.value(row).to_owned())
+            }
         })
         .collect()
 }
@@ -263,9 +267,8 @@ pub fn to_parquet<T: Table>(rows: &[T]) -> Result<Vec<u8>, DimsError> {
 /// Decodes every row of one Parquet file; `url` names it in errors.
 pub fn from_parquet<T: Table>(bytes: Bytes, url: &str) -> Result<Vec<T>, DimsError> {
     let corrupt = |detail: String| DimsError::Corrupt { url: url.to_owned(), detail };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .and_then(|b| b.build())
-        .map_err(|e| corrupt(e.to_string()))?;
+    let reader =
+        ParquetRecordBatchReaderBuilder::try_new(bytes).and_then(|b| b.build()).map_err(|e| corrupt(e.to_string()))?;
     let mut rows = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| corrupt(e.to_string()))?;

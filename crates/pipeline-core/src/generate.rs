@@ -4,10 +4,10 @@
 //! With a seed the sequence is reproducible, event ids included (they are drawn from the same
 //! generator as UUID v4s), so a test or a backfill can regenerate exactly the same stream.
 
+use crate::schema::SensorEvent;
 use chrono::{DateTime, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use crate::schema::SensorEvent;
 
 /// Where event times come from.
 #[derive(Debug, Clone, Copy)]
@@ -58,7 +58,14 @@ impl EventGenerator {
         let event_id = uuid::Builder::from_random_bytes(rng.random()).into_uuid();
         let car_id = self.cars[rng.random_range(0..self.cars.len())];
         let speed = (rng.random_range(0.0..180.0_f64) * 100.0).round() / 100.0;
-        SensorEvent { event_id, event_time, car_id, speed, rpm: rng.random_range(500..=7000), gear: rng.random_range(1..=6) }
+        SensorEvent {
+            event_id,
+            event_time,
+            car_id,
+            speed,
+            rpm: rng.random_range(500..=7000),
+            gear: rng.random_range(1..=6),
+        }
     }
 
     /// How many events were generated so far.
@@ -100,7 +107,8 @@ mod tests {
             assert!((500..=7000).contains(&e.rpm) && (1..=6).contains(&e.gear), "{e:?}");
             assert!([11, 22].contains(&e.car_id));
             assert_eq!(e.event_id.get_version_num(), 4);
-            let expected = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::milliseconds(250 * i as i64);
+            let expected =
+                Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::milliseconds(250 * i as i64);
             assert_eq!(e.event_time, expected);
         }
         let ids: std::collections::HashSet<_> = events.iter().map(|e| e.event_id).collect();

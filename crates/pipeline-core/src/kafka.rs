@@ -21,7 +21,9 @@ pub enum KafkaSetupError {
     )]
     Unreachable { bootstrap: String, timeout: Duration, detail: String },
     /// The topic is not in the cluster's metadata.
-    #[error("topic `{topic}` does not exist at {bootstrap}; create it (`scripts/stack.sh up` creates the pipeline's topics)")]
+    #[error(
+        "topic `{topic}` does not exist at {bootstrap}; create it (`scripts/stack.sh up` creates the pipeline's topics)"
+    )]
     NoSuchTopic { topic: String, bootstrap: String },
     /// librdkafka refused the configuration (a bad `-X` property, say).
     #[error("invalid Kafka client configuration: {0}")]
@@ -70,7 +72,10 @@ pub async fn check_cluster(args: &KafkaArgs, topic: Option<&str>) -> Result<Meta
     if let Some(topic) = topic {
         let found = metadata.topics().iter().find(|t| t.name() == topic);
         if found.is_none_or(|t| t.error().is_some() || t.partitions().is_empty()) {
-            return Err(KafkaSetupError::NoSuchTopic { topic: topic.to_owned(), bootstrap: args.bootstrap_servers.clone() });
+            return Err(KafkaSetupError::NoSuchTopic {
+                topic: topic.to_owned(),
+                bootstrap: args.bootstrap_servers.clone(),
+            });
         }
     }
     Ok(metadata)
@@ -87,7 +92,8 @@ pub async fn create_topics(
     let admin: AdminClient<DefaultClientContext> = args.client_config(&[]).create().map_err(KafkaSetupError::Config)?;
     let new: Vec<NewTopic> =
         topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication))).collect();
-    let opts = AdminOptions::new().operation_timeout(Some(args.connect_timeout)).request_timeout(Some(args.connect_timeout));
+    let opts =
+        AdminOptions::new().operation_timeout(Some(args.connect_timeout)).request_timeout(Some(args.connect_timeout));
     let results = admin.create_topics(&new, &opts).await.map_err(|e| KafkaSetupError::Unreachable {
         bootstrap: args.bootstrap_servers.clone(),
         timeout: args.connect_timeout,

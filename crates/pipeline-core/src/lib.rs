@@ -15,6 +15,6 @@ pub mod s3;
 pub mod schema;
 pub mod shutdown;
 pub mod telemetry;
-pub mod window;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod window;

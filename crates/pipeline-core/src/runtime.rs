@@ -34,8 +34,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
+use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders, OwnedMessage};
@@ -54,7 +54,9 @@ pub enum RuntimeError {
     #[error(transparent)]
     Setup(#[from] KafkaSetupError),
     /// The cluster refused us for good (authentication, authorization).
-    #[error("Kafka refused the {service} consumer: {source}; check the credentials and ACLs (-X sasl.* / security.protocol)")]
+    #[error(
+        "Kafka refused the {service} consumer: {source}; check the credentials and ACLs (-X sasl.* / security.protocol)"
+    )]
     Fatal { service: String, source: KafkaError },
     /// Subscribing to the input topic failed.
     #[error("subscribing to `{topic}` failed: {source}")]
@@ -391,7 +393,9 @@ impl<P: Processor> Loop<'_, P> {
     async fn send_outputs(
         &mut self,
         consumer: &LoopConsumer,
-        input: Option<(i32, i64)>, dead_letter: bool) -> Result<(), RuntimeError> {
+        input: Option<(i32, i64)>,
+        dead_letter: bool,
+    ) -> Result<(), RuntimeError> {
         let token = Token { epoch: self.pending.epoch, input, dead_letter };
         let count = self.outputs.len() as u32;
         for output in std::mem::take(&mut self.outputs) {
@@ -412,7 +416,9 @@ impl<P: Processor> Loop<'_, P> {
     async fn delivered(
         &mut self,
         consumer: &LoopConsumer,
-        token: Token, report: <DeliveryFuture as Future>::Output) -> Result<(), RuntimeError> {
+        token: Token,
+        report: <DeliveryFuture as Future>::Output,
+    ) -> Result<(), RuntimeError> {
         match report {
             Ok(Ok(_)) => {
                 self.pending.sync_epoch(self.epoch.load(Ordering::SeqCst));
@@ -532,7 +538,8 @@ async fn send(
 }
 
 async fn resend(producer: &FutureProducer, message: &OwnedMessage) -> Result<DeliveryFuture, RuntimeError> {
-    send(producer, message.topic(), message.key(), message.payload().unwrap_or_default(), message.headers().cloned()).await
+    send(producer, message.topic(), message.key(), message.payload().unwrap_or_default(), message.headers().cloned())
+        .await
 }
 
 /// Header names carried by dead letters.
@@ -557,7 +564,8 @@ fn dead_letter(dlq_topic: &Arc<str>, service: &str, message: &BorrowedMessage<'_
             headers = headers.insert(Header { key: h.key, value: h.value });
         }
     }
-    let (partition, offset, reason) = (message.partition().to_string(), message.offset().to_string(), error.to_string());
+    let (partition, offset, reason) =
+        (message.partition().to_string(), message.offset().to_string(), error.to_string());
     for (key, value) in [
         (dlq_headers::SOURCE_TOPIC, message.topic()),
         (dlq_headers::SOURCE_PARTITION, &partition),

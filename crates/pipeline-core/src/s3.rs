@@ -29,7 +29,9 @@ pub enum S3Error {
     )]
     Unreachable { endpoint: String, detail: String },
     /// The bucket does not exist.
-    #[error("bucket `{bucket}` does not exist at {endpoint}; create it (`generator dims` does) or set --s3-bucket / S3_BUCKET")]
+    #[error(
+        "bucket `{bucket}` does not exist at {endpoint}; create it (`generator dims` does) or set --s3-bucket / S3_BUCKET"
+    )]
     NoSuchBucket { endpoint: String, bucket: String },
     /// The object does not exist.
     #[error("s3://{bucket}/{key} does not exist at {endpoint}")]
@@ -67,10 +69,8 @@ impl ObjectStore {
 
     /// Like [`ObjectStore::connect`] for another bucket on the same endpoint.
     pub async fn connect_bucket(args: &S3Args, bucket: &str) -> Self {
-        let shared = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new(args.s3_region.clone()))
-            .load()
-            .await;
+        let shared =
+            aws_config::defaults(BehaviorVersion::latest()).region(Region::new(args.s3_region.clone())).load().await;
         let mut config = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(args.path_style())
             .timeout_config(
@@ -101,7 +101,12 @@ impl ObjectStore {
         format!("s3://{}/{}", self.bucket, key)
     }
 
-    fn classify<E>(&self, op: &'static str, key: &str, err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> S3Error
+    fn classify<E>(
+        &self,
+        op: &'static str,
+        key: &str,
+        err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+    ) -> S3Error
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {

@@ -58,9 +58,7 @@ pub trait JsonEvent: Serialize + DeserializeOwned {
         }
         let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::NotUtf8(e.to_string()))?;
         let event: Self = serde_json::from_str(text).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => {
-                DecodeError::Schema { schema: Self::SCHEMA, detail: e.to_string() }
-            }
+            serde_json::error::Category::Data => DecodeError::Schema { schema: Self::SCHEMA, detail: e.to_string() },
             _ => DecodeError::Syntax(e.to_string()),
         })?;
         event.validate()?;
@@ -210,8 +208,7 @@ mod tests {
     fn sample() -> SensorEvent {
         SensorEvent {
             event_id: Uuid::parse_str("5f0c1d3e-8b1a-4c3d-9e2f-0123456789ab").unwrap(),
-            event_time: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap()
-                + chrono::Duration::milliseconds(67),
+            event_time: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap() + chrono::Duration::milliseconds(67),
             car_id: 1234567,
             speed: 88.25,
             rpm: 3100,
@@ -246,7 +243,12 @@ mod tests {
         let e = EnrichedEvent::decode(json.as_bytes(), LIMIT).unwrap();
         assert_eq!((e.driver_id, e.color_name.as_deref()), (None, None));
         let out = String::from_utf8(e.encode()).unwrap();
-        assert!(out.contains(r#""gear":1,"driver_id":null,"brand_name":null,"model_name":null,"color_name":null,"expected_gear":1}"#), "{out}");
+        assert!(
+            out.contains(
+                r#""gear":1,"driver_id":null,"brand_name":null,"model_name":null,"color_name":null,"expected_gear":1}"#
+            ),
+            "{out}"
+        );
     }
 
     #[test]
@@ -268,10 +270,7 @@ mod tests {
             assert!(err.contains(reason), "{:?}: `{err}` lacks `{reason}`", String::from_utf8_lossy(bytes));
         }
         let big = vec![b' '; 2048];
-        assert_eq!(
-            SensorEvent::decode(&big, 1024).unwrap_err(),
-            DecodeError::Oversized { size: 2048, limit: 1024 }
-        );
+        assert_eq!(SensorEvent::decode(&big, 1024).unwrap_err(), DecodeError::Oversized { size: 2048, limit: 1024 });
     }
 
     #[test]

@@ -37,6 +37,18 @@ async fn wait_for_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// A binary's body: installs logging, turns SIGINT/SIGTERM into the token `run` receives, and
+/// reports the outcome as the exit status (an error as one line on stderr, status 1).
+pub async fn serve<F, Fut>(service: &str, log_format: crate::config::LogFormat, run: F) -> std::process::ExitCode
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    crate::telemetry::init(log_format);
+    let cancel = on_signal();
+    exit_code(service, run(cancel).await)
+}
+
 /// A binary's exit: success, or its error as one line on stderr and status 1.
 pub fn exit_code(service: &str, result: anyhow::Result<()>) -> std::process::ExitCode {
     match result {

@@ -55,7 +55,9 @@ pub async fn bucket(prefix: &str) -> (S3Args, ObjectStore) {
 /// A new topic with a unique name and `partitions` partitions, created.
 pub async fn topic(prefix: &str, partitions: i32) -> String {
     let name = unique(prefix);
-    crate::kafka::create_topics(&kafka(), &[&name], partitions, 1).await.expect("create test topic (is the local stack up?)");
+    crate::kafka::create_topics(&kafka(), &[&name], partitions, 1)
+        .await
+        .expect("create test topic (is the local stack up?)");
     name
 }
 
@@ -87,7 +89,11 @@ pub fn read_all_from(kafka: &KafkaArgs, topic: &str, timeout: Duration) -> Vec<O
     let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
     while !remaining.is_empty() {
-        assert!(Instant::now() < deadline, "timed out reading {topic}: still waiting on {remaining:?}, read {}", out.len());
+        assert!(
+            Instant::now() < deadline,
+            "timed out reading {topic}: still waiting on {remaining:?}, read {}",
+            out.len()
+        );
         if let Some(msg) = consumer.poll(Duration::from_millis(200)) {
             let msg = msg.expect("consume");
             let (p, next) = (msg.partition(), msg.offset() + 1);

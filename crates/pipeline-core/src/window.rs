@@ -90,6 +90,27 @@ pub fn color_column(color: &str) -> String {
     format!("num_of_{}", color.to_lowercase().replace(' ', "_"))
 }
 
+/// What the windows need of one alert.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AlertPoint<'a> {
+    /// Event time: picks the window.
+    pub at: DateTime<Utc>,
+    /// Speed, for the maximum.
+    pub speed: f64,
+    /// Gear, for the maximum.
+    pub gear: i32,
+    /// Rpm, for the maximum.
+    pub rpm: i32,
+    /// Color name, for the color counts (None: unknown car).
+    pub color: Option<&'a str>,
+}
+
+impl<'a> From<&'a crate::schema::EnrichedEvent> for AlertPoint<'a> {
+    fn from(e: &'a crate::schema::EnrichedEvent) -> Self {
+        Self { at: e.event_time, speed: e.speed, gear: e.gear, rpm: e.rpm, color: e.color_name.as_deref() }
+    }
+}
+
 /// What happened to one alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {
@@ -148,16 +169,8 @@ impl Windows {
     }
 
     /// Counts one alert read from `partition` at processing time `now`.
-    pub fn add(
-        &mut self,
-        partition: i32,
-        at: DateTime<Utc>,
-        speed: f64,
-        gear: i32,
-        rpm: i32,
-        color: Option<&str>,
-        now: Instant,
-    ) -> Placement {
+    pub fn add(&mut self, partition: i32, alert: AlertPoint<'_>, now: Instant) -> Placement {
+        let AlertPoint { at, speed, gear, rpm, color } = alert;
         let clock = self.partitions.entry(partition).or_insert(PartitionClock { max_event_time: at, last_seen: now });
         clock.max_event_time = clock.max_event_time.max(at);
         clock.last_seen = now;
@@ -188,7 +201,8 @@ impl Windows {
     /// Returns them (final values), oldest first.
     pub fn advance(&mut self, now: Instant) -> Vec<WindowStats> {
         let active = self.partitions.values().filter(|c| now.duration_since(c.last_seen) < self.config.idle_timeout);
-        let frontier = active.map(|c| c.max_event_time).min().or_else(|| self.partitions.values().map(|c| c.max_event_time).max());
+        let frontier =
+            active.map(|c| c.max_event_time).min().or_else(|| self.partitions.values().map(|c| c.max_event_time).max());
         let Some(frontier) = frontier else { return Vec::new() };
         let candidate = frontier - self.config.watermark_delay;
         if self.watermark.is_some_and(|wm| wm >= candidate) {
@@ -272,6 +286,10 @@ mod tests {
         }
     }
 
+    fn pt(at: DateTime<Utc>, speed: f64, gear: i32, rpm: i32, color: Option<&str>) -> AlertPoint<'_> {
+        AlertPoint { at, speed, gear, rpm, color }
+    }
+
     fn t(h: u32, m: u32, s: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 5, 1, h, m, s).unwrap()
     }
@@ -280,23 +298,26 @@ mod tests {
     fn edges_belong_to_the_window_they_start() {
         let mut w = Windows::new(config(48 * 60));
         let now = Instant::now();
-        assert_eq!(w.add(0, t(10, 0, 0), 1.0, 1, 1, None, now), Placement::Counted(t(10, 0, 0)));
-        assert_eq!(w.add(0, t(10, 14, 59), 1.0, 1, 1, None, now), Placement::Counted(t(10, 0, 0)));
-        assert_eq!(w.add(0, t(10, 15, 0), 1.0, 1, 1, None, now), Placement::Counted(t(10, 15, 0)));
+        assert_eq!(w.add(0, pt(t(10, 0, 0), 1.0, 1, 1, None), now), Placement::Counted(t(10, 0, 0)));
+        assert_eq!(w.add(0, pt(t(10, 14, 59), 1.0, 1, 1, None), now), Placement::Counted(t(10, 0, 0)));
+        assert_eq!(w.add(0, pt(t(10, 15, 0), 1.0, 1, 1, None), now), Placement::Counted(t(10, 15, 0)));
         let before = t(10, 0, 0) - chrono::Duration::milliseconds(1);
-        assert_eq!(w.add(0, before, 1.0, 1, 1, None, now), Placement::Counted(t(9, 45, 0)));
+        assert_eq!(w.add(0, pt(before, 1.0, 1, 1, None), now), Placement::Counted(t(9, 45, 0)));
         let rows: Vec<_> = w.live().map(|s| (s.start, s.end, s.rows)).collect();
-        assert_eq!(rows, vec![(t(9, 45, 0), t(10, 0, 0), 1), (t(10, 0, 0), t(10, 15, 0), 2), (t(10, 15, 0), t(10, 30, 0), 1)]);
+        assert_eq!(
+            rows,
+            vec![(t(9, 45, 0), t(10, 0, 0), 1), (t(10, 0, 0), t(10, 15, 0), 2), (t(10, 15, 0), t(10, 30, 0), 1)]
+        );
     }
 
     #[test]
     fn aggregates_count_colors_and_take_maxima() {
         let mut w = Windows::new(config(60));
         let now = Instant::now();
-        w.add(0, t(10, 1, 0), 130.5, 3, 2000, Some("Black"), now);
-        w.add(1, t(10, 2, 0), 90.0, 6, 6500, Some("white"), now);
-        w.add(2, t(10, 3, 0), 100.0, 2, 1000, Some("Red"), now);
-        w.add(0, t(10, 4, 0), 10.0, 1, 700, None, now);
+        w.add(0, pt(t(10, 1, 0), 130.5, 3, 2000, Some("Black")), now);
+        w.add(1, pt(t(10, 2, 0), 90.0, 6, 6500, Some("white")), now);
+        w.add(2, pt(t(10, 3, 0), 100.0, 2, 1000, Some("Red")), now);
+        w.add(0, pt(t(10, 4, 0), 10.0, 1, 700, None), now);
         let s = w.live().next().unwrap();
         assert_eq!((s.rows, s.colors.clone(), s.max_speed, s.max_gear, s.max_rpm), (4, vec![1, 1, 0], 130.5, 6, 6500));
         let json = String::from_utf8(s.to_json(&w.config().colors)).unwrap();
@@ -310,14 +331,14 @@ mod tests {
     fn the_watermark_finalizes_windows_and_makes_later_alerts_late() {
         let mut w = Windows::new(config(0));
         let now = Instant::now();
-        w.add(0, t(10, 5, 0), 1.0, 1, 1, None, now);
+        w.add(0, pt(t(10, 5, 0), 1.0, 1, 1, None), now);
         assert!(w.advance(now).is_empty(), "watermark 10:05 is inside the first window");
-        w.add(0, t(10, 15, 0), 1.0, 1, 1, None, now);
+        w.add(0, pt(t(10, 15, 0), 1.0, 1, 1, None), now);
         let done = w.advance(now);
         assert_eq!(done.iter().map(|s| (s.start, s.rows)).collect::<Vec<_>>(), vec![(t(10, 0, 0), 1)]);
         assert_eq!(w.watermark(), Some(t(10, 15, 0)));
-        assert_eq!(w.add(0, t(10, 14, 59), 1.0, 1, 1, None, now), Placement::Late(t(10, 0, 0)));
-        assert_eq!(w.add(0, t(10, 15, 0), 1.0, 1, 1, None, now), Placement::Counted(t(10, 15, 0)));
+        assert_eq!(w.add(0, pt(t(10, 14, 59), 1.0, 1, 1, None), now), Placement::Late(t(10, 0, 0)));
+        assert_eq!(w.add(0, pt(t(10, 15, 0), 1.0, 1, 1, None), now), Placement::Counted(t(10, 15, 0)));
         assert_eq!(w.late(), 1);
         assert_eq!(w.live().map(|s| s.rows).collect::<Vec<_>>(), vec![2]);
     }
@@ -326,18 +347,18 @@ mod tests {
     fn the_slowest_active_partition_holds_the_watermark_until_it_idles() {
         let mut w = Windows::new(config(0));
         let start = Instant::now();
-        w.add(0, t(10, 1, 0), 1.0, 1, 1, None, start);
-        w.add(1, t(11, 0, 0), 1.0, 1, 1, None, start);
+        w.add(0, pt(t(10, 1, 0), 1.0, 1, 1, None), start);
+        w.add(1, pt(t(11, 0, 0), 1.0, 1, 1, None), start);
         assert!(w.advance(start).is_empty());
         assert_eq!(w.watermark(), Some(t(10, 1, 0)), "partition 0 holds it back");
         // Partition 0 goes quiet; partition 1 keeps going.
         let later = start + Duration::from_secs(31);
-        w.add(1, t(11, 1, 0), 1.0, 1, 1, None, later);
+        w.add(1, pt(t(11, 1, 0), 1.0, 1, 1, None), later);
         let done = w.advance(later);
         assert_eq!(w.watermark(), Some(t(11, 1, 0)));
         assert_eq!(done.iter().map(|s| s.start).collect::<Vec<_>>(), vec![t(10, 0, 0)]);
         // The watermark never goes back when partition 0 wakes up behind it.
-        w.add(0, t(10, 30, 0), 1.0, 1, 1, None, later);
+        w.add(0, pt(t(10, 30, 0), 1.0, 1, 1, None), later);
         assert!(w.advance(later).is_empty());
         assert_eq!(w.watermark(), Some(t(11, 1, 0)));
     }
@@ -346,22 +367,32 @@ mod tests {
     fn changed_windows_are_reported_once() {
         let mut w = Windows::new(config(60));
         let now = Instant::now();
-        w.add(0, t(10, 1, 0), 1.0, 1, 1, None, now);
-        w.add(0, t(10, 20, 0), 1.0, 1, 1, None, now);
+        w.add(0, pt(t(10, 1, 0), 1.0, 1, 1, None), now);
+        w.add(0, pt(t(10, 20, 0), 1.0, 1, 1, None), now);
         assert_eq!(w.take_changed().len(), 2);
         assert!(w.take_changed().is_empty());
-        w.add(0, t(10, 21, 0), 1.0, 1, 1, None, now);
+        w.add(0, pt(t(10, 21, 0), 1.0, 1, 1, None), now);
         assert_eq!(w.take_changed().iter().map(|s| s.rows).collect::<Vec<_>>(), vec![2]);
     }
 
     #[test]
     fn table_has_the_seeds_columns() {
         let mut w = Windows::new(config(60));
-        w.add(0, t(10, 1, 0), 121.5, 3, 6100, Some("Black"), Instant::now());
+        w.add(0, pt(t(10, 1, 0), 121.5, 3, 6100, Some("Black")), Instant::now());
         let live: Vec<_> = w.live().collect();
         let table = render_table(&live, &w.config().colors);
         let header = table.lines().nth(1).unwrap();
-        for col in ["window_start", "window_end", "num_of_rows", "num_of_black", "num_of_white", "num_of_silver", "maximum_speed", "maximum_gear", "maximum_rpm"] {
+        for col in [
+            "window_start",
+            "window_end",
+            "num_of_rows",
+            "num_of_black",
+            "num_of_white",
+            "num_of_silver",
+            "maximum_speed",
+            "maximum_gear",
+            "maximum_rpm",
+        ] {
             assert!(header.contains(col), "{table}");
         }
         assert!(table.contains("2026-05-01 10:00:00") && table.contains("121.5") && table.contains("6100"), "{table}");

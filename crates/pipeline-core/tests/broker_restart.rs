@@ -5,6 +5,8 @@
 //! `NISSHI_BIN`) on a free port, with its data in a fresh bucket of the shared SeaweedFS, so the
 //! shared broker other tests use is never disturbed.
 
+#![allow(clippy::unwrap_used)] // a test fails loudly on the first surprise
+
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -103,7 +105,8 @@ async fn records_and_committed_offsets_survive_a_broker_crash() {
     kafka::check_cluster(&kafka, Some(&topic)).await.expect("restarted broker answers");
 
     let (k, t) = (kafka.clone(), topic.clone());
-    let records = tokio::task::spawn_blocking(move || testkit::read_all_from(&k, &t, Duration::from_secs(60))).await.unwrap();
+    let records =
+        tokio::task::spawn_blocking(move || testkit::read_all_from(&k, &t, Duration::from_secs(60))).await.unwrap();
     let mut got: Vec<String> =
         records.iter().map(|m| String::from_utf8(m.payload().unwrap().to_vec()).unwrap()).collect();
     got.sort_by_key(|s| s[7..].parse::<usize>().unwrap());
