@@ -6,6 +6,13 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 t0=$(now)
+# docker-compose.yaml is validated with Debian's docker-compose (no Docker engine needed).
+if ! command -v docker-compose >/dev/null 2>&1; then
+  [[ $(id -u) == 0 ]] || die "docker-compose is missing: install it (sudo apt-get install docker-compose) and rerun"
+  say "installing docker-compose (Debian) to validate docker-compose.yaml ..."
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose; } >/dev/null \
+    || die "apt-get could not install docker-compose"
+fi
 "$ROOT/scripts/stack.sh" up
 # Tests that start a broker of their own (restart durability) use the same build.
 export NISSHI_BIN=$NISSHI

@@ -26,12 +26,13 @@ pub struct KafkaArgs {
 
     /// Extra librdkafka property, key=value; repeatable (security.protocol, sasl.*, linger.ms…).
     /// Applied last, so it overrides the service's defaults. In the environment, separate
-    /// several with `;`.
+    /// several with `;` (its value is never shown in --help: it may hold a password).
     #[arg(
         short = 'X',
         long = "kafka-property",
         value_name = "KEY=VALUE",
         env = "KAFKA_PROPERTIES",
+        hide_env_values = true,
         value_delimiter = ';',
         value_parser = parse_key_value
     )]
