@@ -432,3 +432,50 @@ fn services_fail_fast_with_one_line() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--window must be longer than zero"));
 }
+
+#[tokio::test]
+async fn a_second_instance_joining_and_leaving_loses_nothing() {
+    const N: usize = 12_000;
+    let p = Pipeline::new(3, 606).await;
+    let first = p.enricher(&[]);
+    let generator = std::process::Command::new(e2e::bin("generator"))
+        .args(["run", "--s3-bucket", &p.s3.s3_bucket, "--dims-prefix", &p.s3.dims_prefix])
+        .args(["--topic", &p.sensors, "--rate", "2000", "--seed", "4", "--count", "12000"])
+        .args(["--start-time", "2026-04-01T08:00:00Z", "--time-step", "100ms"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A second instance joins the group mid-stream (partitions are split), then is killed
+    // without any chance to commit (its partitions go back to the first after the session
+    // timeout): at-least-once means every event still arrives; duplicates are allowed.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let second = p.enricher(&[]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    second.kill();
+    let out = tokio::task::spawn_blocking(move || generator.wait_with_output()).await.unwrap().unwrap();
+    assert!(out.status.success(), "generator: {}", String::from_utf8_lossy(&out.stderr));
+
+    let events = regenerate(&p, 4, N, 100).await;
+    let join = p.join();
+    let expected: HashMap<Uuid, EnrichedEvent> =
+        events.iter().map(|e| (e.event_id, join.enrich(e.clone()).0)).collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (got, records) = loop {
+        let records = read_all(&p.enriched).await;
+        let mut got: HashMap<Uuid, EnrichedEvent> = HashMap::new();
+        for m in &records {
+            let e = EnrichedEvent::decode(m.payload().unwrap(), LIMIT).unwrap();
+            if let Some(previous) = got.insert(e.event_id, e.clone()) {
+                assert_eq!(previous, e, "a duplicate is the same event");
+            }
+        }
+        if got.len() == N || Instant::now() > deadline {
+            break (got, records.len());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(got, expected, "every event enriched, none lost");
+    eprintln!("rebalance with a killed member: {} records for {N} events ({} duplicates)", records, records - N);
+    stop_all(vec![first]);
+}
