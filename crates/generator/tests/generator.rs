@@ -240,6 +240,19 @@ async fn error_paths_say_what_to_do() {
     assert!(line.contains("refused access to bucket `spark`") && line.contains("AWS_SECRET_ACCESS_KEY"), "{line}");
     assert!(!stderr(&out).contains("not-the-secret-xyz"));
 
+    // No credentials at all.
+    let out = Command::new(BIN)
+        .args(["dims", "--s3-bucket", "spark"])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .output()
+        .unwrap();
+    let line = error_line(&out);
+    assert!(line.contains("no S3 credentials for http://127.0.0.1:8333: set AWS_ACCESS_KEY_ID"), "{line}");
+
     // Table missing.
     let (s3, _) = testkit::bucket("empty").await;
     let line = error_line(&generator(&[

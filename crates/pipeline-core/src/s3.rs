@@ -28,6 +28,12 @@ pub enum S3Error {
          or point --s3-endpoint / S3_ENDPOINT at a running S3"
     )]
     Unreachable { endpoint: String, detail: String },
+    /// The credential chain found nothing (no env variables, profile or instance role).
+    #[error(
+        "no S3 credentials for {endpoint}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (the local \
+         stack's are in config/local.env) or an AWS profile ({detail})"
+    )]
+    NoCredentials { endpoint: String, detail: String },
     /// The bucket does not exist.
     #[error(
         "bucket `{bucket}` does not exist at {endpoint}; create it (`generator dims` does) or set --s3-bucket / S3_BUCKET"
@@ -111,6 +117,9 @@ impl ObjectStore {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         let detail = DisplayErrorContext(&err).to_string();
+        if matches!(err, SdkError::DispatchFailure(_)) && detail.contains("credential") {
+            return S3Error::NoCredentials { endpoint: self.endpoint.clone(), detail: short(&detail) };
+        }
         if matches!(err, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)) {
             return S3Error::Unreachable { endpoint: self.endpoint.clone(), detail: short(&detail) };
         }
