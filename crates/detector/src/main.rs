@@ -11,10 +11,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use pipeline_core::config::ServiceArgs;
-use pipeline_core::rules::{AlertReasons, AlertRules};
+use pipeline_core::rules::AlertRules;
 use pipeline_core::runtime::{self, InputMeta, Output, Processor};
-use pipeline_core::schema::EnrichedEvent;
-use serde::Serialize;
+use pipeline_core::schema::{AlertEvent, EnrichedEvent};
 use tokio_util::sync::CancellationToken;
 
 /// Keeps the enriched events that break a rule.
@@ -42,14 +41,6 @@ struct Cli {
     max_rpm: i32,
 }
 
-/// An alert: the enriched event and the rules it broke.
-#[derive(Serialize)]
-struct Alert<'a> {
-    #[serde(flatten)]
-    event: &'a EnrichedEvent,
-    alert_reasons: AlertReasons,
-}
-
 /// The rule check as a runtime processor.
 struct Detector {
     /// Thresholds.
@@ -66,7 +57,8 @@ impl Processor for Detector {
         if reasons.is_empty() {
             return;
         }
-        let payload = serde_json::to_vec(&Alert { event: &event, alert_reasons: reasons }).expect("alert serializes");
+        let mut payload = Vec::with_capacity(320);
+        AlertEvent { event: &event, alert_reasons: reasons }.encode_into(&mut payload);
         out.push(Output { topic: self.output.clone(), key: meta.key.map(<[u8]>::to_vec), payload, headers: None });
     }
 }

@@ -156,6 +156,25 @@ impl JsonEvent for EnrichedEvent {
     }
 }
 
+/// An alert as the detector produces it to `alert-data`: the enriched event's fields followed by
+/// the rules it broke (`"alert_reasons": ["speed", "rpm", "gear"]`, a subset in that order).
+/// Consumers that read it as an [`EnrichedEvent`] ignore the extra field.
+#[derive(Debug, Serialize)]
+pub struct AlertEvent<'a> {
+    /// The enriched event that broke a rule.
+    #[serde(flatten)]
+    pub event: &'a EnrichedEvent,
+    /// Which rules it broke.
+    pub alert_reasons: crate::rules::AlertReasons,
+}
+
+impl AlertEvent<'_> {
+    /// Appends the JSON encoding to `buf`.
+    pub fn encode_into(&self, buf: &mut Vec<u8>) {
+        serde_json::to_writer(&mut *buf, self).expect("alert serialization is infallible");
+    }
+}
+
 /// (De)serializes `event_time`: written as RFC 3339 UTC with milliseconds and `Z`, read from
 /// any RFC 3339 timestamp (or one without offset, taken as UTC).
 pub mod event_time {
