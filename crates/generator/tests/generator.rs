@@ -8,6 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
+use pipeline_core::config::S3Args;
 use pipeline_core::dims::{Car, CarColor, CarModel, DimTables, load_table, table_dir, to_parquet};
 use pipeline_core::generate::{EventClock, EventGenerator};
 use pipeline_core::schema::{JsonEvent, SensorEvent};
@@ -18,6 +19,13 @@ const BIN: &str = env!("CARGO_BIN_EXE_generator");
 
 fn generator(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("run generator")
+}
+
+/// Runs `generator SUBCOMMAND` on the test's own bucket and prefix, with more arguments.
+fn generator_at(s3: &S3Args, subcommand: &str, args: &[&str]) -> Output {
+    let mut all = vec![subcommand, "--s3-bucket", &s3.s3_bucket, "--dims-prefix", &s3.dims_prefix];
+    all.extend_from_slice(args);
+    generator(&all)
 }
 
 fn stderr(out: &Output) -> String {
@@ -40,46 +48,17 @@ fn error_line(out: &Output) -> String {
 #[tokio::test]
 async fn dims_round_trip_through_s3() {
     let (s3, store) = testkit::bucket("dims").await;
-    let out = generator(&[
-        "dims",
-        "--s3-bucket",
-        &s3.s3_bucket,
-        "--dims-prefix",
-        &s3.dims_prefix,
-        "--seed",
-        "5",
-        "--cars",
-        "20",
-    ]);
+    let out = generator_at(&s3, "dims", &["--seed", "5", "--cars", "20"]);
     assert_ok(&out);
     let loaded = DimTables::load(&store, &s3.dims_prefix).await.unwrap();
     assert_eq!(loaded, DimTables::seed(20, 5));
 
     // --if-missing leaves complete tables alone; without it they are replaced (old parts gone).
-    let out = generator(&[
-        "dims",
-        "--s3-bucket",
-        &s3.s3_bucket,
-        "--dims-prefix",
-        &s3.dims_prefix,
-        "--seed",
-        "6",
-        "--if-missing",
-    ]);
+    let out = generator_at(&s3, "dims", &["--seed", "6", "--if-missing"]);
     assert_ok(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("already present"));
     assert_eq!(DimTables::load(&store, &s3.dims_prefix).await.unwrap(), DimTables::seed(20, 5));
-    assert_ok(&generator(&[
-        "dims",
-        "--s3-bucket",
-        &s3.s3_bucket,
-        "--dims-prefix",
-        &s3.dims_prefix,
-        "--seed",
-        "6",
-        "--cars",
-        "7",
-    ]));
+    assert_ok(&generator_at(&s3, "dims", &["--seed", "6", "--cars", "7"]));
     assert_eq!(DimTables::load(&store, &s3.dims_prefix).await.unwrap(), DimTables::seed(7, 6));
     assert_eq!(store.list(&table_dir::<Car>(&s3.dims_prefix)).await.unwrap().len(), 1);
 }
@@ -122,26 +101,25 @@ async fn run_produces_exactly_the_seeded_events() {
     const N: usize = 5_000;
     let (s3, store) = testkit::bucket("run").await;
     let topic = testkit::topic("sensors", 3).await;
-    assert_ok(&generator(&["dims", "--s3-bucket", &s3.s3_bucket, "--dims-prefix", &s3.dims_prefix, "--seed", "11"]));
-    let out = generator(&[
+    assert_ok(&generator_at(&s3, "dims", &["--seed", "11"]));
+    let out = generator_at(
+        &s3,
         "run",
-        "--s3-bucket",
-        &s3.s3_bucket,
-        "--dims-prefix",
-        &s3.dims_prefix,
-        "--topic",
-        &topic,
-        "--count",
-        &N.to_string(),
-        "--rate",
-        "0",
-        "--seed",
-        "42",
-        "--start-time",
-        "2026-03-01T10:00:00Z",
-        "--time-step",
-        "1s",
-    ]);
+        &[
+            "--topic",
+            &topic,
+            "--count",
+            &N.to_string(),
+            "--rate",
+            "0",
+            "--seed",
+            "42",
+            "--start-time",
+            "2026-03-01T10:00:00Z",
+            "--time-step",
+            "1s",
+        ],
+    );
     assert_ok(&out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(&format!("sent {N} events to {topic} (0 failed)")), "{stdout}");
@@ -183,7 +161,7 @@ async fn run_produces_exactly_the_seeded_events() {
 async fn sigterm_flushes_everything_it_counted() {
     let (s3, _) = testkit::bucket("term").await;
     let topic = testkit::topic("term", 3).await;
-    assert_ok(&generator(&["dims", "--s3-bucket", &s3.s3_bucket, "--dims-prefix", &s3.dims_prefix, "--seed", "1"]));
+    assert_ok(&generator_at(&s3, "dims", &["--seed", "1"]));
     let child = Command::new(BIN)
         .args([
             "run",
@@ -255,15 +233,7 @@ async fn error_paths_say_what_to_do() {
 
     // Table missing.
     let (s3, _) = testkit::bucket("empty").await;
-    let line = error_line(&generator(&[
-        "run",
-        "--s3-bucket",
-        &s3.s3_bucket,
-        "--dims-prefix",
-        &s3.dims_prefix,
-        "--count",
-        "1",
-    ]));
+    let line = error_line(&generator_at(&s3, "run", &["--count", "1"]));
     assert!(line.contains("table `cars` not found") && line.ends_with("run `generator dims` first"), "{line}");
 
     // Bucket missing.
@@ -271,36 +241,18 @@ async fn error_paths_say_what_to_do() {
     assert!(line.contains("does not exist"), "{line}");
 
     // Broker down (bounded wait), and a topic that does not exist.
-    assert_ok(&generator(&["dims", "--s3-bucket", &s3.s3_bucket, "--dims-prefix", &s3.dims_prefix, "--seed", "2"]));
-    let line = error_line(&generator(&[
+    assert_ok(&generator_at(&s3, "dims", &["--seed", "2"]));
+    let line = error_line(&generator_at(
+        &s3,
         "run",
-        "--s3-bucket",
-        &s3.s3_bucket,
-        "--dims-prefix",
-        &s3.dims_prefix,
-        "--count",
-        "1",
-        "--bootstrap-servers",
-        "127.0.0.1:9",
-        "--connect-timeout",
-        "2s",
-    ]));
+        &["--count", "1", "--bootstrap-servers", "127.0.0.1:9", "--connect-timeout", "2s"],
+    ));
     assert!(
         line.contains("cannot reach Kafka at 127.0.0.1:9 within 2s") && line.contains("scripts/stack.sh up"),
         "{line}"
     );
     let missing = testkit::unique("missing");
-    let line = error_line(&generator(&[
-        "run",
-        "--s3-bucket",
-        &s3.s3_bucket,
-        "--dims-prefix",
-        &s3.dims_prefix,
-        "--count",
-        "1",
-        "--topic",
-        &missing,
-    ]));
+    let line = error_line(&generator_at(&s3, "run", &["--count", "1", "--topic", &missing]));
     assert!(line.contains(&format!("topic `{missing}` does not exist")), "{line}");
 
     // A bad flag is clap's usage error (exit 2) naming the problem.
