@@ -81,6 +81,28 @@ struct Counter {
     late_topic: Arc<str>,
     /// Print the table on every trigger.
     print: bool,
+    /// Gauges of the window state.
+    metrics: CounterMetrics,
+}
+
+/// The counter's own metrics (no-ops without --metrics-addr).
+struct CounterMetrics {
+    /// Current watermark, Unix seconds.
+    watermark: metrics::Gauge,
+    /// Live windows.
+    open_windows: metrics::Gauge,
+    /// Alerts that arrived for a final window.
+    late: metrics::Counter,
+}
+
+impl CounterMetrics {
+    fn new() -> Self {
+        Self {
+            watermark: metrics::gauge!("pipeline_watermark_timestamp_seconds", "service" => "counter"),
+            open_windows: metrics::gauge!("pipeline_open_windows", "service" => "counter"),
+            late: metrics::counter!("pipeline_late_alerts_total", "service" => "counter"),
+        }
+    }
 }
 
 impl Counter {
@@ -123,6 +145,7 @@ impl Processor for Counter {
         let placed = self.windows.add(meta.partition, AlertPoint::from(&alert), now);
         if let Placement::Late(window) = placed {
             tracing::warn!(event_id = %alert.event_id, %window, "late alert: its window is final");
+            self.metrics.late.increment(1);
             out.push(Output {
                 topic: self.late_topic.clone(),
                 key: meta.key.map(<[u8]>::to_vec),
@@ -139,6 +162,10 @@ impl Processor for Counter {
 
     fn on_tick(&mut self, out: &mut Vec<Output>) {
         self.publish_changed(out);
+        self.metrics.open_windows.set(self.windows.live().count() as f64);
+        if let Some(w) = self.windows.watermark() {
+            self.metrics.watermark.set(w.timestamp_millis() as f64 / 1000.0);
+        }
         if self.print {
             self.print_table();
         }
@@ -160,11 +187,13 @@ async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
         colors: cli.colors.iter().map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect(),
     };
     let runtime_config = cli.service.runtime("counter", &cli.input_topic, false, cli.trigger);
+    cli.service.observe(&runtime_config.readiness, &cancel).await?;
     let processor = Counter {
         windows: Windows::new(config),
         counts_topic: Arc::from(cli.counts_topic.as_str()),
         late_topic: Arc::from(cli.late_topic.as_str()),
         print: !cli.quiet,
+        metrics: CounterMetrics::new(),
     };
     runtime::run(&runtime_config, processor, cancel).await.context("counter")?;
     Ok(())

@@ -65,6 +65,7 @@ impl Processor for Detector {
 
 async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
     let config = cli.service.runtime("detector", &cli.input_topic, true, Duration::from_secs(3600));
+    cli.service.observe(&config.readiness, &cancel).await?;
     let processor = Detector {
         rules: AlertRules { max_speed: cli.max_speed, max_rpm: cli.max_rpm },
         output: Arc::from(cli.output_topic.as_str()),

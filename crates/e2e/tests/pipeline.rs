@@ -482,3 +482,62 @@ async fn a_second_instance_joining_and_leaving_loses_nothing() {
     eprintln!("rebalance with a killed member: {} records for {N} events ({} duplicates)", records, records - N);
     stop_all(vec![first]);
 }
+
+/// GET `url` with curl: (status, body).
+fn http_get(url: &str) -> (u16, String) {
+    let out = std::process::Command::new("curl").args(["-s", "-w", "\n%{http_code}", url]).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.parse().unwrap_or(0), body.to_owned())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn metrics_and_health_endpoints_report_exact_counts() {
+    const N: usize = 300;
+    let p = Pipeline::new(3, 707).await;
+    let (ep, dp) = (free_port(), free_port());
+    let (e_addr, d_addr) = (format!("127.0.0.1:{ep}"), format!("127.0.0.1:{dp}"));
+    let services = vec![p.enricher(&["--metrics-addr", &e_addr]), p.detector(&["--metrics-addr", &d_addr])];
+    let events = regenerate(&p, 12, N, 1000).await;
+    let records: Vec<_> = events.iter().map(|e| (Some(e.car_id.to_string().into_bytes()), e.encode())).collect();
+    let mut poison = records.clone();
+    poison.push((None, b"not json".to_vec()));
+    produce_raw(&p.sensors, &poison).await;
+    let join = p.join();
+    let alerts =
+        events.iter().filter(|e| !AlertRules::default().check_event(&join.enrich((*e).clone()).0).is_empty()).count();
+    wait_for_count(&p.alerts, alerts as i64, Duration::from_secs(60)).await;
+
+    // The counters are exact; wait for the last acknowledgements to be counted.
+    let want = [
+        (e_addr.as_str(), format!("pipeline_records_consumed_total{{service=\"enricher\"}} {}", N + 1)),
+        (e_addr.as_str(), format!("pipeline_records_produced_total{{service=\"enricher\"}} {N}")),
+        (e_addr.as_str(), "pipeline_records_dead_lettered_total{service=\"enricher\"} 1".to_owned()),
+        (e_addr.as_str(), "pipeline_dims_rows{table=\"cars\"} 20".to_owned()),
+        (d_addr.as_str(), format!("pipeline_records_consumed_total{{service=\"detector\"}} {N}")),
+        (d_addr.as_str(), format!("pipeline_records_produced_total{{service=\"detector\"}} {alerts}")),
+        (d_addr.as_str(), format!("pipeline_processing_seconds_count{{service=\"detector\"}} {N}")),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (addr, line) in &want {
+        loop {
+            let (code, body) = http_get(&format!("http://{addr}/metrics"));
+            if code == 200 && body.lines().any(|l| l == line) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{addr}/metrics lacks `{line}`:\n{body}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert_eq!(http_get(&format!("http://{e_addr}/healthz")), (200, "ok\n".to_owned()));
+    assert_eq!(
+        http_get(&format!("http://{e_addr}/readyz")),
+        (200, "broker ok\ndims_loaded ok\npartitions_assigned ok\n".to_owned())
+    );
+    assert_eq!(http_get(&format!("http://{d_addr}/readyz")), (200, "broker ok\npartitions_assigned ok\n".to_owned()));
+    stop_all(services);
+}

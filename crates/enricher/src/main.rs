@@ -85,12 +85,22 @@ impl Processor for Enricher {
     }
 }
 
+/// Row counts and load time of the tables in use (the dims' age is `time() - loaded`).
+fn record_dims(t: &DimTables) {
+    for (table, rows) in [("cars", t.cars.len()), ("car_models", t.models.len()), ("car_colors", t.colors.len())] {
+        metrics::gauge!("pipeline_dims_rows", "table" => table).set(rows as f64);
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    metrics::gauge!("pipeline_dims_loaded_timestamp_seconds").set(now.as_secs_f64());
+}
+
 /// Loads the tables, retrying with backoff (1 s doubling to 30 s) until they load or `cancel`.
 async fn load_until_ready(store: &ObjectStore, prefix: &str, cancel: &CancellationToken) -> Option<JoinIndex> {
     let mut backoff = Duration::from_secs(1);
     loop {
         match DimTables::load(store, prefix).await {
             Ok(tables) => {
+                record_dims(&tables);
                 let index = JoinIndex::new(&tables);
                 tracing::info!(
                     cars = tables.cars.len(),
@@ -125,6 +135,7 @@ async fn reload_forever(
         }
         match DimTables::load(&store, &prefix).await {
             Ok(tables) => {
+                record_dims(&tables);
                 dims.store(Arc::new(JoinIndex::new(&tables)));
                 tracing::info!(cars = tables.cars.len(), "dimension tables reloaded");
             }
@@ -134,13 +145,16 @@ async fn reload_forever(
 }
 
 async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
+    let config = cli.service.runtime("enricher", &cli.input_topic, true, Duration::from_secs(3600));
+    config.readiness.require("dims_loaded");
+    cli.service.observe(&config.readiness, &cancel).await?;
     let store = ObjectStore::connect(&cli.s3).await;
     let Some(index) = load_until_ready(&store, &cli.s3.dims_prefix, &cancel).await else {
         return Ok(());
     };
+    config.readiness.set("dims_loaded", true);
     let dims = Arc::new(ArcSwap::from_pointee(index));
     tokio::spawn(reload_forever(store, cli.s3.dims_prefix.clone(), cli.dims_refresh, dims.clone(), cancel.clone()));
-    let config = cli.service.runtime("enricher", &cli.input_topic, true, Duration::from_secs(3600));
     let processor =
         Enricher { dims, output: Arc::from(cli.output_topic.as_str()), unknown: 0, unknown_logged: HashSet::new() };
     runtime::run(&config, processor, cancel).await.context("enricher")?;

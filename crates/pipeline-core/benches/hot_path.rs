@@ -4,6 +4,8 @@
 //! `cargo bench -p pipeline-core --bench hot_path` prints, per path, the time for a batch of
 //! 10 000 events and the events/s (criterion's "thrpt").
 
+#![allow(clippy::unwrap_used)] // the inputs are the generator's own valid events
+
 use std::hint::black_box;
 use std::time::Instant;
 

@@ -134,9 +134,26 @@ pub struct ServiceArgs {
     /// Log line format on stderr.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t)]
     pub log_format: LogFormat,
+
+    /// Serve /metrics (Prometheus), /healthz and /readyz on this address, e.g. 127.0.0.1:9101.
+    /// Off when unset.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl ServiceArgs {
+    /// Starts the metrics and health endpoints when `--metrics-addr` is set.
+    pub async fn observe(
+        &self,
+        readiness: &crate::observe::Readiness,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<(), crate::observe::ObserveError> {
+        match self.metrics_addr {
+            Some(addr) => crate::observe::serve(addr, readiness.clone(), cancel.clone()).await,
+            None => Ok(()),
+        }
+    }
+
     /// The runtime loop's configuration for `service` reading `input_topic`.
     pub fn runtime(
         &self,
@@ -156,6 +173,7 @@ impl ServiceArgs {
             max_record_bytes: self.max_record_bytes,
             drain_timeout: self.drain_timeout,
             tick,
+            readiness: crate::observe::Readiness::default(),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod dims;
 pub mod generate;
 pub mod kafka;
+pub mod observe;
 pub mod rules;
 pub mod runtime;
 pub mod s3;

@@ -32,7 +32,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -45,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaArgs;
 use crate::kafka::{self, KafkaSetupError};
+use crate::observe::Readiness;
 use crate::schema::{DecodeError, JsonEvent};
 
 /// Errors that stop a service.
@@ -131,6 +132,8 @@ pub struct RuntimeConfig {
     pub drain_timeout: Duration,
     /// Interval of [`Processor::on_tick`].
     pub tick: Duration,
+    /// Readiness checks this loop maintains (`broker`, `partitions_assigned`).
+    pub readiness: Readiness,
 }
 
 /// Consumer defaults of every service: a short session timeout so a dead instance's partitions
@@ -176,6 +179,8 @@ struct RuntimeContext {
     commit: bool,
     /// Bumped on every revocation; in-flight inputs of an older epoch are no longer ours.
     epoch: Arc<AtomicU64>,
+    /// Ready once partitions are assigned.
+    readiness: Readiness,
 }
 
 impl ClientContext for RuntimeContext {}
@@ -191,10 +196,12 @@ impl ConsumerContext for RuntimeContext {
                         Err(e) => tracing::warn!(service = %self.service, error = %e, "commit on revoke failed"),
                     }
                 }
+                self.readiness.set("partitions_assigned", false);
                 tracing::info!(service = %self.service, partitions = tpl.count(), "partitions revoked");
             }
             Rebalance::Assign(tpl) => {
                 let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                self.readiness.set("partitions_assigned", !parts.is_empty());
                 tracing::info!(service = %self.service, ?parts, "partitions assigned");
             }
             Rebalance::Error(e) => tracing::warn!(service = %self.service, error = %e, "rebalance error"),
@@ -236,6 +243,8 @@ impl Future for Tracked {
 struct Slot {
     offset: i64,
     outstanding: u32,
+    /// When it was read: its processing latency ends when its last output is acknowledged.
+    read_at: Instant,
 }
 
 /// Per-partition queues of inputs in offset order.
@@ -256,8 +265,8 @@ impl Pending {
         }
     }
 
-    fn push(&mut self, partition: i32, offset: i64, outstanding: u32) {
-        self.partitions.entry(partition).or_default().push_back(Slot { offset, outstanding });
+    fn push(&mut self, partition: i32, offset: i64, outstanding: u32, read_at: Instant) {
+        self.partitions.entry(partition).or_default().push_back(Slot { offset, outstanding, read_at });
         self.len += 1;
     }
 
@@ -270,16 +279,19 @@ impl Pending {
         }
     }
 
-    /// Pops the fully acknowledged inputs at the head of `partition`'s queue and returns the
-    /// last offset popped: everything up to it may be committed.
-    fn advance(&mut self, partition: i32) -> Option<i64> {
+    /// Pops the fully acknowledged inputs at the head of `partition`'s queue, calling `done`
+    /// with each one's read time, and returns the last offset popped: everything up to it may
+    /// be committed.
+    fn advance(&mut self, partition: i32, mut done: impl FnMut(Instant)) -> Option<i64> {
         let queue = self.partitions.get_mut(&partition)?;
-        let mut done = None;
-        while queue.front().is_some_and(|s| s.outstanding == 0) {
-            done = queue.pop_front().map(|s| s.offset);
+        let mut last = None;
+        while let Some(slot) = queue.front().filter(|s| s.outstanding == 0) {
+            done(slot.read_at);
+            last = Some(slot.offset);
+            queue.pop_front();
             self.len -= 1;
         }
-        done
+        last
     }
 }
 
@@ -295,6 +307,30 @@ struct Loop<'a, P: Processor> {
     outputs: Vec<Output>,
     dlq_topic: Arc<str>,
     stats: RunStats,
+    metrics: LoopMetrics,
+}
+
+/// The loop's metric handles, registered once (a no-op without `--metrics-addr`).
+struct LoopMetrics {
+    consumed: metrics::Counter,
+    produced: metrics::Counter,
+    dead_lettered: metrics::Counter,
+    retried: metrics::Counter,
+    /// Read → last output acknowledged, per input.
+    latency: metrics::Histogram,
+}
+
+impl LoopMetrics {
+    fn new(service: &str) -> Self {
+        let label = || [("service", service.to_owned())];
+        Self {
+            consumed: metrics::counter!("pipeline_records_consumed_total", &label()),
+            produced: metrics::counter!("pipeline_records_produced_total", &label()),
+            dead_lettered: metrics::counter!("pipeline_records_dead_lettered_total", &label()),
+            retried: metrics::counter!("pipeline_produce_retries_total", &label()),
+            latency: metrics::histogram!("pipeline_processing_seconds", &label()),
+        }
+    }
 }
 
 /// Runs `processor` over `config.input_topic` until `cancel` fires, then drains, commits and
@@ -306,7 +342,15 @@ pub async fn run<P: Processor>(
 ) -> Result<RunStats, RuntimeError> {
     kafka::check_cluster(&config.kafka, Some(&config.input_topic)).await?;
     let epoch = Arc::new(AtomicU64::new(0));
-    let context = RuntimeContext { service: config.service.clone(), commit: config.commit, epoch: epoch.clone() };
+    config.readiness.require("broker");
+    config.readiness.require("partitions_assigned");
+    config.readiness.set("broker", true);
+    let context = RuntimeContext {
+        service: config.service.clone(),
+        commit: config.commit,
+        epoch: epoch.clone(),
+        readiness: config.readiness.clone(),
+    };
     let defaults: Vec<_> = CONSUMER_DEFAULTS.iter().copied().chain(commit_defaults(config.commit)).collect();
     let mut consumer_config = config.kafka.client_config(&defaults);
     consumer_config.set("group.id", &config.group_id).set("client.id", &config.service);
@@ -331,6 +375,7 @@ pub async fn run<P: Processor>(
         outputs: Vec::new(),
         dlq_topic: Arc::from(config.dlq_topic.as_str()),
         stats: RunStats::default(),
+        metrics: LoopMetrics::new(&config.service),
     };
     state.run(&consumer, cancel).await?;
     Ok(state.stats)
@@ -367,6 +412,7 @@ impl<P: Processor> Loop<'_, P> {
     /// Decodes one input, transforms it and sends its outputs.
     async fn handle(&mut self, consumer: &LoopConsumer, message: &BorrowedMessage<'_>) -> Result<(), RuntimeError> {
         self.stats.consumed += 1;
+        self.metrics.consumed.increment(1);
         self.pending.sync_epoch(self.epoch.load(Ordering::SeqCst));
         let payload = message.payload().unwrap_or_default();
         let input = (message.partition(), message.offset());
@@ -378,6 +424,7 @@ impl<P: Processor> Loop<'_, P> {
             }
             Err(error) => {
                 self.stats.dead_lettered += 1;
+                self.metrics.dead_lettered.increment(1);
                 tracing::warn!(
                     service = %self.config.service, topic = message.topic(), partition = input.0,
                     offset = input.1, %error, "dead-lettering a poison record"
@@ -406,7 +453,7 @@ impl<P: Processor> Loop<'_, P> {
         if let Some((partition, offset)) = input
             && self.config.commit
         {
-            self.pending.push(partition, offset, count);
+            self.pending.push(partition, offset, count, Instant::now());
             self.store_acknowledged(consumer, partition);
         }
         Ok(())
@@ -424,6 +471,7 @@ impl<P: Processor> Loop<'_, P> {
                 self.pending.sync_epoch(self.epoch.load(Ordering::SeqCst));
                 if !token.dead_letter {
                     self.stats.produced += 1;
+                    self.metrics.produced.increment(1);
                 }
                 if let Some((partition, offset)) = token.input
                     && self.config.commit
@@ -438,6 +486,7 @@ impl<P: Processor> Loop<'_, P> {
                 // librdkafka gave up after its own retries; never store past this input: send
                 // the same record again after a pause.
                 self.stats.retried += 1;
+                self.metrics.retried.increment(1);
                 tracing::warn!(service = %self.config.service, topic = message.topic(), %error, "delivery failed; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 let delivery = resend(&self.producer, &message).await?;
@@ -450,7 +499,8 @@ impl<P: Processor> Loop<'_, P> {
 
     /// Stores the offset of the last fully acknowledged input of `partition`.
     fn store_acknowledged(&mut self, consumer: &LoopConsumer, partition: i32) {
-        if let Some(offset) = self.pending.advance(partition) {
+        let latency = &self.metrics.latency;
+        if let Some(offset) = self.pending.advance(partition, |read_at| latency.record(read_at.elapsed())) {
             // store_offset stores offset + 1: the next record to read.
             if let Err(e) = consumer.store_offset(&self.config.input_topic, partition, offset) {
                 tracing::debug!(partition, offset, error = %e, "offset not stored (partition no longer assigned)");
@@ -590,30 +640,31 @@ mod tests {
     #[test]
     fn offsets_advance_only_over_fully_acknowledged_inputs() {
         let mut p = Pending::default();
-        p.push(0, 10, 2);
-        p.push(0, 11, 0); // filtered out: nothing to wait for, but behind offset 10
-        p.push(0, 12, 1);
-        p.push(1, 5, 1);
-        assert_eq!(p.advance(0), None, "10 is still in flight");
+        let t = Instant::now();
+        p.push(0, 10, 2, t);
+        p.push(0, 11, 0, t); // filtered out: nothing to wait for, but behind offset 10
+        p.push(0, 12, 1, t);
+        p.push(1, 5, 1, t);
+        assert_eq!(p.advance(0, |_| {}), None, "10 is still in flight");
         p.ack(0, 12);
-        assert_eq!(p.advance(0), None, "12 is done but 10 is not: never pass it");
+        assert_eq!(p.advance(0, |_| {}), None, "12 is done but 10 is not: never pass it");
         p.ack(0, 10);
-        assert_eq!(p.advance(0), None, "10 has one more output");
+        assert_eq!(p.advance(0, |_| {}), None, "10 has one more output");
         p.ack(0, 10);
-        assert_eq!(p.advance(0), Some(12), "10, 11, 12 all done");
+        assert_eq!(p.advance(0, |_| {}), Some(12), "10, 11, 12 all done");
         assert_eq!(p.len, 1);
         p.ack(1, 5);
-        assert_eq!(p.advance(1), Some(5));
-        assert_eq!((p.len, p.advance(1)), (0, None));
+        assert_eq!(p.advance(1, |_| {}), Some(5));
+        assert_eq!((p.len, p.advance(1, |_| {})), (0, None));
     }
 
     #[test]
     fn a_revocation_forgets_in_flight_inputs() {
         let mut p = Pending::default();
-        p.push(0, 1, 1);
+        p.push(0, 1, 1, Instant::now());
         p.sync_epoch(1);
         assert_eq!(p.len, 0);
         p.ack(0, 1); // a late report of the old epoch finds nothing
-        assert_eq!(p.advance(0), None);
+        assert_eq!(p.advance(0, |_| {}), None);
     }
 }

@@ -1,0 +1,123 @@
+//! Metrics (Prometheus text format) and health endpoints of a service.
+//!
+//! With `--metrics-addr` set, a service serves `GET /metrics`, `GET /healthz` (the process
+//! answers) and `GET /readyz` (200 once every readiness check passed — broker reachable,
+//! partitions assigned, dims loaded for the enricher — else 503 naming what is missing).
+//! Without it, the metric calls are no-ops and nothing listens.
+//!
+//! Metric names follow Prometheus conventions (`_total` counters, `_seconds` units), each
+//! labelled with `service`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+
+/// Observability set-up errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    /// The metrics address could not be bound.
+    #[error("cannot listen on {addr} for metrics ({source}); choose another --metrics-addr / METRICS_ADDR")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    /// Another metrics recorder is already installed in this process.
+    #[error("installing the metrics recorder failed: {0}")]
+    Recorder(String),
+}
+
+/// Named readiness checks; ready when there is at least one and all pass.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness {
+    /// Check name → passing.
+    checks: Arc<Mutex<BTreeMap<&'static str, bool>>>,
+}
+
+impl Readiness {
+    /// Registers a check as not passing yet.
+    pub fn require(&self, check: &'static str) {
+        self.lock().entry(check).or_insert(false);
+    }
+
+    /// Records the state of a check.
+    pub fn set(&self, check: &'static str, passing: bool) {
+        self.lock().insert(check, passing);
+    }
+
+    /// Whether every check passes.
+    pub fn is_ready(&self) -> bool {
+        let checks = self.lock();
+        !checks.is_empty() && checks.values().all(|ok| *ok)
+    }
+
+    /// One line per check: `name ok` or `name waiting`.
+    pub fn report(&self) -> String {
+        self.lock().iter().map(|(name, ok)| format!("{name} {}\n", if *ok { "ok" } else { "waiting" })).collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, bool>> {
+        self.checks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Processing-latency buckets (seconds): 100 µs to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+fn recorder() -> Result<PrometheusHandle, ObserveError> {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    if let Some(handle) = HANDLE.get() {
+        return Ok(handle.clone());
+    }
+    let handle = PrometheusBuilder::new()
+        .set_buckets(LATENCY_BUCKETS)
+        .map_err(|e| ObserveError::Recorder(e.to_string()))?
+        .install_recorder()
+        .map_err(|e| ObserveError::Recorder(e.to_string()))?;
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+/// Installs the Prometheus recorder and serves the endpoints on `addr` until `cancel`.
+pub async fn serve(addr: SocketAddr, readiness: Readiness, cancel: CancellationToken) -> Result<(), ObserveError> {
+    let handle = recorder()?;
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ObserveError::Bind { addr, source })?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    let app = Router::new()
+        .route("/metrics", get(move || std::future::ready(handle.render())))
+        .route("/healthz", get(|| std::future::ready("ok\n")))
+        .route(
+            "/readyz",
+            get(move || {
+                let status = if readiness.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+                std::future::ready((status, readiness.report()))
+            }),
+        );
+    tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
+    tokio::spawn(async move {
+        let shutdown = async move { cancel.cancelled().await };
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+            tracing::warn!(error = %e, "metrics server stopped");
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_only_when_every_check_passes() {
+        let r = Readiness::default();
+        assert!(!r.is_ready(), "no checks: not ready");
+        r.require("broker");
+        r.require("partitions_assigned");
+        r.set("broker", true);
+        assert!(!r.is_ready());
+        assert_eq!(r.report(), "broker ok\npartitions_assigned waiting\n");
+        r.set("partitions_assigned", true);
+        assert!(r.is_ready());
+    }
+}
