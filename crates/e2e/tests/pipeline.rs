@@ -521,6 +521,10 @@ async fn metrics_and_health_endpoints_report_exact_counts() {
         (d_addr.as_str(), format!("pipeline_records_consumed_total{{service=\"detector\"}} {N}")),
         (d_addr.as_str(), format!("pipeline_records_produced_total{{service=\"detector\"}} {alerts}")),
         (d_addr.as_str(), format!("pipeline_processing_seconds_count{{service=\"detector\"}} {N}")),
+        (
+            d_addr.as_str(),
+            format!("pipeline_consumer_lag{{service=\"detector\",topic=\"{}\",partition=\"2\"}} 0", p.enriched),
+        ),
     ];
     let deadline = Instant::now() + Duration::from_secs(30);
     for (addr, line) in &want {

@@ -174,6 +174,7 @@ impl ServiceArgs {
             drain_timeout: self.drain_timeout,
             tick,
             readiness: crate::observe::Readiness::default(),
+            metrics: self.metrics_addr.is_some(),
         }
     }
 }

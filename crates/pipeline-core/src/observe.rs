@@ -6,7 +6,8 @@
 //! Without it, the metric calls are no-ops and nothing listens.
 //!
 //! Metric names follow Prometheus conventions (`_total` counters, `_seconds` units), each
-//! labelled with `service`.
+//! labelled with `service`; `pipeline_consumer_lag{topic, partition}` comes from librdkafka's
+//! statistics (high watermark from the broker minus the loop's position).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

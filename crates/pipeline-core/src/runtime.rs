@@ -134,6 +134,8 @@ pub struct RuntimeConfig {
     pub tick: Duration,
     /// Readiness checks this loop maintains (`broker`, `partitions_assigned`).
     pub readiness: Readiness,
+    /// Metrics are served: ask librdkafka for statistics (consumer lag).
+    pub metrics: bool,
 }
 
 /// Consumer defaults of every service: a short session timeout so a dead instance's partitions
@@ -183,7 +185,24 @@ struct RuntimeContext {
     readiness: Readiness,
 }
 
-impl ClientContext for RuntimeContext {}
+impl ClientContext for RuntimeContext {
+    /// librdkafka's statistics (every 2 s with metrics on): consumer lag per assigned
+    /// partition, the broker's high watermark minus the position the loop has read to.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in t.partitions.iter().filter(|(id, p)| **id >= 0 && p.desired) {
+                if p.hi_offset >= 0 && p.app_offset >= 0 {
+                    let labels = [
+                        ("service", self.service.clone()),
+                        ("topic", topic.clone()),
+                        ("partition", partition.to_string()),
+                    ];
+                    metrics::gauge!("pipeline_consumer_lag", &labels).set((p.hi_offset - p.app_offset).max(0) as f64);
+                }
+            }
+        }
+    }
+}
 
 impl ConsumerContext for RuntimeContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -354,6 +373,9 @@ pub async fn run<P: Processor>(
     let defaults: Vec<_> = CONSUMER_DEFAULTS.iter().copied().chain(commit_defaults(config.commit)).collect();
     let mut consumer_config = config.kafka.client_config(&defaults);
     consumer_config.set("group.id", &config.group_id).set("client.id", &config.service);
+    if config.metrics {
+        consumer_config.set("statistics.interval.ms", "2000");
+    }
     let consumer: StreamConsumer<RuntimeContext> =
         consumer_config.create_with_context(context).map_err(KafkaSetupError::Config)?;
     consumer
