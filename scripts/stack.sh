@@ -7,6 +7,7 @@
 #   scripts/stack.sh status   what runs, where
 #   scripts/stack.sh logs [seaweedfs|nisshi] [-f]
 #   scripts/stack.sh purge    stop both and delete their data
+#   scripts/stack.sh clean-test-topics   delete topics left by earlier test runs
 #
 # Installs are cached in $CACHE_DIR (~/.cache/telemetry-pipeline) and reused by every clone;
 # data, logs and pid files live in $STATE_DIR (~/.local/state/telemetry-pipeline).
@@ -161,6 +162,17 @@ create_topics() {
   done
 }
 
+# Deletes the topics earlier test runs left behind: their names carry a 12-hex-digit run id
+# (testkit::unique), which the pipeline's own topics never do.
+clean_test_topics() {
+  local topic n=0
+  while read -r topic; do
+    "$NISSHI" topic delete --broker "$(broker_url)" "$topic" >/dev/null 2>&1 && n=$((n + 1))
+  done < <("$NISSHI" topic list --broker "$(broker_url)" 2>/dev/null | grep -o '"name":"[^"]*"' | cut -d'"' -f4 |
+    grep -E '(^|-)[0-9a-f]{12}($|[-.])' || true)
+  if ((n > 0)); then say "deleted $n topics left by earlier test runs"; fi
+}
+
 stop() { # name, pattern
   local pid; pid=$(pid_of "$1")
   if ! running "$1" "$2"; then rm -f "$RUN_DIR/$1.pid"; return; fi
@@ -196,6 +208,7 @@ main() {
       create_topics "$@"
       ;;
     install) install ;;
+    clean-test-topics) clean_test_topics ;;
     down) stop nisshi nisshi; stop seaweedfs weed ;;
     status) status ;;
     logs)
@@ -208,7 +221,7 @@ main() {
       say "deleted the stack's data under $STATE_DIR"
       ;;
     *)
-      sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+      sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
       exit 2
       ;;
   esac
