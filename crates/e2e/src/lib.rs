@@ -120,8 +120,13 @@ impl Pipeline {
         JoinIndex::new(&self.dims)
     }
 
+    /// Where a service's stderr (its log) goes.
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("{}-{name}.log", self.id))
+    }
+
     fn spawn(&self, name: &'static str, args: &[&str]) -> Service {
-        let log = std::env::temp_dir().join(format!("{}-{name}.log", self.id));
+        let log = self.log_path(name);
         let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
         let child = Command::new(bin(name))
             .args(args)

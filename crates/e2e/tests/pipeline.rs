@@ -545,3 +545,22 @@ async fn metrics_and_health_endpoints_report_exact_counts() {
     assert_eq!(http_get(&format!("http://{d_addr}/readyz")), (200, "broker ok\npartitions_assigned ok\n".to_owned()));
     stop_all(services);
 }
+
+#[tokio::test]
+async fn json_logs_never_show_a_kafka_password() {
+    let p = Pipeline::new(1, 808).await;
+    let enricher = p.enricher(&["-X", "sasl.password=hunter2-do-not-log", "--log-format", "json"]);
+    let events = regenerate(&p, 5, 20, 1000).await;
+    let records: Vec<_> = events.iter().map(|e| (None, e.encode())).collect();
+    produce_raw(&p.sensors, &records).await;
+    wait_for_count(&p.enriched, 20, Duration::from_secs(60)).await;
+    let out = enricher.terminate();
+    assert!(out.status.success());
+    let log = std::fs::read_to_string(p.log_path("enricher")).unwrap();
+    assert!(log.lines().count() >= 3, "{log}");
+    for line in log.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["timestamp"].is_string() && v["level"].is_string() && v["fields"].is_object(), "{line}");
+    }
+    assert!(!log.contains("hunter2"), "the password leaked into the log");
+}
