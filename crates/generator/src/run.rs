@@ -18,8 +18,7 @@ use pipeline_core::generate::{EventClock, EventGenerator};
 use pipeline_core::kafka;
 use pipeline_core::s3::ObjectStore;
 use pipeline_core::schema::JsonEvent;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{DeliveryFuture, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, Producer};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::RunArgs;
@@ -133,21 +132,10 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> anyhow::Result<()>
         payload.clear();
         event.encode_into(&mut payload);
         let key = event.car_id.to_string();
-        let mut record = FutureRecord::to(&args.topic).key(&key).payload(&payload);
-        loop {
-            match producer.send_result(record) {
-                Ok(delivery) => break in_flight.push(delivery),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    // The local queue is full: wait for some reports (the queue drains as they
-                    // arrive), then retry the same record.
-                    record = back;
-                    if let Ok(Some(report)) = tokio::time::timeout(Duration::from_millis(50), in_flight.next()).await {
-                        deliveries.record(report);
-                    }
-                }
-                Err((e, _)) => return Err(e).context("enqueueing a record"),
-            }
-        }
+        let delivery = kafka::enqueue(&producer, &args.topic, Some(key.as_bytes()), &payload, None)
+            .await
+            .context("enqueueing a record")?;
+        in_flight.push(delivery);
         while in_flight.len() >= MAX_IN_FLIGHT {
             if let Some(report) = in_flight.next().await {
                 deliveries.record(report);

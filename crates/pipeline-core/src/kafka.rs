@@ -6,8 +6,9 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::metadata::Metadata;
-use rdkafka::producer::FutureProducer;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
 use crate::config::KafkaArgs;
 
@@ -53,6 +54,35 @@ pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
 /// Builds a producer with [`PRODUCER_DEFAULTS`] under the user's `-X` overrides.
 pub fn producer(args: &KafkaArgs) -> Result<FutureProducer, KafkaSetupError> {
     args.client_config(PRODUCER_DEFAULTS).create().map_err(KafkaSetupError::Config)
+}
+
+/// Enqueues one record without waiting for its delivery; while librdkafka's local queue is
+/// full it pauses (the producer's thread keeps serving delivery reports, so the queue drains)
+/// and tries again. Any other refusal is returned.
+pub async fn enqueue(
+    producer: &FutureProducer,
+    topic: &str,
+    key: Option<&[u8]>,
+    payload: &[u8],
+    headers: Option<OwnedHeaders>,
+) -> Result<DeliveryFuture, KafkaError> {
+    let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    if let Some(headers) = headers {
+        record = record.headers(headers);
+    }
+    loop {
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                record = back;
+            }
+            Err((error, _)) => return Err(error),
+        }
+    }
 }
 
 /// Fetches cluster metadata, waiting up to `--connect-timeout` for the broker to answer.

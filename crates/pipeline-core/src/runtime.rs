@@ -39,7 +39,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, Producer};
 use rdkafka::{ClientContext, Message};
 use tokio_util::sync::CancellationToken;
 
@@ -467,7 +467,8 @@ impl<P: Processor> Loop<'_, P> {
     ) -> Result<(), RuntimeError> {
         let token = Token { epoch: self.pending.epoch, input, dead_letter };
         let count = self.outputs.len() as u32;
-        for output in std::mem::take(&mut self.outputs) {
+        // Drained, not taken: the buffer keeps its capacity for the next input.
+        for output in self.outputs.drain(..) {
             let delivery =
                 send(&self.producer, &output.topic, output.key.as_deref(), &output.payload, output.headers).await?;
             self.in_flight.push(Tracked { token, delivery });
@@ -581,7 +582,7 @@ impl<P: Processor> Loop<'_, P> {
     }
 }
 
-/// Enqueues one record, waiting while librdkafka's local queue is full.
+/// Enqueues one output, mapping a refusal to the loop's error.
 async fn send(
     producer: &FutureProducer,
     topic: &str,
@@ -589,24 +590,9 @@ async fn send(
     payload: &[u8],
     headers: Option<OwnedHeaders>,
 ) -> Result<DeliveryFuture, RuntimeError> {
-    let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
-    if let Some(key) = key {
-        record = record.key(key);
-    }
-    if let Some(headers) = headers {
-        record = record.headers(headers);
-    }
-    loop {
-        match producer.send_result(record) {
-            Ok(delivery) => return Ok(delivery),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                // The producer's thread serves delivery reports meanwhile; the queue drains.
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                record = back;
-            }
-            Err((source, _)) => return Err(RuntimeError::Produce { topic: topic.to_owned(), source }),
-        }
-    }
+    kafka::enqueue(producer, topic, key, payload, headers)
+        .await
+        .map_err(|source| RuntimeError::Produce { topic: topic.to_owned(), source })
 }
 
 async fn resend(producer: &FutureProducer, message: &OwnedMessage) -> Result<DeliveryFuture, RuntimeError> {

@@ -225,9 +225,7 @@ impl ObjectStore {
             .map(drop)
             .map_err(|e| self.classify("DeleteObject", key, e))
     }
-}
 
-impl ObjectStore {
     /// Deletes the bucket. SeaweedFS deletes a non-empty bucket with its objects; AWS and MinIO
     /// refuse (BucketNotEmpty).
     pub async fn delete_bucket(&self) -> Result<(), S3Error> {
