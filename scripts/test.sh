@@ -6,12 +6,17 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 t0=$(now)
-# docker-compose.yaml is validated with Debian's docker-compose (no Docker engine needed).
-if ! command -v docker-compose >/dev/null 2>&1; then
-  [[ $(id -u) == 0 ]] || die "docker-compose is missing: install it (sudo apt-get install docker-compose) and rerun"
-  say "installing docker-compose (Debian) to validate docker-compose.yaml ..."
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose; } >/dev/null \
-    || die "apt-get could not install docker-compose"
+# Debian packages the tests use: docker-compose validates docker-compose.yaml (no Docker engine
+# needed); chromium and chromedriver load the counter's dashboard in a real headless browser.
+missing=()
+command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+[[ -x /usr/bin/chromium ]] || missing+=(chromium)
+[[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
+if ((${#missing[@]})); then
+  [[ $(id -u) == 0 ]] || die "missing Debian packages: install them (sudo apt-get install ${missing[*]}) and rerun"
+  say "installing ${missing[*]} (Debian) for the tests ..."
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } >/dev/null \
+    || die "apt-get could not install ${missing[*]}"
 fi
 "$ROOT/scripts/stack.sh" up
 # Each run makes ~45 topics with unique names; drop the previous runs' so the broker stays small.

@@ -9,6 +9,10 @@
 //! and re-published (identical or newer) window values. Durable checkpoints replace the replay
 //! in a later version.
 //!
+//! With `--metrics-addr`, the same address serves a live dashboard at `/` (the window table and
+//! a chart of alerts per window by color, refreshed every second; read-only) and its data at
+//! `/api/windows`.
+//!
 //! Alerts for windows the watermark has already passed are late: counted, logged, and sent
 //! unchanged to `--late-topic`. Poison records go to the dead-letter topic like in every
 //! service.
@@ -19,6 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use pipeline_core::config::ServiceArgs;
+use pipeline_core::dashboard::{self, WindowsView};
 use pipeline_core::runtime::{self, InputMeta, Output, Processor};
 use pipeline_core::schema::EnrichedEvent;
 use pipeline_core::window::{AlertPoint, Placement, WindowConfig, WindowStats, Windows, render_table};
@@ -81,6 +86,14 @@ struct Counter {
     late_topic: Arc<str>,
     /// Print the table on every trigger.
     print: bool,
+    /// How often the table is printed and changed windows are published.
+    trigger: Duration,
+    /// When that last happened.
+    last_trigger: Instant,
+    /// Alerts counted since start (the dashboard's total).
+    counted: u64,
+    /// Where the dashboard's snapshot goes (refreshed on every tick, at most every second).
+    view: tokio::sync::watch::Sender<Arc<WindowsView>>,
     /// Gauges of the window state.
     metrics: CounterMetrics,
 }
@@ -121,6 +134,30 @@ impl Counter {
         }
     }
 
+    /// Publishes the changed windows and prints the table.
+    fn trigger_now(&mut self, out: &mut Vec<Output>) {
+        self.last_trigger = Instant::now();
+        self.publish_changed(out);
+        if self.print {
+            self.print_table();
+        }
+    }
+
+    /// Hands the dashboard a fresh snapshot (when someone watches).
+    fn refresh_view(&self) {
+        if self.view.receiver_count() == 0 {
+            return;
+        }
+        self.view.send_replace(Arc::new(WindowsView {
+            colors: self.windows.config().colors.clone(),
+            windows: self.windows.live().cloned().collect(),
+            watermark: self.windows.watermark(),
+            late: self.windows.late(),
+            counted: self.counted,
+            updated: Some(chrono::Utc::now()),
+        }));
+    }
+
     fn print_table(&self) {
         let live: Vec<&WindowStats> = self.windows.live().collect();
         let watermark = self
@@ -143,6 +180,9 @@ impl Processor for Counter {
     fn process(&mut self, alert: EnrichedEvent, meta: InputMeta<'_>, out: &mut Vec<Output>) {
         let now = Instant::now();
         let placed = self.windows.add(meta.partition, AlertPoint::from(&alert), now);
+        if let Placement::Counted(_) = placed {
+            self.counted += 1;
+        }
         if let Placement::Late(window) = placed {
             tracing::warn!(event_id = %alert.event_id, %window, "late alert: its window is final");
             self.metrics.late.increment(1);
@@ -161,18 +201,19 @@ impl Processor for Counter {
     }
 
     fn on_tick(&mut self, out: &mut Vec<Output>) {
-        self.publish_changed(out);
         self.metrics.open_windows.set(self.windows.live().count() as f64);
         if let Some(w) = self.windows.watermark() {
             self.metrics.watermark.set(w.timestamp_millis() as f64 / 1000.0);
         }
-        if self.print {
-            self.print_table();
+        self.refresh_view();
+        if self.last_trigger.elapsed() >= self.trigger {
+            self.trigger_now(out);
         }
     }
 
     fn on_shutdown(&mut self, out: &mut Vec<Output>) {
-        self.on_tick(out);
+        self.refresh_view();
+        self.trigger_now(out);
     }
 }
 
@@ -186,13 +227,20 @@ async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
         idle_timeout: cli.idle_timeout,
         colors: cli.colors.iter().map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect(),
     };
-    let runtime_config = cli.service.runtime("counter", &cli.input_topic, false, cli.trigger);
-    cli.service.observe(&runtime_config.readiness, &cancel).await?;
+    // Ticks drive the dashboard (every second at most) as well as the trigger.
+    let tick = cli.trigger.min(Duration::from_secs(1));
+    let runtime_config = cli.service.runtime("counter", &cli.input_topic, false, tick);
+    let (view, view_rx) = tokio::sync::watch::channel(Arc::new(WindowsView::default()));
+    cli.service.observe_with(&runtime_config.readiness, dashboard::routes(view_rx), &cancel).await?;
     let processor = Counter {
         windows: Windows::new(config),
         counts_topic: Arc::from(cli.counts_topic.as_str()),
         late_topic: Arc::from(cli.late_topic.as_str()),
         print: !cli.quiet,
+        trigger: cli.trigger,
+        last_trigger: Instant::now(),
+        counted: 0,
+        view,
         metrics: CounterMetrics::new(),
     };
     runtime::run(&runtime_config, processor, cancel).await.context("counter")?;

@@ -1,6 +1,8 @@
 //! Harness for the end-to-end tests: a private copy of the pipeline's topics and bucket on the
 //! real local stack, and the four service binaries run as child processes against it.
 
+pub mod check;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};

@@ -148,8 +148,18 @@ impl ServiceArgs {
         readiness: &crate::observe::Readiness,
         cancel: &tokio_util::sync::CancellationToken,
     ) -> Result<(), crate::observe::ObserveError> {
+        self.observe_with(readiness, axum::Router::new(), cancel).await
+    }
+
+    /// [`ServiceArgs::observe`] with the service's own read-only `routes` beside the endpoints.
+    pub async fn observe_with(
+        &self,
+        readiness: &crate::observe::Readiness,
+        routes: axum::Router,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<(), crate::observe::ObserveError> {
         match self.metrics_addr {
-            Some(addr) => crate::observe::serve(addr, readiness.clone(), cancel.clone()).await,
+            Some(addr) => crate::observe::serve(addr, readiness.clone(), routes, cancel.clone()).await,
             None => Ok(()),
         }
     }

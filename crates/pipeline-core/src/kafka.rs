@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::metadata::Metadata;
@@ -18,9 +18,16 @@ pub enum KafkaSetupError {
     /// The broker did not answer a metadata request in time.
     #[error(
         "cannot reach Kafka at {bootstrap} within {timeout:?} ({detail}); start the local stack with \
-         `scripts/stack.sh up` or set --bootstrap-servers / KAFKA_BOOTSTRAP_SERVERS"
+         `scripts/stack.sh up` or set --bootstrap-servers / KAFKA_BOOTSTRAP_SERVERS (a broker that requires \
+         TLS or authentication also needs -X security.protocol=… and the sasl.* / ssl.* settings)"
     )]
     Unreachable { bootstrap: String, timeout: Duration, detail: String },
+    /// The broker answered but refused the credentials.
+    #[error(
+        "Kafka at {bootstrap} refused the credentials ({detail}); check -X sasl.username / sasl.password \
+         (KAFKA_PROPERTIES) and sasl.mechanisms (the local broker speaks SCRAM-SHA-512)"
+    )]
+    AuthenticationFailed { bootstrap: String, detail: String },
     /// The topic is not in the cluster's metadata.
     #[error(
         "topic `{topic}` does not exist at {bootstrap}; create it (`scripts/stack.sh up` creates the pipeline's topics)"
@@ -88,17 +95,23 @@ pub async fn enqueue(
 /// Fetches cluster metadata, waiting up to `--connect-timeout` for the broker to answer.
 /// With `topic`, also checks that it exists.
 pub async fn check_cluster(args: &KafkaArgs, topic: Option<&str>) -> Result<Metadata, KafkaSetupError> {
-    let consumer: BaseConsumer = args.client_config(&[]).create().map_err(KafkaSetupError::Config)?;
+    let consumer: BaseConsumer<ErrorCapture> =
+        args.client_config(&[]).create_with_context(ErrorCapture::default()).map_err(KafkaSetupError::Config)?;
     let timeout = args.connect_timeout;
     let owned_topic = topic.map(str::to_owned);
-    let metadata = tokio::task::spawn_blocking(move || consumer.fetch_metadata(owned_topic.as_deref(), timeout))
-        .await
-        .expect("metadata task does not panic")
-        .map_err(|e| KafkaSetupError::Unreachable {
-            bootstrap: args.bootstrap_servers.clone(),
-            timeout,
-            detail: e.to_string(),
-        })?;
+    let bootstrap = args.bootstrap_servers.clone();
+    let metadata = tokio::task::spawn_blocking(move || {
+        consumer.fetch_metadata(owned_topic.as_deref(), timeout).map_err(|e| {
+            // The reason is an error event: serve the client's events to see it.
+            let _ = consumer.poll(Duration::from_millis(100));
+            match consumer.context().authentication_failure() {
+                Some(detail) => KafkaSetupError::AuthenticationFailed { bootstrap, detail },
+                None => KafkaSetupError::Unreachable { bootstrap, timeout, detail: e.to_string() },
+            }
+        })
+    })
+    .await
+    .expect("metadata task does not panic")?;
     if let Some(topic) = topic {
         let found = metadata.topics().iter().find(|t| t.name() == topic);
         if found.is_none_or(|t| t.error().is_some() || t.partitions().is_empty()) {
@@ -110,6 +123,33 @@ pub async fn check_cluster(args: &KafkaArgs, topic: Option<&str>) -> Result<Meta
     }
     Ok(metadata)
 }
+
+/// Remembers an authentication failure the client reports as an error event.
+#[derive(Debug, Default)]
+struct ErrorCapture {
+    /// librdkafka's reason for the last authentication failure (it never holds the password).
+    authentication: std::sync::Mutex<Option<String>>,
+}
+
+impl ErrorCapture {
+    fn authentication_failure(&self) -> Option<String> {
+        self.authentication.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
+impl ClientContext for ErrorCapture {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed)
+        ) {
+            *self.authentication.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason.to_owned());
+        }
+        tracing::debug!(%error, reason, "kafka client error");
+    }
+}
+
+impl ConsumerContext for ErrorCapture {}
 
 /// Creates `topics` with `partitions` partitions and `replication` replicas each, treating
 /// "already exists" as success.

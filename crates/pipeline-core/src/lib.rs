@@ -6,6 +6,7 @@
 //! `counter`) are thin binaries over this crate.
 
 pub mod config;
+pub mod dashboard;
 pub mod dims;
 pub mod generate;
 pub mod kafka;

@@ -80,8 +80,14 @@ fn recorder() -> Result<PrometheusHandle, ObserveError> {
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 
-/// Installs the Prometheus recorder and serves the endpoints on `addr` until `cancel`.
-pub async fn serve(addr: SocketAddr, readiness: Readiness, cancel: CancellationToken) -> Result<(), ObserveError> {
+/// Installs the Prometheus recorder and serves the endpoints, plus the service's own `routes`
+/// (the counter's dashboard), on `addr` until `cancel`.
+pub async fn serve(
+    addr: SocketAddr,
+    readiness: Readiness,
+    routes: Router,
+    cancel: CancellationToken,
+) -> Result<(), ObserveError> {
     let handle = recorder()?;
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ObserveError::Bind { addr, source })?;
     let bound = listener.local_addr().unwrap_or(addr);
@@ -94,7 +100,8 @@ pub async fn serve(addr: SocketAddr, readiness: Readiness, cancel: CancellationT
                 let status = if readiness.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
                 std::future::ready((status, readiness.report()))
             }),
-        );
+        )
+        .merge(routes);
     tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
     tokio::spawn(async move {
         let shutdown = async move { cancel.cancelled().await };

@@ -124,3 +124,79 @@ pub fn wait_for_count(topic: &str, n: i64, timeout: Duration) -> i64 {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A loopback port free right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().expect("local addr").port()
+}
+
+/// A Kafka broker of a test's own (the Nisshi build `scripts/test.sh` exports as `NISSHI_BIN`),
+/// on its own port, so the shared broker other tests use is never disturbed.
+#[derive(Debug)]
+pub struct OwnBroker {
+    /// The broker process.
+    child: std::process::Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl OwnBroker {
+    /// The Nisshi binary.
+    pub fn bin() -> std::path::PathBuf {
+        std::env::var_os("NISSHI_BIN").expect("NISSHI_BIN: run the tests with scripts/test.sh").into()
+    }
+
+    /// Starts a broker on `port` with `storage` (`s3://bucket/` on the local S3, or
+    /// `sqlite://FILE` relative to `dir`, its working directory) and `extra` arguments; returns
+    /// once it answers metadata requests.
+    pub async fn start(port: u16, storage: &str, dir: &std::path::Path, extra: &[&str]) -> Self {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = std::process::Command::new(Self::bin())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", storage, "--group-initial-rebalance-delay", "0s"])
+            .args(extra)
+            .current_dir(dir)
+            .env("AWS_ENDPOINT", s3(TEST_BUCKET).s3_endpoint.unwrap_or_default())
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start nisshi");
+        let broker = Self { child, port };
+        // A plain TCP connect tells the listener is up, with or without authentication.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(Instant::now() < deadline, "own broker did not listen on {port}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        broker
+    }
+
+    /// `tcp://127.0.0.1:<port>`, for the nisshi CLI.
+    pub fn url(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
+
+    /// Kafka settings to reach it, with `properties` (`-X` pairs) added.
+    pub fn kafka(&self, properties: &[(&str, &str)]) -> KafkaArgs {
+        KafkaArgs {
+            bootstrap_servers: format!("127.0.0.1:{}", self.port),
+            properties: properties.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            ..kafka()
+        }
+    }
+
+    /// SIGKILL, and reap it.
+    pub fn kill(mut self) {
+        self.child.kill().expect("SIGKILL the broker");
+        self.child.wait().expect("reap the broker");
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

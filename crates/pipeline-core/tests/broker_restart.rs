@@ -7,55 +7,15 @@
 
 #![allow(clippy::unwrap_used)] // a test fails loudly on the first surprise
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures::future::join_all;
 use pipeline_core::config::KafkaArgs;
+use pipeline_core::testkit::OwnBroker;
 use pipeline_core::{kafka, testkit};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Message, Offset, TopicPartitionList};
-
-struct Broker {
-    /// The broker process.
-    child: Child,
-}
-
-impl Broker {
-    fn start(port: u16, bucket: &str) -> Self {
-        let bin = std::env::var("NISSHI_BIN").expect("NISSHI_BIN: run the tests with scripts/test.sh");
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(bin)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", &format!("s3://{bucket}/"), "--group-initial-rebalance-delay", "0s"])
-            .env("AWS_ENDPOINT", testkit::s3(bucket).s3_endpoint.unwrap())
-            .env("AWS_ALLOW_HTTP", "true")
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nisshi");
-        Self { child }
-    }
-
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL the broker");
-        self.child.wait().expect("reap the broker");
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn committed(kafka: &KafkaArgs, group: &str, topic: &str) -> Vec<(i32, Offset)> {
     let consumer: BaseConsumer = kafka.client_config(&[("group.id", group)]).create().unwrap();
@@ -74,10 +34,9 @@ async fn records_and_committed_offsets_survive_a_broker_crash() {
     let bucket = testkit::unique("brokerdata");
     let store = pipeline_core::s3::ObjectStore::connect(&testkit::s3(&bucket)).await;
     store.ensure_bucket().await.expect("create the broker's bucket");
-    let port = free_port();
-    let kafka = KafkaArgs { bootstrap_servers: format!("127.0.0.1:{port}"), ..testkit::kafka() };
-
-    let broker = Broker::start(port, &bucket);
+    let (port, storage, dir) = (testkit::free_port(), format!("s3://{bucket}/"), std::env::temp_dir());
+    let broker = OwnBroker::start(port, &storage, &dir, &[]).await;
+    let kafka = broker.kafka(&[]);
     kafka::check_cluster(&kafka, None).await.expect("own broker answers");
     let topic = testkit::unique("durable");
     kafka::create_topics(&kafka, &[&topic], 2, 1).await.unwrap();
@@ -101,7 +60,7 @@ async fn records_and_committed_offsets_survive_a_broker_crash() {
     assert_eq!(committed(&kafka, &group, &topic), expected_offsets);
 
     broker.kill();
-    let _broker = Broker::start(port, &bucket);
+    let _broker = OwnBroker::start(port, &storage, &dir, &[]).await;
     kafka::check_cluster(&kafka, Some(&topic)).await.expect("restarted broker answers");
 
     let (k, t) = (kafka.clone(), topic.clone());
