@@ -39,6 +39,9 @@ pub enum KafkaSetupError {
     /// Topic creation failed.
     #[error("creating topic `{topic}` failed: {detail}")]
     CreateTopic { topic: String, detail: String },
+    /// Topic deletion failed.
+    #[error("deleting topic `{topic}` failed: {detail}")]
+    DeleteTopic { topic: String, detail: String },
 }
 
 /// Producer defaults: acknowledged by all in-sync replicas, batched (linger 50 ms, up to 10 000
@@ -151,6 +154,14 @@ impl ClientContext for ErrorCapture {
 
 impl ConsumerContext for ErrorCapture {}
 
+/// An admin client, and options that wait up to `--connect-timeout` for the broker.
+fn admin_client(args: &KafkaArgs) -> Result<(AdminClient<DefaultClientContext>, AdminOptions), KafkaSetupError> {
+    let admin = args.client_config(&[]).create().map_err(KafkaSetupError::Config)?;
+    let opts =
+        AdminOptions::new().operation_timeout(Some(args.connect_timeout)).request_timeout(Some(args.connect_timeout));
+    Ok((admin, opts))
+}
+
 /// Creates `topics` with `partitions` partitions and `replication` replicas each, treating
 /// "already exists" as success.
 pub async fn create_topics(
@@ -159,11 +170,9 @@ pub async fn create_topics(
     partitions: i32,
     replication: i32,
 ) -> Result<(), KafkaSetupError> {
-    let admin: AdminClient<DefaultClientContext> = args.client_config(&[]).create().map_err(KafkaSetupError::Config)?;
+    let (admin, opts) = admin_client(args)?;
     let new: Vec<NewTopic> =
         topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication))).collect();
-    let opts =
-        AdminOptions::new().operation_timeout(Some(args.connect_timeout)).request_timeout(Some(args.connect_timeout));
     let results = admin.create_topics(&new, &opts).await.map_err(|e| KafkaSetupError::Unreachable {
         bootstrap: args.bootstrap_servers.clone(),
         timeout: args.connect_timeout,
@@ -176,4 +185,94 @@ pub async fn create_topics(
         }
     }
     Ok(())
+}
+
+/// Deletes `topics`, treating "does not exist" as success (the counterpart of
+/// [`create_topics`]; tools use it to remove the temporary topics they make).
+pub async fn delete_topics(args: &KafkaArgs, topics: &[&str]) -> Result<(), KafkaSetupError> {
+    let (admin, opts) = admin_client(args)?;
+    let results = admin.delete_topics(topics, &opts).await.map_err(|e| KafkaSetupError::Unreachable {
+        bootstrap: args.bootstrap_servers.clone(),
+        timeout: args.connect_timeout,
+        detail: e.to_string(),
+    })?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((topic, code)) => return Err(KafkaSetupError::DeleteTopic { topic, detail: code.to_string() }),
+        }
+    }
+    Ok(())
+}
+
+/// One partition of a topic as [`describe_topics`] sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    /// Partition id.
+    pub id: i32,
+    /// Broker id of the leader (-1 when there is none).
+    pub leader: i32,
+    /// Broker ids holding a replica.
+    pub replicas: Vec<i32>,
+    /// Broker ids of the in-sync replicas.
+    pub isr: Vec<i32>,
+    /// Offset of the oldest retained record.
+    pub low: i64,
+    /// Offset the next record will get (the high watermark).
+    pub high: i64,
+}
+
+/// A topic's partitions, leaders, replicas and watermarks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    /// Topic name.
+    pub name: String,
+    /// Its partitions, by id.
+    pub partitions: Vec<PartitionInfo>,
+}
+
+/// Describes `topics` (one metadata request, then the watermarks of every partition), in the
+/// order given; a topic that does not exist is a [`KafkaSetupError::NoSuchTopic`].
+pub async fn describe_topics(args: &KafkaArgs, topics: &[&str]) -> Result<Vec<TopicInfo>, KafkaSetupError> {
+    let metadata = check_cluster(args, None).await?;
+    let mut infos = Vec::with_capacity(topics.len());
+    for &name in topics {
+        let topic = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty())
+            .ok_or_else(|| KafkaSetupError::NoSuchTopic {
+                topic: name.to_owned(),
+                bootstrap: args.bootstrap_servers.clone(),
+            })?;
+        let mut partitions: Vec<PartitionInfo> = topic
+            .partitions()
+            .iter()
+            .map(|p| PartitionInfo {
+                id: p.id(),
+                leader: p.leader(),
+                replicas: p.replicas().to_vec(),
+                isr: p.isr().to_vec(),
+                low: 0,
+                high: 0,
+            })
+            .collect();
+        partitions.sort_by_key(|p| p.id);
+        infos.push(TopicInfo { name: name.to_owned(), partitions });
+    }
+    let consumer: BaseConsumer = args.client_config(&[]).create().map_err(KafkaSetupError::Config)?;
+    let timeout = args.connect_timeout;
+    tokio::task::spawn_blocking(move || {
+        for topic in &mut infos {
+            for p in &mut topic.partitions {
+                (p.low, p.high) = consumer
+                    .fetch_watermarks(&topic.name, p.id, timeout)
+                    .map_err(|e| format!("watermarks of {}/{}: {e}", topic.name, p.id))?;
+            }
+        }
+        Ok(infos)
+    })
+    .await
+    .expect("watermarks task does not panic")
+    .map_err(|detail| KafkaSetupError::Unreachable { bootstrap: args.bootstrap_servers.clone(), timeout, detail })
 }
