@@ -3,11 +3,26 @@
 //! `--trigger` prints all live windows as the seed's table (complete mode) and publishes each
 //! changed window as JSON to `alert-counts`, keyed by window start (latest value wins).
 //!
-//! State and restarts: the windows live in memory and the counter commits no offsets. At every
-//! start it rebuilds them by replaying `alert-data` from the earliest retained offset, so no
-//! alert is lost across a restart; the price is a replay proportional to the topic's retention
-//! and re-published (identical or newer) window values. Durable checkpoints replace the replay
-//! in a later version.
+//! State and restarts: windows are kept per input partition, each with its own watermark, so a
+//! partition's windows depend on its records alone. Every `--checkpoint-interval` (once every
+//! output so far is acknowledged) and at shutdown, each changed partition's windows are written
+//! to S3 with the offset they cover (`pipeline_core::checkpoint`), and that offset is then
+//! committed to the consumer group, so lag tools see progress; the checkpoint is the truth. A
+//! partition's new owner (after a restart, a crash or a rebalance) restores its newest
+//! checkpoint and replays from the offset it names, rebuilding exactly the values it had.
+//! Without a checkpoint it replays the partition from the earliest offset.
+//!
+//! Scale-out: instances in one group split the partitions. Each publishes its partitions'
+//! shares of a window ("partials", keyed `<window_start>/<partition>`, with `partition` and
+//! `input_offset` fields); whoever reads `alert-counts` keeps, per (window, partition), the
+//! partial covering the most input and adds the partitions up (`window::PartialMerge`). Every
+//! instance reads the topic back so its table and dashboard show whole windows.
+//!
+//! Exactly-once: a partial is a pure function of (partition, input offset), and readers keep
+//! the one with the largest offset, so a partial published twice (after a crash, by a former
+//! owner) changes nothing: duplicates in `alert-counts` are harmless and it needs no
+//! transaction. With `--isolation read-committed` (the exactly-once mode) the counter never
+//! counts an alert of an aborted transaction.
 //!
 //! With `--metrics-addr`, the same address serves a live dashboard at `/` (the window table and
 //! a chart of alerts per window by color, refreshed every second; read-only) and its data at
@@ -17,21 +32,25 @@
 //! unchanged to `--late-topic`. Poison records go to the dead-letter topic like in every
 //! service.
 
+mod counter;
+mod peers;
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
-use pipeline_core::config::ServiceArgs;
+use clap::{CommandFactory, FromArgMatches, Parser};
+use pipeline_core::checkpoint::{CheckpointStore, Recovery};
+use pipeline_core::config::{S3Args, ServiceArgs};
 use pipeline_core::dashboard::{self, WindowsView};
-use pipeline_core::runtime::{self, InputMeta, Output, Processor};
-use pipeline_core::schema::EnrichedEvent;
-use pipeline_core::window::{AlertPoint, Placement, WindowConfig, WindowStats, Windows, render_table};
+use pipeline_core::runtime;
+use pipeline_core::s3::ObjectStore;
+use pipeline_core::window::WindowConfig;
 use tokio_util::sync::CancellationToken;
 
-/// Counts alerts per event-time window. It commits no offsets: at every start it replays
-/// alert-data from the earliest offset to rebuild its windows, so no alert is lost across a
-/// restart.
+use crate::counter::{Checkpoints, Counter};
+
+/// Counts alerts per event-time window, per input partition, with its state checkpointed in S3.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
@@ -39,11 +58,15 @@ struct Cli {
     #[command(flatten)]
     service: ServiceArgs,
 
+    /// Where the checkpoints are kept (bucket and endpoint).
+    #[command(flatten)]
+    s3: S3Args,
+
     /// Topic of the alerts.
     #[arg(long, env = "ALERTS_TOPIC", default_value = "alert-data")]
     input_topic: String,
 
-    /// Topic the window values are published to (key = window start).
+    /// Topic the partial window values are published to (key = `<window start>/<partition>`).
     #[arg(long, env = "COUNTS_TOPIC", default_value = "alert-counts")]
     counts_topic: String,
 
@@ -71,150 +94,23 @@ struct Cli {
     #[arg(long, env = "COUNTER_COLORS", value_delimiter = ',', default_value = "Black,White,Silver")]
     colors: Vec<String>,
 
+    /// How often the window state is checkpointed to S3 (0: never; every start then replays
+    /// the whole input topic).
+    #[arg(long, env = "CHECKPOINT_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    checkpoint_interval: Duration,
+
+    /// Key prefix of the checkpoints in the bucket (below it: `<group>/<topic>/p<partition>/`).
+    #[arg(long, env = "CHECKPOINT_PREFIX", default_value = "checkpoints/counter")]
+    checkpoint_prefix: String,
+
+    /// Which checkpoint this start restores: the newest, the one before it (when the newest is
+    /// damaged), or none (replay the input from the earliest offset).
+    #[arg(long, env = "CHECKPOINT_RECOVERY", value_enum, default_value_t)]
+    checkpoint_recovery: Recovery,
+
     /// Don't print the table (publish only).
     #[arg(long, env = "COUNTER_QUIET")]
     quiet: bool,
-}
-
-/// The windows as a runtime processor.
-struct Counter {
-    /// Window state.
-    windows: Windows,
-    /// Where window values go.
-    counts_topic: Arc<str>,
-    /// Where late alerts go.
-    late_topic: Arc<str>,
-    /// Print the table on every trigger.
-    print: bool,
-    /// How often the table is printed and changed windows are published.
-    trigger: Duration,
-    /// When that last happened.
-    last_trigger: Instant,
-    /// Alerts counted since start (the dashboard's total).
-    counted: u64,
-    /// Where the dashboard's snapshot goes (refreshed on every tick, at most every second).
-    view: tokio::sync::watch::Sender<Arc<WindowsView>>,
-    /// Gauges of the window state.
-    metrics: CounterMetrics,
-}
-
-/// The counter's own metrics (no-ops without --metrics-addr).
-struct CounterMetrics {
-    /// Current watermark, Unix seconds.
-    watermark: metrics::Gauge,
-    /// Live windows.
-    open_windows: metrics::Gauge,
-    /// Alerts that arrived for a final window.
-    late: metrics::Counter,
-}
-
-impl CounterMetrics {
-    fn new() -> Self {
-        Self {
-            watermark: metrics::gauge!("pipeline_watermark_timestamp_seconds", "service" => "counter"),
-            open_windows: metrics::gauge!("pipeline_open_windows", "service" => "counter"),
-            late: metrics::counter!("pipeline_late_alerts_total", "service" => "counter"),
-        }
-    }
-}
-
-impl Counter {
-    fn publish(&self, w: &WindowStats, out: &mut Vec<Output>) {
-        out.push(Output {
-            topic: self.counts_topic.clone(),
-            key: Some(pipeline_core::schema::event_time::format(&w.start).into_bytes()),
-            payload: w.to_json(&self.windows.config().colors),
-            headers: None,
-        });
-    }
-
-    fn publish_changed(&mut self, out: &mut Vec<Output>) {
-        for w in self.windows.take_changed() {
-            self.publish(&w, out);
-        }
-    }
-
-    /// Publishes the changed windows and prints the table.
-    fn trigger_now(&mut self, out: &mut Vec<Output>) {
-        self.last_trigger = Instant::now();
-        self.publish_changed(out);
-        if self.print {
-            self.print_table();
-        }
-    }
-
-    /// Hands the dashboard a fresh snapshot (when someone watches).
-    fn refresh_view(&self) {
-        if self.view.receiver_count() == 0 {
-            return;
-        }
-        self.view.send_replace(Arc::new(WindowsView {
-            colors: self.windows.config().colors.clone(),
-            windows: self.windows.live().cloned().collect(),
-            watermark: self.windows.watermark(),
-            late: self.windows.late(),
-            counted: self.counted,
-            updated: Some(chrono::Utc::now()),
-        }));
-    }
-
-    fn print_table(&self) {
-        let live: Vec<&WindowStats> = self.windows.live().collect();
-        let watermark = self
-            .windows
-            .watermark()
-            .map_or_else(|| "none".to_owned(), |w| pipeline_core::schema::event_time::format(&w));
-        println!(
-            "{}\nwindows: {}  watermark: {}  late alerts: {}",
-            render_table(&live, &self.windows.config().colors),
-            live.len(),
-            watermark,
-            self.windows.late()
-        );
-    }
-}
-
-impl Processor for Counter {
-    type Input = EnrichedEvent;
-
-    fn process(&mut self, alert: EnrichedEvent, meta: InputMeta<'_>, out: &mut Vec<Output>) {
-        let now = Instant::now();
-        let placed = self.windows.add(meta.partition, AlertPoint::from(&alert), now);
-        if let Placement::Counted(_) = placed {
-            self.counted += 1;
-        }
-        if let Placement::Late(window) = placed {
-            tracing::warn!(event_id = %alert.event_id, %window, "late alert: its window is final");
-            self.metrics.late.increment(1);
-            out.push(Output {
-                topic: self.late_topic.clone(),
-                key: meta.key.map(<[u8]>::to_vec),
-                payload: meta.payload.to_vec(),
-                headers: None,
-            });
-        }
-        // Windows the watermark passes are final: publish their last changes before they go.
-        for w in self.windows.advance(now) {
-            tracing::info!(window = %w.start, rows = w.rows, "window final");
-            self.publish(&w, out);
-        }
-    }
-
-    fn on_tick(&mut self, out: &mut Vec<Output>) {
-        self.metrics.open_windows.set(self.windows.live().count() as f64);
-        if let Some(w) = self.windows.watermark() {
-            self.metrics.watermark.set(w.timestamp_millis() as f64 / 1000.0);
-        }
-        self.refresh_view();
-        if self.last_trigger.elapsed() >= self.trigger {
-            self.trigger_now(out);
-        }
-    }
-
-    fn on_shutdown(&mut self, out: &mut Vec<Output>) {
-        self.refresh_view();
-        self.trigger_now(out);
-    }
 }
 
 async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
@@ -229,26 +125,52 @@ async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
     };
     // Ticks drive the dashboard (every second at most) as well as the trigger.
     let tick = cli.trigger.min(Duration::from_secs(1));
-    let runtime_config = cli.service.runtime("counter", &cli.input_topic, false, tick);
+    let mut runtime_config = cli.service.runtime("counter", &cli.input_topic, false, tick);
+    let checkpoints = if cli.checkpoint_interval.is_zero() {
+        None
+    } else {
+        runtime_config.checkpoint_interval = Some(cli.checkpoint_interval);
+        let store = ObjectStore::connect(&cli.s3).await;
+        let group = runtime_config.group_id.clone();
+        let store = CheckpointStore::new(store, &cli.checkpoint_prefix, &group, &cli.input_topic);
+        Some(Checkpoints { store, recovery: cli.checkpoint_recovery })
+    };
     let (view, view_rx) = tokio::sync::watch::channel(Arc::new(WindowsView::default()));
     cli.service.observe_with(&runtime_config.readiness, dashboard::routes(view_rx), &cancel).await?;
-    let processor = Counter {
-        windows: Windows::new(config),
-        counts_topic: Arc::from(cli.counts_topic.as_str()),
-        late_topic: Arc::from(cli.late_topic.as_str()),
-        print: !cli.quiet,
-        trigger: cli.trigger,
-        last_trigger: Instant::now(),
-        counted: 0,
+    let processor = Counter::new(
+        config.clone(),
+        cli.input_topic.clone(),
+        checkpoints,
+        &cli.counts_topic,
+        &cli.late_topic,
+        !cli.quiet,
+        cli.trigger,
         view,
-        metrics: CounterMetrics::new(),
-    };
-    runtime::run(&runtime_config, processor, cancel).await.context("counter")?;
-    Ok(())
+    );
+    let peers = tokio::spawn(peers::follow(
+        cli.service.kafka.clone(),
+        cli.counts_topic.clone(),
+        config.colors.clone(),
+        processor.peers.clone(),
+        cancel.clone(),
+    ));
+    let result = runtime::run(&runtime_config, processor, cancel.clone()).await.context("counter");
+    cancel.cancel();
+    match peers.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "reading the counts topic back failed"),
+        Err(e) => tracing::warn!(error = %e, "the counts reader panicked"),
+        Ok(Ok(())) => {}
+    }
+    result.map(drop)
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    // The checkpoints need the bucket and endpoint, not the dimension tables' prefix.
+    let command = Cli::command().mut_arg("dims_prefix", |a| a.hide(true));
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     pipeline_core::shutdown::serve("counter", cli.service.log_format, |cancel| run(cli, cancel)).await
 }

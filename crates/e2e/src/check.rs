@@ -10,6 +10,7 @@ use pipeline_core::dims::{Car, load_table};
 use pipeline_core::generate::{EventClock, EventGenerator};
 use pipeline_core::rules::AlertRules;
 use pipeline_core::schema::{EnrichedEvent, JsonEvent, SensorEvent, event_time};
+use pipeline_core::window::WindowStats;
 use rdkafka::Message;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -64,15 +65,24 @@ pub fn expected_windows(alerts: &[&EnrichedEvent]) -> BTreeMap<String, Value> {
         .collect()
 }
 
-/// The latest value per key of the counts topic.
+/// The seed's counted colors, the e2e counters' default.
+pub const COLORS: [&str; 3] = ["Black", "White", "Silver"];
+
+/// The whole windows the counts topic holds: its partials merged (per window and partition the
+/// value covering the most input, then added up over partitions), as the seed's rows by window
+/// start.
 pub async fn latest_counts(topic: &str) -> BTreeMap<String, Value> {
-    read_all(topic)
-        .await
-        .iter()
-        .map(|m| {
-            let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
-            (key, serde_json::from_slice(m.payload().unwrap()).unwrap())
-        })
+    let colors: Vec<String> = COLORS.map(str::to_owned).to_vec();
+    let mut merge = pipeline_core::window::PartialMerge::default();
+    for m in read_all(topic).await {
+        let (stats, partial) = WindowStats::from_row(m.payload().unwrap(), &colors).unwrap();
+        let (partition, offset) = partial.expect("counts are published as partials");
+        merge.insert(partition, offset, stats);
+    }
+    merge
+        .merged(|_| false)
+        .into_iter()
+        .map(|w| (event_time::format(&w.start), serde_json::from_slice(&w.to_json(&colors)).unwrap()))
         .collect()
 }
 

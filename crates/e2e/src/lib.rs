@@ -163,10 +163,13 @@ impl Pipeline {
         self.spawn("detector", &args)
     }
 
-    /// Starts a counter on the private topics (1 s trigger, no table).
+    /// Starts a counter on the private topics (1 s trigger, no table), its checkpoints in the
+    /// private prefix.
     pub fn counter(&self, extra: &[&str]) -> Service {
         let group = format!("{}-counter", self.id);
+        let checkpoints = self.checkpoint_prefix();
         let mut args = self.common(&group);
+        args.extend(["--s3-bucket", &self.s3.s3_bucket, "--checkpoint-prefix", &checkpoints]);
         args.extend([
             "--input-topic",
             &self.alerts,
@@ -180,6 +183,11 @@ impl Pipeline {
         ]);
         args.extend(extra);
         self.spawn("counter", &args)
+    }
+
+    /// Where this pipeline's counters keep their checkpoints (in [`Pipeline::s3`]'s bucket).
+    pub fn checkpoint_prefix(&self) -> String {
+        format!("{}/checkpoints", self.s3.dims_prefix.trim_end_matches("/data/dims"))
     }
 
     /// Runs the generator to completion on the private bucket and sensors topic.

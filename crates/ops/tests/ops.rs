@@ -177,7 +177,9 @@ fn smoke_against_a_dead_kafka_says_what_to_do_and_prints_no_secret() {
     assert!(fail.starts_with("FAIL  kafka metadata      cannot reach Kafka at 127.0.0.1:1 within 2s ("), "{fail}");
     assert!(
         fail.ends_with(
-            "; start the local stack with `scripts/stack.sh up` or set --bootstrap-servers / KAFKA_BOOTSTRAP_SERVERS"
+            "; start the local stack with `scripts/stack.sh up` or set --bootstrap-servers / KAFKA_BOOTSTRAP_SERVERS \
+             (a broker that requires TLS or authentication also needs -X security.protocol=… and the sasl.* / ssl.* \
+             settings)"
         ),
         "{fail}"
     );

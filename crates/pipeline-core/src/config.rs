@@ -183,6 +183,7 @@ impl ServiceArgs {
             max_record_bytes: self.max_record_bytes,
             drain_timeout: self.drain_timeout,
             tick,
+            checkpoint_interval: None,
             readiness: crate::observe::Readiness::default(),
             metrics: self.metrics_addr.is_some(),
         }

@@ -5,6 +5,7 @@
 //! failed and what to do next. The four services (`generator`, `enricher`, `detector`,
 //! `counter`) are thin binaries over this crate.
 
+pub mod checkpoint;
 pub mod config;
 pub mod dashboard;
 pub mod dims;

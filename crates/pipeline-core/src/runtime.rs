@@ -65,6 +65,25 @@ pub enum RuntimeError {
     /// A record could not be handed to the producer.
     #[error("producing to `{topic}` failed: {source}")]
     Produce { topic: String, source: KafkaError },
+    /// The processor's own state failed (a checkpoint that cannot be read, say).
+    #[error("{service}: {source}")]
+    Processor { service: String, source: ProcessorError },
+    /// Seeking a partition failed.
+    #[error("seeking `{topic}` partition {partition} to offset {offset} failed: {source}")]
+    Seek { topic: String, partition: i32, offset: i64, source: KafkaError },
+}
+
+/// An error of a processor's own state.
+pub type ProcessorError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where reading a newly assigned partition starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// At the group's committed offset (the normal case).
+    Committed,
+    /// At this offset: the processor's restored state covers everything before it. Records
+    /// before it are skipped; if the committed offset is past it, the loop seeks back.
+    At(i64),
 }
 
 /// One record to produce.
@@ -106,6 +125,24 @@ pub trait Processor: Send {
 
     /// Called once when the loop stops consuming, before the final drain and commit.
     fn on_shutdown(&mut self, _out: &mut Vec<Output>) {}
+
+    /// Called before the first record of a newly assigned partition: a processor with state
+    /// of its own restores it here and says where reading resumes.
+    fn resume(&mut self, _partition: i32) -> impl Future<Output = Result<Resume, ProcessorError>> + Send {
+        std::future::ready(Ok(Resume::Committed))
+    }
+
+    /// The partitions were taken away (a rebalance): forget their state, publish nothing more
+    /// for them.
+    fn on_revoke(&mut self, _partitions: &[i32]) {}
+
+    /// Every [`RuntimeConfig::checkpoint_interval`] and at shutdown, once every output so far
+    /// is acknowledged: make the state durable, and return the (partition, next offset) pairs
+    /// it now covers; the loop commits them to the group (so lag tools see progress). For a
+    /// service that commits by checkpoint rather than per acknowledged input.
+    fn checkpoint(&mut self) -> impl Future<Output = Vec<(i32, i64)>> + Send {
+        std::future::ready(Vec::new())
+    }
 }
 
 /// How the loop runs.
@@ -132,6 +169,8 @@ pub struct RuntimeConfig {
     pub drain_timeout: Duration,
     /// Interval of [`Processor::on_tick`].
     pub tick: Duration,
+    /// Interval of [`Processor::checkpoint`] (None: never, but at shutdown).
+    pub checkpoint_interval: Option<Duration>,
     /// Readiness checks this loop maintains (`broker`, `partitions_assigned`).
     pub readiness: Readiness,
     /// Metrics are served: ask librdkafka for statistics (consumer lag).
@@ -181,6 +220,8 @@ struct RuntimeContext {
     commit: bool,
     /// Bumped on every revocation; in-flight inputs of an older epoch are no longer ours.
     epoch: Arc<AtomicU64>,
+    /// Partitions revoked since the loop last looked.
+    revoked: Arc<std::sync::Mutex<Vec<i32>>>,
     /// Ready once partitions are assigned.
     readiness: Readiness,
 }
@@ -208,6 +249,7 @@ impl ConsumerContext for RuntimeContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(tpl) => {
+                lock(&self.revoked).extend(tpl.elements().iter().map(|e| e.partition()));
                 self.epoch.fetch_add(1, Ordering::SeqCst);
                 if self.commit && tpl.count() > 0 {
                     match consumer.commit_consumer_state(CommitMode::Sync) {
@@ -226,6 +268,10 @@ impl ConsumerContext for RuntimeContext {
             Rebalance::Error(e) => tracing::warn!(service = %self.service, error = %e, "rebalance error"),
         }
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The loop's consumer type.
@@ -321,6 +367,12 @@ struct Loop<'a, P: Processor> {
     producer: FutureProducer,
     processor: P,
     epoch: Arc<AtomicU64>,
+    /// The epoch the processor last heard of (revocations are passed on when it moves).
+    seen_epoch: u64,
+    /// Shared with the consumer context: partitions revoked since the last look.
+    revoked: Arc<std::sync::Mutex<Vec<i32>>>,
+    /// Per assigned partition, the first offset the processor wants (after [`Processor::resume`]).
+    resumed: HashMap<i32, i64>,
     pending: Pending,
     in_flight: FuturesUnordered<Tracked>,
     outputs: Vec<Output>,
@@ -361,6 +413,7 @@ pub async fn run<P: Processor>(
 ) -> Result<RunStats, RuntimeError> {
     kafka::check_cluster(&config.kafka, Some(&config.input_topic)).await?;
     let epoch = Arc::new(AtomicU64::new(0));
+    let revoked = Arc::new(std::sync::Mutex::new(Vec::new()));
     config.readiness.require("broker");
     config.readiness.require("partitions_assigned");
     config.readiness.set("broker", true);
@@ -368,6 +421,7 @@ pub async fn run<P: Processor>(
         service: config.service.clone(),
         commit: config.commit,
         epoch: epoch.clone(),
+        revoked: revoked.clone(),
         readiness: config.readiness.clone(),
     };
     let defaults: Vec<_> = CONSUMER_DEFAULTS.iter().copied().chain(commit_defaults(config.commit)).collect();
@@ -392,6 +446,9 @@ pub async fn run<P: Processor>(
         producer,
         processor,
         epoch,
+        seen_epoch: 0,
+        revoked,
+        resumed: HashMap::new(),
         pending: Pending::default(),
         in_flight: FuturesUnordered::new(),
         outputs: Vec::new(),
@@ -409,6 +466,10 @@ impl<P: Processor> Loop<'_, P> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut report = tokio::time::interval(Duration::from_secs(30));
         report.tick().await;
+        let every = self.config.checkpoint_interval;
+        let mut checkpoint = tokio::time::interval(every.unwrap_or(Duration::from_secs(3600)));
+        checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        checkpoint.tick().await;
         loop {
             let can_read = self.pending.len < self.config.max_in_flight;
             tokio::select! {
@@ -422,13 +483,99 @@ impl<P: Processor> Loop<'_, P> {
                     Err(e) => self.consumer_error(e)?,
                 },
                 _ = tick.tick() => {
+                    self.sync_revocations();
                     self.processor.on_tick(&mut self.outputs);
                     self.send_outputs(consumer, None, false).await?;
                 }
+                _ = checkpoint.tick(), if every.is_some() => self.checkpoint(consumer, CommitMode::Async).await?,
                 _ = report.tick() => tracing::info!(service = %self.config.service, stats = ?self.stats, "progress"),
             }
         }
         self.shutdown(consumer).await
+    }
+
+    /// Tells the processor about partitions revoked since the last look.
+    fn sync_revocations(&mut self) {
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        if epoch != self.seen_epoch {
+            self.seen_epoch = epoch;
+            let revoked = std::mem::take(&mut *lock(&self.revoked));
+            for p in &revoked {
+                self.resumed.remove(p);
+            }
+            self.processor.on_revoke(&revoked);
+        }
+    }
+
+    /// Whether `message` is one the processor wants: on the first record of a newly assigned
+    /// partition it asks the processor where to resume, and seeks back if the group's committed
+    /// offset is past that. Records before the resume offset are skipped (the restored state
+    /// already covers them).
+    async fn wanted(&mut self, consumer: &LoopConsumer, message: &BorrowedMessage<'_>) -> Result<bool, RuntimeError> {
+        let (partition, offset) = (message.partition(), message.offset());
+        let from = match self.resumed.get(&partition) {
+            Some(from) => *from,
+            None => {
+                let resume = self
+                    .processor
+                    .resume(partition)
+                    .await
+                    .map_err(|source| RuntimeError::Processor { service: self.config.service.clone(), source })?;
+                let from = match resume {
+                    Resume::Committed => i64::MIN,
+                    Resume::At(from) => from,
+                };
+                if offset > from && from != i64::MIN {
+                    // librdkafka drops the records it fetched before the seek.
+                    let topic = &self.config.input_topic;
+                    tracing::info!(service = %self.config.service, partition, from, committed = offset, "seeking back to the restored state's offset");
+                    consumer.seek(topic, partition, rdkafka::Offset::Offset(from), Duration::from_secs(10)).map_err(
+                        |source| RuntimeError::Seek { topic: topic.clone(), partition, offset: from, source },
+                    )?;
+                    self.resumed.insert(partition, from);
+                    return Ok(false);
+                }
+                self.resumed.insert(partition, from);
+                from
+            }
+        };
+        Ok(offset >= from)
+    }
+
+    /// Waits until every output so far is acknowledged, has the processor checkpoint its
+    /// state, and commits the offsets the checkpoint covers.
+    async fn checkpoint(&mut self, consumer: &LoopConsumer, mode: CommitMode) -> Result<(), RuntimeError> {
+        let deadline = tokio::time::Instant::now() + self.config.drain_timeout;
+        while let Ok(Some((token, report))) = tokio::time::timeout_at(deadline, self.in_flight.next()).await {
+            self.delivered(consumer, token, report).await?;
+        }
+        if !self.in_flight.is_empty() {
+            tracing::warn!(
+                service = %self.config.service, in_flight = self.in_flight.len(),
+                "checkpoint skipped: outputs not acknowledged within the drain timeout"
+            );
+            return Ok(());
+        }
+        self.sync_revocations();
+        let commits = self.processor.checkpoint().await;
+        if commits.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for (partition, next) in &commits {
+            if let Err(e) =
+                tpl.add_partition_offset(&self.config.input_topic, *partition, rdkafka::Offset::Offset(*next))
+            {
+                tracing::warn!(service = %self.config.service, partition, error = %e, "bad checkpoint offset");
+            }
+        }
+        match consumer.commit(&tpl, mode) {
+            Ok(()) => tracing::debug!(service = %self.config.service, ?commits, "committed checkpointed offsets"),
+            Err(e) => {
+                tracing::warn!(service = %self.config.service, error = %e, "committing checkpointed offsets failed")
+            }
+        }
+        Ok(())
     }
 
     /// Decodes one input, transforms it and sends its outputs.
@@ -436,6 +583,10 @@ impl<P: Processor> Loop<'_, P> {
         self.stats.consumed += 1;
         self.metrics.consumed.increment(1);
         self.pending.sync_epoch(self.epoch.load(Ordering::SeqCst));
+        self.sync_revocations();
+        if !self.wanted(consumer, message).await? {
+            return Ok(());
+        }
         let payload = message.payload().unwrap_or_default();
         let input = (message.partition(), message.offset());
         match P::Input::decode(payload, self.config.max_record_bytes) {
@@ -573,6 +724,7 @@ impl<P: Processor> Loop<'_, P> {
                 Err(e) => tracing::warn!(service = %self.config.service, error = %e, "final commit failed"),
             }
         }
+        self.checkpoint(consumer, CommitMode::Sync).await?;
         if let Err(e) = self.producer.flush(Duration::from_secs(2)) {
             tracing::warn!(service = %self.config.service, error = %e, "producer flush at shutdown");
         }

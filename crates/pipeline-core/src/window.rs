@@ -30,7 +30,7 @@ pub struct WindowConfig {
 }
 
 /// The aggregate of one window.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WindowStats {
     /// Inclusive start.
     pub start: DateTime<Utc>,
@@ -64,14 +64,72 @@ impl WindowStats {
     /// The seed's row: `window_start, window_end, num_of_rows, num_of_<color>…, maximum_speed,
     /// maximum_gear, maximum_rpm`, as JSON.
     pub fn to_json(&self, colors: &[String]) -> Vec<u8> {
+        self.row_json(colors, None)
+    }
+
+    /// The seed's row for one input partition's share of the window, plus `partition` and
+    /// `input_offset` (the next offset of that partition not counted in it).
+    pub fn to_partial_json(&self, colors: &[String], partition: i32, input_offset: i64) -> Vec<u8> {
+        self.row_json(colors, Some((partition, input_offset)))
+    }
+
+    fn row_json(&self, colors: &[String], partial: Option<(i32, i64)>) -> Vec<u8> {
         let mut out = Vec::with_capacity(256);
         let mut ser = serde_json::Serializer::new(&mut out);
-        self.serialize_row(colors, &mut ser).expect("serializing into a Vec cannot fail");
+        self.serialize_row(colors, partial, &mut ser).expect("serializing into a Vec cannot fail");
         out
     }
 
-    fn serialize_row<S: Serializer>(&self, colors: &[String], s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(7 + colors.len()))?;
+    /// Parses a row of [`WindowStats::to_json`] or [`WindowStats::to_partial_json`]; returns
+    /// the partial's (partition, input_offset) when it has them.
+    pub fn from_row(row: &[u8], colors: &[String]) -> Result<(Self, Option<(i32, i64)>), String> {
+        let v: serde_json::Value = serde_json::from_slice(row).map_err(|e| format!("not JSON: {e}"))?;
+        let field = |name: &str| v.get(name).ok_or_else(|| format!("no `{name}`"));
+        let time = |name: &str| {
+            field(name)?.as_str().ok_or_else(|| format!("`{name}` is not a string")).and_then(event_time::parse)
+        };
+        let int = |name: &str| field(name)?.as_i64().ok_or_else(|| format!("`{name}` is not an integer"));
+        let stats = Self {
+            start: time("window_start")?,
+            end: time("window_end")?,
+            rows: u64::try_from(int("num_of_rows")?).map_err(|e| e.to_string())?,
+            colors: colors
+                .iter()
+                .map(|c| int(&color_column(c)).and_then(|n| u64::try_from(n).map_err(|e| e.to_string())))
+                .collect::<Result<_, _>>()?,
+            max_speed: field("maximum_speed")?.as_f64().ok_or("`maximum_speed` is not a number")?,
+            max_gear: i32::try_from(int("maximum_gear")?).map_err(|e| e.to_string())?,
+            max_rpm: i32::try_from(int("maximum_rpm")?).map_err(|e| e.to_string())?,
+        };
+        let partial = match (v.get("partition"), v.get("input_offset")) {
+            (Some(p), Some(o)) => Some((
+                p.as_i64().and_then(|p| i32::try_from(p).ok()).ok_or("`partition` is not a partition")?,
+                o.as_i64().ok_or("`input_offset` is not an offset")?,
+            )),
+            _ => None,
+        };
+        Ok((stats, partial))
+    }
+
+    /// Adds `other` (the same window, other alerts) into this one: counts add, maxima take
+    /// the larger.
+    pub fn merge(&mut self, other: &WindowStats) {
+        self.rows += other.rows;
+        for (mine, theirs) in self.colors.iter_mut().zip(&other.colors) {
+            *mine += theirs;
+        }
+        self.max_speed = self.max_speed.max(other.max_speed);
+        self.max_gear = self.max_gear.max(other.max_gear);
+        self.max_rpm = self.max_rpm.max(other.max_rpm);
+    }
+
+    fn serialize_row<S: Serializer>(
+        &self,
+        colors: &[String],
+        partial: Option<(i32, i64)>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(9 + colors.len()))?;
         map.serialize_entry("window_start", &event_time::format(&self.start))?;
         map.serialize_entry("window_end", &event_time::format(&self.end))?;
         map.serialize_entry("num_of_rows", &self.rows)?;
@@ -81,8 +139,92 @@ impl WindowStats {
         map.serialize_entry("maximum_speed", &self.max_speed)?;
         map.serialize_entry("maximum_gear", &self.max_gear)?;
         map.serialize_entry("maximum_rpm", &self.max_rpm)?;
+        if let Some((partition, input_offset)) = partial {
+            map.serialize_entry("partition", &partition)?;
+            map.serialize_entry("input_offset", &input_offset)?;
+        }
         map.end()
     }
+}
+
+/// Window values published per input partition, merged into whole windows.
+///
+/// Each partition's share of a window is a partial; of several values of one (window,
+/// partition), the one covering the most input (largest `input_offset`) is kept, whatever order
+/// they arrive in, so a replay after a crash or a stale value from a partition's previous owner
+/// never takes a window back. Whole windows are then the partials added up: the numbers one
+/// counter over every partition gives.
+#[derive(Debug, Clone, Default)]
+pub struct PartialMerge {
+    /// (window start, partition) → (input offset covered, that partition's share).
+    parts: BTreeMap<(DateTime<Utc>, i32), (i64, WindowStats)>,
+}
+
+impl PartialMerge {
+    /// Records one partial; returns whether it replaced what was known.
+    pub fn insert(&mut self, partition: i32, input_offset: i64, stats: WindowStats) -> bool {
+        match self.parts.entry((stats.start, partition)) {
+            std::collections::btree_map::Entry::Occupied(mut e) if e.get().0 <= input_offset => {
+                e.insert((input_offset, stats));
+                true
+            }
+            std::collections::btree_map::Entry::Occupied(_) => false,
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert((input_offset, stats));
+                true
+            }
+        }
+    }
+
+    /// Whole windows, oldest first; `skip` leaves some partitions out (ones the caller counts
+    /// itself).
+    pub fn merged(&self, skip: impl Fn(i32) -> bool) -> Vec<WindowStats> {
+        let mut out: BTreeMap<DateTime<Utc>, WindowStats> = BTreeMap::new();
+        for ((start, partition), (_, stats)) in &self.parts {
+            if skip(*partition) {
+                continue;
+            }
+            match out.entry(*start) {
+                std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().merge(stats),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(stats.clone());
+                }
+            }
+        }
+        out.into_values().collect()
+    }
+
+    /// Forgets windows that end at or before `horizon`.
+    pub fn forget_before(&mut self, horizon: DateTime<Utc>) {
+        self.parts.retain(|_, (_, stats)| stats.end > horizon);
+    }
+}
+
+/// Adds `more` windows into `into` (both oldest first), window by window.
+pub fn merge_windows(into: Vec<WindowStats>, more: impl IntoIterator<Item = WindowStats>) -> Vec<WindowStats> {
+    let mut all: BTreeMap<DateTime<Utc>, WindowStats> = into.into_iter().map(|w| (w.start, w)).collect();
+    for w in more {
+        match all.entry(w.start) {
+            std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().merge(&w),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(w);
+            }
+        }
+    }
+    all.into_values().collect()
+}
+
+/// The durable part of [`Windows`] (a checkpoint's content).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WindowsState {
+    /// Largest event time seen.
+    pub max_event_time: Option<DateTime<Utc>>,
+    /// The watermark.
+    pub watermark: Option<DateTime<Utc>>,
+    /// Late alerts seen.
+    pub late: u64,
+    /// Live windows, oldest first.
+    pub windows: Vec<WindowStats>,
 }
 
 /// `num_of_<lowercase color>`.
@@ -240,6 +382,30 @@ impl Windows {
         self.late
     }
 
+    /// The state to checkpoint.
+    pub fn state(&self) -> WindowsState {
+        WindowsState {
+            max_event_time: self.partitions.values().map(|c| c.max_event_time).max(),
+            watermark: self.watermark,
+            late: self.late,
+            windows: self.live.values().cloned().collect(),
+        }
+    }
+
+    /// Windows of one input `partition` rebuilt from a checkpoint's `state`; every live window
+    /// counts as changed (so it is published again).
+    pub fn restore(config: WindowConfig, partition: i32, state: WindowsState, now: Instant) -> Self {
+        let mut w = Self::new(config);
+        if let Some(max_event_time) = state.max_event_time {
+            w.partitions.insert(partition, PartitionClock { max_event_time, last_seen: now });
+        }
+        w.watermark = state.watermark;
+        w.late = state.late;
+        w.live = state.windows.into_iter().map(|s| (s.start, s)).collect();
+        w.changed = w.live.keys().copied().collect();
+        w
+    }
+
     /// Forgets a partition's clock (it was revoked or its input ended).
     pub fn forget_partition(&mut self, partition: i32) {
         self.partitions.remove(&partition);
@@ -373,6 +539,71 @@ mod tests {
         assert!(w.take_changed().is_empty());
         w.add(0, pt(t(10, 21, 0), 1.0, 1, 1, None), now);
         assert_eq!(w.take_changed().iter().map(|s| s.rows).collect::<Vec<_>>(), vec![2]);
+    }
+
+    #[test]
+    fn partials_merge_into_what_one_counter_counts() {
+        let (mut whole, mut p0, mut p1) =
+            (Windows::new(config(60)), Windows::new(config(60)), Windows::new(config(60)));
+        let now = Instant::now();
+        let alerts = [
+            (0, pt(t(10, 1, 0), 130.5, 3, 2000, Some("Black"))),
+            (1, pt(t(10, 2, 0), 90.0, 6, 6500, Some("White"))),
+            (1, pt(t(10, 20, 0), 150.0, 2, 1000, Some("Black"))),
+            (0, pt(t(10, 4, 0), 10.0, 1, 700, None)),
+        ];
+        for (partition, a) in alerts {
+            whole.add(partition, a, now);
+            if partition == 0 { &mut p0 } else { &mut p1 }.add(partition, a, now);
+        }
+        let colors = whole.config().colors.clone();
+        let mut merge = PartialMerge::default();
+        // Published out of order: an older value of partition 0's window arrives last.
+        let mut stale = p0.live().next().unwrap().clone();
+        stale.rows = 1;
+        for (partition, offset, w) in p0.live().map(|w| (0, 2, w)).chain(p1.live().map(|w| (1, 2, w))) {
+            let (parsed, partial) =
+                WindowStats::from_row(&w.to_partial_json(&colors, partition, offset), &colors).unwrap();
+            assert_eq!((&parsed, partial), (w, Some((partition, offset))), "a partial row round-trips");
+            assert!(merge.insert(partition, offset, parsed));
+        }
+        assert!(!merge.insert(0, 1, stale), "a value covering less input never wins");
+        assert_eq!(merge.merged(|_| false), whole.live().cloned().collect::<Vec<_>>());
+        let own = p1.live().cloned();
+        assert_eq!(merge_windows(merge.merged(|p| p == 1), own), whole.live().cloned().collect::<Vec<_>>());
+        merge.forget_before(t(10, 15, 0));
+        assert_eq!(merge.merged(|_| false).iter().map(|w| w.start).collect::<Vec<_>>(), vec![t(10, 15, 0)]);
+    }
+
+    #[test]
+    fn a_restored_partition_continues_exactly() {
+        let now = Instant::now();
+        let (mut straight, mut before) = (Windows::new(config(30)), Windows::new(config(30)));
+        let alerts: Vec<_> = (0..40)
+            .map(|i| pt(t(10, 0, 0) + chrono::Duration::minutes(i * 3), 100.0 + i as f64, 2, 6100, Some("Black")))
+            .collect();
+        let mut late_one = alerts[2];
+        late_one.at = t(10, 1, 0);
+        let mut finals = (Vec::new(), Vec::new());
+        for (i, a) in alerts.iter().chain([&late_one]).enumerate() {
+            straight.add(0, *a, now);
+            finals.0.extend(straight.advance(now));
+            if i < 20 {
+                before.add(0, *a, now);
+                finals.1.extend(before.advance(now));
+            }
+        }
+        let state = before.state();
+        let json = serde_json::to_vec(&state).unwrap();
+        let mut after = Windows::restore(config(30), 0, serde_json::from_slice(&json).unwrap(), now);
+        assert_eq!(after.take_changed().len(), state.windows.len(), "restored windows are published again");
+        for a in alerts[20..].iter().chain([&late_one]) {
+            after.add(0, *a, now);
+            finals.1.extend(after.advance(now));
+        }
+        assert_eq!(after.state(), straight.state());
+        assert_eq!(finals.0, finals.1);
+        assert_eq!(after.late(), 1);
     }
 
     #[test]

@@ -1,0 +1,322 @@
+//! The counter's processor: per input partition, event-time windows restored from and saved to
+//! S3 checkpoints, published as partial windows keyed by (window, partition).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pipeline_core::checkpoint::{CheckpointError, CheckpointStore, Recovery};
+use pipeline_core::dashboard::WindowsView;
+use pipeline_core::runtime::{InputMeta, Output, Processor, ProcessorError, Resume};
+use pipeline_core::s3::S3Error;
+use pipeline_core::schema::{EnrichedEvent, event_time};
+use pipeline_core::window::{
+    AlertPoint, PartialMerge, Placement, WindowConfig, WindowStats, Windows, merge_windows, render_table,
+};
+
+/// One input partition's windows.
+struct PartitionWindows {
+    /// Its windows (each partition has its own watermark, so its state depends on its records
+    /// alone and a replay from a checkpoint rebuilds exactly the same values).
+    windows: Windows,
+    /// The next offset: the windows cover every record before it.
+    next_offset: i64,
+    /// Alerts counted in it so far.
+    counted: u64,
+    /// Changed since its last checkpoint.
+    dirty: bool,
+}
+
+/// Where checkpoints go and which one a start uses.
+pub struct Checkpoints {
+    /// The store.
+    pub store: CheckpointStore,
+    /// The operator's choice for this start (`latest` once a partition was restored).
+    pub recovery: Recovery,
+}
+
+/// The windows as a runtime processor.
+pub struct Counter {
+    /// Window parameters.
+    pub config: WindowConfig,
+    /// Input topic (named in checkpoints).
+    pub input_topic: String,
+    /// The partitions this instance owns.
+    parts: BTreeMap<i32, PartitionWindows>,
+    /// Checkpointing (None: `--checkpoint-interval 0`, replay the whole topic at every start).
+    checkpoints: Option<Checkpoints>,
+    /// Partitions restored once already (the recovery choice applies to the first time only).
+    restored: HashSet<i32>,
+    /// Partials of every partition read back from the counts topic (other instances' shares).
+    pub peers: Arc<Mutex<PartialMerge>>,
+    /// Where window values go.
+    pub counts_topic: Arc<str>,
+    /// Where late alerts go.
+    pub late_topic: Arc<str>,
+    /// Print the table on every trigger.
+    pub print: bool,
+    /// How often the table is printed and changed windows are published.
+    pub trigger: Duration,
+    /// When that last happened.
+    last_trigger: Instant,
+    /// Where the dashboard's snapshot goes (refreshed on every tick, at most every second).
+    pub view: tokio::sync::watch::Sender<Arc<WindowsView>>,
+    /// Gauges of the window state.
+    metrics: CounterMetrics,
+}
+
+/// The counter's own metrics (no-ops without --metrics-addr).
+struct CounterMetrics {
+    /// Smallest watermark of the owned partitions, Unix seconds.
+    watermark: metrics::Gauge,
+    /// Windows in the merged table.
+    open_windows: metrics::Gauge,
+    /// Alerts that arrived for a final window.
+    late: metrics::Counter,
+    /// Unix time of the last checkpoint written.
+    checkpoint: metrics::Gauge,
+}
+
+impl Counter {
+    /// A counter owning no partition yet.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: WindowConfig,
+        input_topic: String,
+        checkpoints: Option<Checkpoints>,
+        counts_topic: &str,
+        late_topic: &str,
+        print: bool,
+        trigger: Duration,
+        view: tokio::sync::watch::Sender<Arc<WindowsView>>,
+    ) -> Self {
+        Self {
+            config,
+            input_topic,
+            parts: BTreeMap::new(),
+            checkpoints,
+            restored: HashSet::new(),
+            peers: Arc::default(),
+            counts_topic: Arc::from(counts_topic),
+            late_topic: Arc::from(late_topic),
+            print,
+            trigger,
+            last_trigger: Instant::now(),
+            view,
+            metrics: CounterMetrics {
+                watermark: metrics::gauge!("pipeline_watermark_timestamp_seconds", "service" => "counter"),
+                open_windows: metrics::gauge!("pipeline_open_windows", "service" => "counter"),
+                late: metrics::counter!("pipeline_late_alerts_total", "service" => "counter"),
+                checkpoint: metrics::gauge!("pipeline_checkpoint_timestamp_seconds", "service" => "counter"),
+            },
+        }
+    }
+
+    fn partial(&self, w: &WindowStats, partition: i32, next_offset: i64) -> Output {
+        Output {
+            topic: self.counts_topic.clone(),
+            key: Some(format!("{}/{partition}", event_time::format(&w.start)).into_bytes()),
+            payload: w.to_partial_json(&self.config.colors, partition, next_offset),
+            headers: None,
+        }
+    }
+
+    /// The whole-window table: the owned partitions' fresh state plus the other partitions'
+    /// latest published partials.
+    pub fn merged(&self) -> Vec<WindowStats> {
+        let own: Vec<WindowStats> = self.parts.values().flat_map(|p| p.windows.live().cloned()).collect();
+        let peers = lock(&self.peers).merged(|p| self.parts.contains_key(&p));
+        merge_windows(peers, own)
+    }
+
+    /// Smallest watermark of the owned partitions.
+    fn watermark(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.parts.values().filter_map(|p| p.windows.watermark()).min()
+    }
+
+    fn late(&self) -> u64 {
+        self.parts.values().map(|p| p.windows.late()).sum()
+    }
+
+    /// Publishes the changed windows and prints the table.
+    fn trigger_now(&mut self, out: &mut Vec<Output>) {
+        self.last_trigger = Instant::now();
+        let mut changed = Vec::new();
+        for (partition, part) in &mut self.parts {
+            changed.extend(part.windows.take_changed().into_iter().map(|w| (w, *partition, part.next_offset)));
+        }
+        for (w, partition, next_offset) in changed {
+            out.push(self.partial(&w, partition, next_offset));
+        }
+        if self.print {
+            let merged = self.merged();
+            let watermark = self.watermark().map_or_else(|| "none".to_owned(), |w| event_time::format(&w));
+            println!(
+                "{}\nwindows: {}  watermark: {}  late alerts: {}  partitions: {:?}",
+                render_table(&merged.iter().collect::<Vec<_>>(), &self.config.colors),
+                merged.len(),
+                watermark,
+                self.late(),
+                self.parts.keys().collect::<Vec<_>>()
+            );
+        }
+    }
+
+    /// Refreshes the dashboard and the gauges; forgets peer windows past every watermark.
+    fn refresh_view(&self) {
+        let merged = self.merged();
+        self.metrics.open_windows.set(merged.len() as f64);
+        let watermark = self.watermark();
+        if let Some(w) = watermark {
+            self.metrics.watermark.set(w.timestamp_millis() as f64 / 1000.0);
+        }
+        if let Some(newest) = merged.last() {
+            lock(&self.peers).forget_before(newest.start - self.config.watermark_delay - self.config.size);
+        }
+        if self.view.receiver_count() == 0 {
+            return;
+        }
+        self.view.send_replace(Arc::new(WindowsView {
+            colors: self.config.colors.clone(),
+            windows: merged,
+            watermark,
+            late: self.late(),
+            counted: self.parts.values().map(|p| p.counted).sum(),
+            updated: Some(chrono::Utc::now()),
+        }));
+    }
+
+    fn fresh(&self) -> PartitionWindows {
+        PartitionWindows { windows: Windows::new(self.config.clone()), next_offset: 0, counted: 0, dirty: false }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Loads a checkpoint, waiting (with backoff) while S3 is unreachable; other errors are final.
+async fn load_patiently(
+    store: &CheckpointStore,
+    partition: i32,
+    recovery: Recovery,
+    config: &WindowConfig,
+) -> Result<Option<pipeline_core::checkpoint::Checkpoint>, CheckpointError> {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match store.load(partition, recovery, config).await {
+            Err(CheckpointError::S3(e @ S3Error::Unreachable { .. })) => {
+                tracing::warn!(partition, error = %e, retry_in = ?backoff, "checkpoint store unreachable; waiting");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            other => return other,
+        }
+    }
+}
+
+impl Processor for Counter {
+    type Input = EnrichedEvent;
+
+    fn process(&mut self, alert: EnrichedEvent, meta: InputMeta<'_>, out: &mut Vec<Output>) {
+        let now = Instant::now();
+        let Some(part) = self.parts.get_mut(&meta.partition) else {
+            tracing::error!(partition = meta.partition, "a record of a partition that was never resumed");
+            return;
+        };
+        part.next_offset = meta.offset + 1;
+        part.dirty = true;
+        match part.windows.add(meta.partition, AlertPoint::from(&alert), now) {
+            Placement::Counted(_) => part.counted += 1,
+            Placement::Late(window) => {
+                tracing::warn!(event_id = %alert.event_id, %window, "late alert: its window is final");
+                self.metrics.late.increment(1);
+                out.push(Output {
+                    topic: self.late_topic.clone(),
+                    key: meta.key.map(<[u8]>::to_vec),
+                    payload: meta.payload.to_vec(),
+                    headers: None,
+                });
+            }
+        }
+        // Windows the watermark passes are final: publish their last values before they go.
+        let (next_offset, done) = (part.next_offset, part.windows.advance(now));
+        for w in done {
+            tracing::info!(window = %w.start, partition = meta.partition, rows = w.rows, "window final");
+            out.push(self.partial(&w, meta.partition, next_offset));
+        }
+    }
+
+    fn on_tick(&mut self, out: &mut Vec<Output>) {
+        if self.last_trigger.elapsed() >= self.trigger {
+            self.trigger_now(out);
+        }
+        self.refresh_view();
+    }
+
+    fn on_shutdown(&mut self, out: &mut Vec<Output>) {
+        self.trigger_now(out);
+        self.refresh_view();
+    }
+
+    async fn resume(&mut self, partition: i32) -> Result<Resume, ProcessorError> {
+        let first = self.restored.insert(partition);
+        let Some(checkpoints) = &self.checkpoints else {
+            self.parts.insert(partition, self.fresh());
+            return Ok(Resume::At(0));
+        };
+        let recovery = if first { checkpoints.recovery } else { Recovery::Latest };
+        match load_patiently(&checkpoints.store, partition, recovery, &self.config).await? {
+            Some(c) => {
+                tracing::info!(
+                    partition, next_offset = c.next_offset, windows = c.state.windows.len(), counted = c.counted,
+                    written_at = %c.written_at, "restored from checkpoint"
+                );
+                let windows = Windows::restore(self.config.clone(), partition, c.state, Instant::now());
+                let part = PartitionWindows { windows, next_offset: c.next_offset, counted: c.counted, dirty: false };
+                self.parts.insert(partition, part);
+                Ok(Resume::At(c.next_offset))
+            }
+            None => {
+                tracing::info!(partition, ?recovery, "no checkpoint: replaying the partition from the earliest offset");
+                self.parts.insert(partition, self.fresh());
+                Ok(Resume::At(0))
+            }
+        }
+    }
+
+    fn on_revoke(&mut self, partitions: &[i32]) {
+        for p in partitions {
+            if self.parts.remove(p).is_some() {
+                tracing::info!(partition = p, "partition revoked: its windows are the next owner's now");
+            }
+        }
+    }
+
+    async fn checkpoint(&mut self) -> Vec<(i32, i64)> {
+        let Some(checkpoints) = &self.checkpoints else { return Vec::new() };
+        let mut commits = Vec::new();
+        for (partition, part) in self.parts.iter_mut().filter(|(_, p)| p.dirty) {
+            let checkpoint = CheckpointStore::checkpoint(
+                &self.input_topic,
+                *partition,
+                part.next_offset,
+                &self.config,
+                part.counted,
+                part.windows.state(),
+            );
+            match checkpoints.store.save(&checkpoint).await {
+                Ok(()) => {
+                    part.dirty = false;
+                    commits.push((*partition, part.next_offset));
+                }
+                Err(e) => tracing::warn!(partition, error = %e, "checkpoint failed; the next one retries"),
+            }
+        }
+        if !commits.is_empty() {
+            tracing::info!(?commits, url = %checkpoints.store.url(commits[0].0), "checkpointed");
+            self.metrics.checkpoint.set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+        }
+        commits
+    }
+}
