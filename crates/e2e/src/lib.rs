@@ -52,6 +52,11 @@ impl Service {
         child.wait_with_output().expect("wait")
     }
 
+    /// Waits for it to exit by itself; returns its output.
+    pub fn wait(mut self) -> Output {
+        self.child.take().expect("running").wait_with_output().expect("wait")
+    }
+
     /// SIGKILL, no clean-up.
     pub fn kill(mut self) {
         let mut child = self.child.take().expect("running");

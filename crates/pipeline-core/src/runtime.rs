@@ -36,11 +36,13 @@ use std::time::{Duration, Instant};
 
 use futures::FutureExt;
 use futures::stream::{FuturesUnordered, StreamExt};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, Producer};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaArgs;
@@ -68,9 +70,6 @@ pub enum RuntimeError {
     /// The processor's own state failed (a checkpoint that cannot be read, say).
     #[error("{service}: {source}")]
     Processor { service: String, source: ProcessorError },
-    /// Seeking a partition failed.
-    #[error("seeking `{topic}` partition {partition} to offset {offset} failed: {source}")]
-    Seek { topic: String, partition: i32, offset: i64, source: KafkaError },
 }
 
 /// An error of a processor's own state.
@@ -81,8 +80,8 @@ pub type ProcessorError = Box<dyn std::error::Error + Send + Sync>;
 pub enum Resume {
     /// At the group's committed offset (the normal case).
     Committed,
-    /// At this offset: the processor's restored state covers everything before it. Records
-    /// before it are skipped; if the committed offset is past it, the loop seeks back.
+    /// At this offset (before or after the committed one): the processor's restored state
+    /// covers everything before it.
     At(i64),
 }
 
@@ -222,6 +221,10 @@ struct RuntimeContext {
     epoch: Arc<AtomicU64>,
     /// Partitions revoked since the loop last looked.
     revoked: Arc<std::sync::Mutex<Vec<i32>>>,
+    /// An assignment waiting for the loop to apply it (and whether the protocol is cooperative).
+    assignment: Arc<std::sync::Mutex<Option<(TopicPartitionList, bool)>>>,
+    /// Wakes the loop when an assignment waits.
+    assigned: Arc<tokio::sync::Notify>,
     /// Ready once partitions are assigned.
     readiness: Readiness,
 }
@@ -246,9 +249,21 @@ impl ClientContext for RuntimeContext {
 }
 
 impl ConsumerContext for RuntimeContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Revoke(tpl) => {
+    /// Revocations are applied at once (after committing what is stored); assignments are
+    /// handed to the loop, which first asks the processor where each partition resumes and
+    /// then assigns with those offsets (librdkafka waits for the assign call meanwhile). So a
+    /// processor restoring a checkpoint never races librdkafka's own committed-offset lookup.
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!(service = %self.service, ?parts, "partitions assigned");
+                *lock(&self.assignment) = Some((tpl.clone(), cooperative));
+                self.assigned.notify_one();
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                lock(&self.assignment).take();
                 lock(&self.revoked).extend(tpl.elements().iter().map(|e| e.partition()));
                 self.epoch.fetch_add(1, Ordering::SeqCst);
                 if self.commit && tpl.count() > 0 {
@@ -259,13 +274,18 @@ impl ConsumerContext for RuntimeContext {
                 }
                 self.readiness.set("partitions_assigned", false);
                 tracing::info!(service = %self.service, partitions = tpl.count(), "partitions revoked");
+                let done = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
+                if let Err(e) = done {
+                    tracing::warn!(service = %self.service, error = %e, "unassign failed");
+                }
             }
-            Rebalance::Assign(tpl) => {
-                let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-                self.readiness.set("partitions_assigned", !parts.is_empty());
-                tracing::info!(service = %self.service, ?parts, "partitions assigned");
+            other => {
+                let code: RDKafkaErrorCode = other.into();
+                tracing::warn!(service = %self.service, error = %code, "rebalance error");
+                if let Err(e) = consumer.unassign() {
+                    tracing::warn!(service = %self.service, error = %e, "unassign failed");
+                }
             }
-            Rebalance::Error(e) => tracing::warn!(service = %self.service, error = %e, "rebalance error"),
         }
     }
 }
@@ -371,6 +391,10 @@ struct Loop<'a, P: Processor> {
     seen_epoch: u64,
     /// Shared with the consumer context: partitions revoked since the last look.
     revoked: Arc<std::sync::Mutex<Vec<i32>>>,
+    /// Shared with the consumer context: an assignment to apply.
+    assignment: Arc<std::sync::Mutex<Option<(TopicPartitionList, bool)>>>,
+    /// Signalled when one waits.
+    assigned: Arc<tokio::sync::Notify>,
     /// Per assigned partition, the first offset the processor wants (after [`Processor::resume`]).
     resumed: HashMap<i32, i64>,
     pending: Pending,
@@ -414,6 +438,8 @@ pub async fn run<P: Processor>(
     kafka::check_cluster(&config.kafka, Some(&config.input_topic)).await?;
     let epoch = Arc::new(AtomicU64::new(0));
     let revoked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let assignment = Arc::new(std::sync::Mutex::new(None));
+    let assigned = Arc::new(tokio::sync::Notify::new());
     config.readiness.require("broker");
     config.readiness.require("partitions_assigned");
     config.readiness.set("broker", true);
@@ -422,6 +448,8 @@ pub async fn run<P: Processor>(
         commit: config.commit,
         epoch: epoch.clone(),
         revoked: revoked.clone(),
+        assignment: assignment.clone(),
+        assigned: assigned.clone(),
         readiness: config.readiness.clone(),
     };
     let defaults: Vec<_> = CONSUMER_DEFAULTS.iter().copied().chain(commit_defaults(config.commit)).collect();
@@ -448,6 +476,8 @@ pub async fn run<P: Processor>(
         epoch,
         seen_epoch: 0,
         revoked,
+        assignment,
+        assigned,
         resumed: HashMap::new(),
         pending: Pending::default(),
         in_flight: FuturesUnordered::new(),
@@ -475,6 +505,7 @@ impl<P: Processor> Loop<'_, P> {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
+                _ = self.assigned.notified() => self.apply_assignment(consumer).await?,
                 Some((token, report)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
                     self.delivered(consumer, token, report).await?;
                 }
@@ -507,39 +538,38 @@ impl<P: Processor> Loop<'_, P> {
         }
     }
 
-    /// Whether `message` is one the processor wants: on the first record of a newly assigned
-    /// partition it asks the processor where to resume, and seeks back if the group's committed
-    /// offset is past that. Records before the resume offset are skipped (the restored state
-    /// already covers them).
-    async fn wanted(&mut self, consumer: &LoopConsumer, message: &BorrowedMessage<'_>) -> Result<bool, RuntimeError> {
-        let (partition, offset) = (message.partition(), message.offset());
-        let from = match self.resumed.get(&partition) {
-            Some(from) => *from,
-            None => {
-                let resume = self
-                    .processor
-                    .resume(partition)
-                    .await
-                    .map_err(|source| RuntimeError::Processor { service: self.config.service.clone(), source })?;
-                let from = match resume {
-                    Resume::Committed => i64::MIN,
-                    Resume::At(from) => from,
-                };
-                if offset > from && from != i64::MIN {
-                    // librdkafka drops the records it fetched before the seek.
-                    let topic = &self.config.input_topic;
-                    tracing::info!(service = %self.config.service, partition, from, committed = offset, "seeking back to the restored state's offset");
-                    consumer.seek(topic, partition, rdkafka::Offset::Offset(from), Duration::from_secs(10)).map_err(
-                        |source| RuntimeError::Seek { topic: topic.clone(), partition, offset: from, source },
-                    )?;
-                    self.resumed.insert(partition, from);
-                    return Ok(false);
-                }
-                self.resumed.insert(partition, from);
-                from
-            }
-        };
-        Ok(offset >= from)
+    /// Applies a waiting assignment: asks the processor where each partition resumes, then
+    /// assigns with those offsets (the committed one where it has no opinion).
+    async fn apply_assignment(&mut self, consumer: &LoopConsumer) -> Result<(), RuntimeError> {
+        self.sync_revocations();
+        let Some((tpl, cooperative)) = lock(&self.assignment).take() else { return Ok(()) };
+        let mut offsets = TopicPartitionList::new();
+        for e in tpl.elements() {
+            let partition = e.partition();
+            let resume = self
+                .processor
+                .resume(partition)
+                .await
+                .map_err(|source| RuntimeError::Processor { service: self.config.service.clone(), source })?;
+            let (offset, from) = match resume {
+                Resume::Committed => (Offset::Invalid, i64::MIN),
+                Resume::At(from) => (Offset::Offset(from), from),
+            };
+            self.resumed.insert(partition, from);
+            offsets
+                .add_partition_offset(e.topic(), partition, offset)
+                .map_err(|source| RuntimeError::Subscribe { topic: e.topic().to_owned(), source })?;
+        }
+        let done = if cooperative { consumer.incremental_assign(&offsets) } else { consumer.assign(&offsets) };
+        done.map_err(|source| RuntimeError::Subscribe { topic: self.config.input_topic.clone(), source })?;
+        self.config.readiness.set("partitions_assigned", offsets.count() > 0);
+        Ok(())
+    }
+
+    /// Whether the processor wants `message`: records before the offset its restored state
+    /// resumes from are already counted in it.
+    fn wanted(&self, message: &BorrowedMessage<'_>) -> bool {
+        self.resumed.get(&message.partition()).is_none_or(|from| message.offset() >= *from)
     }
 
     /// Waits until every output so far is acknowledged, has the processor checkpoint its
@@ -584,7 +614,7 @@ impl<P: Processor> Loop<'_, P> {
         self.metrics.consumed.increment(1);
         self.pending.sync_epoch(self.epoch.load(Ordering::SeqCst));
         self.sync_revocations();
-        if !self.wanted(consumer, message).await? {
+        if !self.wanted(message) {
             return Ok(());
         }
         let payload = message.payload().unwrap_or_default();

@@ -1,0 +1,198 @@
+//! The counter's durability and scale-out, end to end: it restores its S3 checkpoints after a
+//! crash (and replays only what follows them), falls back to an older checkpoint or a full
+//! replay when told, refuses a damaged one with a line naming it, and two instances in one
+//! group split the partitions yet publish partials that merge into the exact windows.
+
+#![allow(clippy::unwrap_used)] // a test fails loudly on the first surprise
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use e2e::check::*;
+use e2e::{Pipeline, Service, produce_raw};
+use pipeline_core::rules::AlertRules;
+use pipeline_core::schema::{EnrichedEvent, JsonEvent};
+use serde_json::Value;
+
+/// `n` alerts of the seeded stream, as the detector would have written them (keyed by car).
+async fn alerts(p: &Pipeline, seed: u64, n: usize) -> Vec<EnrichedEvent> {
+    let join = p.join();
+    let rules = AlertRules::default();
+    let events = regenerate(p, seed, n * 2, 1_500).await;
+    let all: Vec<EnrichedEvent> = events.into_iter().map(|e| join.enrich(e).0).collect();
+    all.into_iter().filter(|e| !rules.check_event(e).is_empty()).take(n).collect()
+}
+
+async fn produce_alerts(p: &Pipeline, alerts: &[EnrichedEvent]) {
+    let records: Vec<_> = alerts.iter().map(|a| (Some(a.car_id.to_string().into_bytes()), a.encode())).collect();
+    produce_raw(&p.alerts, &records).await;
+}
+
+fn expected(alerts: &[EnrichedEvent]) -> BTreeMap<String, Value> {
+    expected_windows(&alerts.iter().collect::<Vec<_>>())
+}
+
+/// Waits until the counter's log holds `n` lines containing `needle`; returns the log.
+fn await_log(p: &Pipeline, needle: &str, n: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let log = std::fs::read_to_string(p.log_path("counter")).unwrap_or_default();
+        if log.lines().filter(|l| l.contains(needle)).count() >= n {
+            return log;
+        }
+        assert!(Instant::now() < deadline, "the counter never logged {n}× `{needle}`:\n{log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The group's committed offsets per partition of the alerts topic.
+fn committed(p: &Pipeline) -> Vec<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let group = format!("{}-counter", p.id);
+    let consumer: BaseConsumer =
+        pipeline_core::testkit::kafka().client_config(&[("group.id", &group)]).create().unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for partition in 0..3 {
+        tpl.add_partition(&p.alerts, partition);
+    }
+    let got = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    got.elements().iter().map(|e| e.offset().to_raw().unwrap_or(-1)).collect()
+}
+
+fn high_watermarks(p: &Pipeline) -> Vec<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = pipeline_core::testkit::kafka().client_config(&[]).create().unwrap();
+    (0..3)
+        .map(|partition| consumer.fetch_watermarks(&p.alerts, partition, Duration::from_secs(10)).unwrap().1)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_crashed_counter_restores_its_checkpoints_and_counts_exactly() {
+    let p = Pipeline::new(3, 1101).await;
+    let all = alerts(&p, 41, 900).await;
+    let (first, second) = all.split_at(600);
+
+    let counter = p.counter(&["--checkpoint-interval", "1s"]);
+    produce_alerts(&p, first).await;
+    await_counts(&p.counts, &expected(first)).await;
+    // The checkpoints cover everything once the group's offsets reach the end: they follow them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while committed(&p) != high_watermarks(&p) {
+        assert!(Instant::now() < deadline, "committed {:?} never reached {:?}", committed(&p), high_watermarks(&p));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let covered = committed(&p);
+    counter.kill();
+
+    produce_alerts(&p, second).await;
+    std::fs::remove_file(p.log_path("counter")).unwrap(); // the restarted counter's log alone
+    let counter = p.counter(&["--checkpoint-interval", "1s"]);
+    await_counts(&p.counts, &expected(&all)).await;
+    let log = await_log(&p, "restored from checkpoint", 3);
+    for (partition, next) in covered.iter().enumerate() {
+        let line = format!("partition={partition} next_offset={next}");
+        assert!(log.lines().any(|l| l.contains("restored from checkpoint") && l.contains(&line)), "{line}:\n{log}");
+    }
+    assert!(!log.contains("no checkpoint: replaying"), "a restored counter does not replay from the start:\n{log}");
+    let out = counter.terminate();
+    assert!(out.status.success());
+
+    // Damage partition 0's newest checkpoint: the next start refuses it with one line naming it.
+    let dir = format!("{}/{}-counter/{}/p0/", p.checkpoint_prefix(), p.id, p.alerts);
+    let mut keys = p.store.list(&dir).await.unwrap();
+    keys.retain(|k| k.contains("/ckpt-"));
+    keys.sort();
+    let newest = keys.last().unwrap().clone();
+    p.store.put(&newest, b"not a checkpoint".to_vec()).await.unwrap();
+    let on_p0: Vec<_> = all.iter().filter(|a| partition_of(&p, a) == 0).take(1).cloned().collect();
+    assert_eq!(on_p0.len(), 1);
+    let counter = p.counter(&["--checkpoint-interval", "1s"]);
+    produce_alerts(&p, &on_p0).await;
+    let status = wait_exit(counter, Duration::from_secs(60));
+    assert!(!status.success());
+    let log = std::fs::read_to_string(p.log_path("counter")).unwrap();
+    let last = log.lines().last().unwrap();
+    let url = format!("s3://{}/{newest}", p.s3.s3_bucket);
+    assert!(
+        last.starts_with("counter: ") && last.contains(&url) && last.contains("--checkpoint-recovery previous"),
+        "{last}"
+    );
+
+    // `previous` restores the one before it; `replay` rebuilds from the earliest offset. Both
+    // count the extra alert once.
+    let with_extra: Vec<EnrichedEvent> = all.iter().chain(&on_p0).cloned().collect();
+    for recovery in ["previous", "replay"] {
+        let counter = p.counter(&["--checkpoint-interval", "1s", "--checkpoint-recovery", recovery]);
+        await_counts(&p.counts, &expected(&with_extra)).await;
+        stop_all(vec![counter]);
+    }
+}
+
+/// The partition an alert landed on (read back from the topic).
+fn partition_of(p: &Pipeline, alert: &EnrichedEvent) -> i32 {
+    let records = pipeline_core::testkit::read_all(&p.alerts, Duration::from_secs(60));
+    records
+        .iter()
+        .find(|m| {
+            use rdkafka::Message;
+            EnrichedEvent::decode(m.payload().unwrap(), LIMIT).unwrap().event_id == alert.event_id
+        })
+        .map(|m| rdkafka::Message::partition(m))
+        .unwrap()
+}
+
+/// Waits for a service to exit by itself.
+fn wait_exit(mut service: Service, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    while service.is_running() {
+        assert!(Instant::now() < deadline, "{} did not exit", service.name);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    service.wait().status
+}
+
+#[tokio::test]
+async fn two_counters_split_the_partitions_and_their_partials_merge_exactly() {
+    let p = Pipeline::new(3, 1202).await;
+    let all = alerts(&p, 43, 900).await;
+    let (first, second) = all.split_at(500);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let a = p.counter(&["--checkpoint-interval", "1s", "--metrics-addr", &addr]);
+    let b = p.counter(&["--checkpoint-interval", "1s"]);
+    // Both in the group, each owning part of the partitions.
+    await_log(&p, "partitions assigned", 2);
+    produce_alerts(&p, first).await;
+    await_counts(&p.counts, &expected(first)).await;
+    // A's dashboard shows whole windows: its own partitions plus B's partials.
+    await_dashboard(&addr, &latest_counts(&p.counts).await).await;
+
+    // B dies; A takes its partitions over, restores their checkpoints, and counts on.
+    b.kill();
+    produce_alerts(&p, second).await;
+    await_counts(&p.counts, &expected(&all)).await;
+    await_dashboard(&addr, &latest_counts(&p.counts).await).await;
+    stop_all(vec![a]);
+}
+
+/// Waits until `/api/windows` at `addr` lists exactly `want`'s rows.
+async fn await_dashboard(addr: &str, want: &BTreeMap<String, Value>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, body) = http_get(&format!("http://{addr}/api/windows"));
+        if code == 200 {
+            let view: Value = serde_json::from_str(&body).unwrap();
+            let got: BTreeMap<String, Value> = view["windows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|w| (w["window_start"].as_str().unwrap().to_owned(), w.clone()))
+                .collect();
+            if &got == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "dashboard never showed the merged windows:\n{got:#?}\nwant {want:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
