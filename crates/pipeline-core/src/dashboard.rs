@@ -118,7 +118,10 @@ mod tests {
 
     #[test]
     fn the_page_is_self_contained() {
-        assert!(PAGE.contains("fetch(\"api/windows\""), "the page polls its data (relative URL: works behind a prefix)");
+        assert!(
+            PAGE.contains("fetch(\"api/windows\""),
+            "the page polls its data (relative URL: works behind a prefix)"
+        );
         for external in ["<script src", "<link", "url(", "@import"] {
             assert!(!PAGE.contains(external), "the page loads nothing from elsewhere ({external})");
         }
