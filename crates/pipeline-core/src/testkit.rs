@@ -200,3 +200,114 @@ impl Drop for OwnBroker {
         let _ = self.child.wait();
     }
 }
+
+// --- The transactional broker (Tansu, `scripts/stack.sh up --txn`) ----------------------------
+//
+// Tansu answers ListOffsets "latest" with the last batch's base offset + 1, so the readers
+// above, which stop at the high watermarks, stop early there. The readers below never ask for
+// watermarks: they read from offset 0 until the expected records are in and a quiet period
+// brings no more (so a duplicate still shows), or just until a quiet period.
+
+/// Kafka settings of the local stack's transactional broker: `TXN_KAFKA_BOOTSTRAP_SERVERS`
+/// (`config/local.env`; Tansu on 127.0.0.1:9094, started by `scripts/stack.sh up --txn` and by
+/// `scripts/test.sh`).
+pub fn txn_kafka() -> KafkaArgs {
+    KafkaArgs {
+        bootstrap_servers: std::env::var("TXN_KAFKA_BOOTSTRAP_SERVERS").unwrap_or_else(|_| "127.0.0.1:9094".into()),
+        ..kafka()
+    }
+}
+
+/// A new topic with a unique name and `partitions` partitions, created on the cluster `kafka`
+/// (e.g. [`txn_kafka`]).
+pub async fn topic_on(kafka: &KafkaArgs, prefix: &str, partitions: i32) -> String {
+    let name = unique(prefix);
+    crate::kafka::create_topics(kafka, &[&name], partitions, 1).await.unwrap_or_else(|e| {
+        panic!("create test topic on {} (is the stack up, with --txn for Tansu?): {e}", kafka.bootstrap_servers)
+    });
+    name
+}
+
+/// How long [`read_committed_until`] keeps reading after the expected count is in, so that
+/// extra records (duplicates) are still caught.
+pub const READ_QUIET: Duration = Duration::from_secs(1);
+
+/// The records of `topic` a `read_committed` consumer sees, from the beginning, without
+/// relying on high watermarks: reads until `expected` records are in, then for [`READ_QUIET`]
+/// more with nothing new. Returns every record read (more than `expected` when there are
+/// more); panics if fewer than `expected` arrive within `timeout`. Records are in offset order
+/// per partition.
+pub fn read_committed_until(kafka: &KafkaArgs, topic: &str, expected: usize, timeout: Duration) -> Vec<OwnedMessage> {
+    read_without_watermarks(kafka, topic, "read_committed", expected, READ_QUIET, timeout)
+}
+
+/// The records of `topic` a `read_committed` consumer sees, from the beginning, read until
+/// `quiet` passes with nothing new (an empty topic, or one whose only records are aborted or
+/// in an open transaction, returns after `quiet`); panics if the topic does not go quiet within
+/// `timeout`.
+pub fn read_committed_quiet(kafka: &KafkaArgs, topic: &str, quiet: Duration, timeout: Duration) -> Vec<OwnedMessage> {
+    read_without_watermarks(kafka, topic, "read_committed", 0, quiet, timeout)
+}
+
+/// [`read_committed_quiet`] with `isolation.level=read_uncommitted`: also the records of open
+/// and aborted transactions.
+pub fn read_uncommitted_quiet(kafka: &KafkaArgs, topic: &str, quiet: Duration, timeout: Duration) -> Vec<OwnedMessage> {
+    read_without_watermarks(kafka, topic, "read_uncommitted", 0, quiet, timeout)
+}
+
+/// Reads `topic` (every partition, from offset 0) with `isolation` until at least `expected`
+/// records are in and `quiet` passes without a new one.
+fn read_without_watermarks(
+    kafka: &KafkaArgs,
+    topic: &str,
+    isolation: &str,
+    expected: usize,
+    quiet: Duration,
+    timeout: Duration,
+) -> Vec<OwnedMessage> {
+    let consumer: BaseConsumer = kafka
+        .client_config(&[
+            ("group.id", &unique("reader")),
+            ("enable.auto.commit", "false"),
+            ("isolation.level", isolation),
+            ("auto.offset.reset", "earliest"),
+            ("fetch.wait.max.ms", "50"),
+            ("enable.partition.eof", "false"),
+        ])
+        .create()
+        .expect("reader consumer");
+    let deadline = Instant::now() + timeout;
+    // The metadata answer also means the connection is up, so the quiet period below measures
+    // the broker's silence, not the client's start-up.
+    let metadata = consumer.fetch_metadata(Some(topic), timeout).expect("topic metadata");
+    let partitions = metadata.topics()[0].partitions();
+    assert!(!partitions.is_empty(), "{topic} has no partitions on {}", kafka.bootstrap_servers);
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions {
+        // Offset 0, not "beginning": one ListOffsets round trip less (a topic whose start was
+        // deleted falls back to the earliest offset through auto.offset.reset).
+        tpl.add_partition_offset(topic, p.id(), Offset::Offset(0)).expect("partition");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let mut last_news = Instant::now();
+    loop {
+        let now = Instant::now();
+        if out.len() >= expected && now.duration_since(last_news) >= quiet {
+            return out;
+        }
+        if now >= deadline {
+            assert!(
+                out.len() >= expected,
+                "timed out reading {topic} ({isolation}) on {}: read {} of {expected}",
+                kafka.bootstrap_servers,
+                out.len()
+            );
+            panic!("{topic} ({isolation}) did not go quiet for {quiet:?} within {timeout:?}: read {}", out.len());
+        }
+        if let Some(msg) = consumer.poll(Duration::from_millis(50)) {
+            out.push(msg.expect("consume").detach());
+            last_news = Instant::now();
+        }
+    }
+}
