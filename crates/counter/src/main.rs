@@ -154,14 +154,14 @@ async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
         processor.peers.clone(),
         cancel.clone(),
     ));
-    let result = runtime::run(&runtime_config, processor, cancel.clone()).await.context("counter");
+    let result = runtime::run(&runtime_config, processor, cancel.clone()).await;
     cancel.cancel();
     match peers.await {
         Ok(Err(e)) => tracing::warn!(error = %e, "reading the counts topic back failed"),
         Err(e) => tracing::warn!(error = %e, "the counts reader panicked"),
         Ok(Ok(())) => {}
     }
-    result.map(drop)
+    result.map(drop).map_err(Into::into)
 }
 
 #[tokio::main]

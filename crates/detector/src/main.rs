@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
 use pipeline_core::config::ServiceArgs;
 use pipeline_core::rules::AlertRules;
@@ -70,7 +69,7 @@ async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
         rules: AlertRules { max_speed: cli.max_speed, max_rpm: cli.max_rpm },
         output: Arc::from(cli.output_topic.as_str()),
     };
-    runtime::run(&config, processor, cancel).await.context("detector")?;
+    runtime::run(&config, processor, cancel).await?;
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use pipeline_core::config::S3Args;
+use pipeline_core::config::{KafkaArgs, S3Args};
 use pipeline_core::dims::{DimTables, JoinIndex};
 use pipeline_core::s3::ObjectStore;
 use pipeline_core::testkit;
@@ -102,11 +102,18 @@ pub struct Pipeline {
     pub dlq: HashMap<String, String>,
     /// Unique suffix for group ids.
     pub id: String,
+    /// The cluster its topics are on (the local Nisshi, or the transactional broker).
+    pub kafka: KafkaArgs,
 }
 
 impl Pipeline {
-    /// Creates the bucket (with the seed's dims for `seed`) and the topics.
+    /// Creates the bucket (with the seed's dims for `seed`) and the topics on the local broker.
     pub async fn new(partitions: i32, seed: u64) -> Self {
+        Self::on(testkit::kafka(), partitions, seed).await
+    }
+
+    /// [`Pipeline::new`] on the cluster `kafka`.
+    pub async fn on(kafka: KafkaArgs, partitions: i32, seed: u64) -> Self {
         let (s3, store) = testkit::bucket("e2e").await;
         let dims = DimTables::seed(20, seed);
         dims.write(&store, &s3.dims_prefix).await.expect("write dims");
@@ -118,13 +125,26 @@ impl Pipeline {
             [&sensors, &enriched, &alerts].into_iter().map(|t| (t.clone(), format!("{t}.dlq"))).collect();
         let mut all: Vec<&str> = vec![&sensors, &enriched, &alerts, &counts, &late];
         all.extend(dlq.values().map(String::as_str));
-        pipeline_core::kafka::create_topics(&testkit::kafka(), &all, partitions, 1).await.expect("create topics");
-        Self { s3, store, dims, sensors, enriched, alerts, counts, late, dlq, id }
+        pipeline_core::kafka::create_topics(&kafka, &all, partitions, 1).await.expect("create topics");
+        Self { s3, store, dims, sensors, enriched, alerts, counts, late, dlq, id, kafka }
     }
 
     /// The join the enricher must compute.
     pub fn join(&self) -> JoinIndex {
         JoinIndex::new(&self.dims)
+    }
+
+    /// Waits until `service`'s log holds `n` lines containing `needle`; returns the log.
+    pub fn await_log(&self, service: &str, needle: &str, n: usize) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(90);
+        loop {
+            let log = std::fs::read_to_string(self.log_path(service)).unwrap_or_default();
+            if log.lines().filter(|l| l.contains(needle)).count() >= n {
+                return log;
+            }
+            assert!(std::time::Instant::now() < deadline, "{service} never logged {n}× `{needle}`:\n{log}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Where a service's stderr (its log) goes.
@@ -146,7 +166,7 @@ impl Pipeline {
     }
 
     fn common<'a>(&'a self, group: &'a str) -> Vec<&'a str> {
-        vec!["--group-id", group]
+        vec!["--group-id", group, "--bootstrap-servers", &self.kafka.bootstrap_servers]
     }
 
     /// Starts an enricher on the private topics.
@@ -199,7 +219,7 @@ impl Pipeline {
     pub fn generate(&self, args: &[&str]) -> Output {
         let out = Command::new(bin("generator"))
             .args(["run", "--s3-bucket", &self.s3.s3_bucket, "--dims-prefix", &self.s3.dims_prefix])
-            .args(["--topic", &self.sensors, "--rate", "0"])
+            .args(["--topic", &self.sensors, "--rate", "0", "--bootstrap-servers", &self.kafka.bootstrap_servers])
             .args(args)
             .output()
             .expect("run generator");

@@ -32,19 +32,6 @@ fn expected(alerts: &[EnrichedEvent]) -> BTreeMap<String, Value> {
     expected_windows(&alerts.iter().collect::<Vec<_>>())
 }
 
-/// Waits until the counter's log holds `n` lines containing `needle`; returns the log.
-fn await_log(p: &Pipeline, needle: &str, n: usize) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let log = std::fs::read_to_string(p.log_path("counter")).unwrap_or_default();
-        if log.lines().filter(|l| l.contains(needle)).count() >= n {
-            return log;
-        }
-        assert!(Instant::now() < deadline, "the counter never logged {n}× `{needle}`:\n{log}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// The group's committed offsets per partition of the alerts topic.
 fn committed(p: &Pipeline) -> Vec<i64> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -89,7 +76,7 @@ async fn a_crashed_counter_restores_its_checkpoints_and_counts_exactly() {
     std::fs::remove_file(p.log_path("counter")).unwrap(); // the restarted counter's log alone
     let counter = p.counter(&["--checkpoint-interval", "1s"]);
     await_counts(&p.counts, &expected(&all)).await;
-    let log = await_log(&p, "restored from checkpoint", 3);
+    let log = p.await_log("counter", "restored from checkpoint", 3);
     for (partition, next) in covered.iter().enumerate() {
         let line = format!("partition={partition} next_offset={next}");
         assert!(log.lines().any(|l| l.contains("restored from checkpoint") && l.contains(&line)), "{line}:\n{log}");
@@ -138,7 +125,7 @@ fn partition_of(p: &Pipeline, alert: &EnrichedEvent) -> i32 {
             use rdkafka::Message;
             EnrichedEvent::decode(m.payload().unwrap(), LIMIT).unwrap().event_id == alert.event_id
         })
-        .map(|m| rdkafka::Message::partition(m))
+        .map(rdkafka::Message::partition)
         .unwrap()
 }
 
@@ -161,7 +148,7 @@ async fn two_counters_split_the_partitions_and_their_partials_merge_exactly() {
     let a = p.counter(&["--checkpoint-interval", "1s", "--metrics-addr", &addr]);
     let b = p.counter(&["--checkpoint-interval", "1s"]);
     // Both in the group, each owning part of the partitions.
-    await_log(&p, "partitions assigned", 2);
+    p.await_log("counter", "partitions assigned", 2);
     produce_alerts(&p, first).await;
     await_counts(&p.counts, &expected(first)).await;
     // A's dashboard shows whole windows: its own partitions plus B's partials.

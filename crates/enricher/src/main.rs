@@ -11,7 +11,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use arc_swap::ArcSwap;
 use clap::Parser;
 use pipeline_core::config::{S3Args, ServiceArgs};
@@ -157,7 +156,7 @@ async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
     tokio::spawn(reload_forever(store, cli.s3.dims_prefix.clone(), cli.dims_refresh, dims.clone(), cancel.clone()));
     let processor =
         Enricher { dims, output: Arc::from(cli.output_topic.as_str()), unknown: 0, unknown_logged: HashSet::new() };
-    runtime::run(&config, processor, cancel).await.context("enricher")?;
+    runtime::run(&config, processor, cancel).await?;
     Ok(())
 }
 

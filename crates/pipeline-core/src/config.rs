@@ -139,6 +139,34 @@ pub struct ServiceArgs {
     /// Off when unset.
     #[arg(long, env = "METRICS_ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+
+    /// Delivery guarantee: at-least-once (outputs acknowledged before offsets commit; a crash
+    /// can duplicate), or exactly-once (outputs and offsets in one Kafka transaction, inputs
+    /// read committed; needs a broker with transactions).
+    #[arg(long, env = "GUARANTEE", value_enum, default_value_t)]
+    pub guarantee: Guarantee,
+
+    /// Exactly-once: this instance's transactional id, stable across its restarts (a restarted
+    /// instance fences its predecessor) and different for every instance. Default:
+    /// `<group>-<host name>`.
+    #[arg(long, env = "TRANSACTIONAL_ID")]
+    pub transactional_id: Option<String>,
+
+    /// Exactly-once: how long a transaction collects inputs before it commits (latency versus
+    /// per-transaction overhead).
+    #[arg(long, env = "TRANSACTION_INTERVAL", default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub transaction_interval: Duration,
+}
+
+/// A service's delivery guarantee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Guarantee {
+    /// Offsets commit after the outputs are acknowledged: nothing lost, duplicates possible.
+    #[default]
+    AtLeastOnce,
+    /// Outputs and offsets commit in one transaction: nothing lost, nothing doubled for
+    /// read-committed readers.
+    ExactlyOnce,
 }
 
 impl ServiceArgs {
@@ -186,8 +214,24 @@ impl ServiceArgs {
             checkpoint_interval: None,
             readiness: crate::observe::Readiness::default(),
             metrics: self.metrics_addr.is_some(),
+            guarantee: self.guarantee,
+            transactional_id: self.transactional_id.clone().unwrap_or_else(|| {
+                let group = self.group_id.clone().unwrap_or_else(|| service.to_owned());
+                format!("{group}-{}", host_name())
+            }),
+            transaction_interval: self.transaction_interval,
         }
     }
+}
+
+/// This machine's name (HOSTNAME, else /etc/hostname), for default ids.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// Log output format.

@@ -51,8 +51,13 @@ pub enum KafkaSetupError {
 /// S3, so its cost is per request. At 1 500 events/s over 3 partitions, linger 5 ms gave 703
 /// acknowledged events/s (the broker fell behind and requests timed out), 20 ms 1 328/s and
 /// 50 ms 1 483/s. Override with `-X linger.ms=…` where latency matters more.
+///
+/// Idempotent: the broker drops a batch librdkafka retries after a lost acknowledgement, so
+/// retries never duplicate or reorder records (the generator's "idempotent producer"; the
+/// transactional producer builds on it).
 pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     ("acks", "all"),
+    ("enable.idempotence", "true"),
     ("linger.ms", "50"),
     ("batch.num.messages", "10000"),
     ("batch.size", "1048576"),

@@ -45,6 +45,7 @@ use rdkafka::{ClientContext, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+pub use crate::config::Guarantee;
 use crate::config::KafkaArgs;
 use crate::kafka::{self, KafkaSetupError};
 use crate::observe::Readiness;
@@ -67,9 +68,28 @@ pub enum RuntimeError {
     /// A record could not be handed to the producer.
     #[error("producing to `{topic}` failed: {source}")]
     Produce { topic: String, source: KafkaError },
+    /// The broker refused to start transactions (exactly-once).
+    #[error(
+        "Kafka at {bootstrap} refused transactions for transactional id `{id}` ({source}); exactly-once needs a \
+         broker with transactions (Apache Kafka; locally `scripts/stack.sh up --txn` and \
+         --bootstrap-servers $TXN_KAFKA_BOOTSTRAP_SERVERS), or run with --guarantee at-least-once"
+    )]
+    Transactions { bootstrap: String, id: String, source: Box<KafkaError> },
+    /// Another live instance took over this transactional id.
+    #[error(
+        "{service} was fenced: another instance uses transactional id `{id}` ({source}); give every instance its \
+         own --transactional-id / TRANSACTIONAL_ID"
+    )]
+    Fenced { service: String, id: String, source: Box<KafkaError> },
+    /// A transaction could neither commit nor abort.
+    #[error(
+        "{service}: transaction of `{id}` could neither commit nor abort ({detail}); restart it: the broker aborts \
+         the open transaction and the inputs are read again from the committed offsets"
+    )]
+    TransactionStuck { service: String, id: String, detail: String },
     /// The processor's own state failed (a checkpoint that cannot be read, say).
-    #[error("{service}: {source}")]
-    Processor { service: String, source: ProcessorError },
+    #[error("{error}")]
+    Processor { service: String, error: ProcessorError },
 }
 
 /// An error of a processor's own state.
@@ -174,7 +194,16 @@ pub struct RuntimeConfig {
     pub readiness: Readiness,
     /// Metrics are served: ask librdkafka for statistics (consumer lag).
     pub metrics: bool,
+    /// At-least-once (the default) or exactly-once (transactions).
+    pub guarantee: Guarantee,
+    /// Exactly-once: this instance's transactional id (a restarted instance with the same id
+    /// fences its predecessor).
+    pub transactional_id: String,
+    /// Exactly-once: how long a transaction collects inputs before it commits.
+    pub transaction_interval: Duration,
 }
+
+mod exactly_once;
 
 /// Consumer defaults of every service: a short session timeout so a dead instance's partitions
 /// move quickly, short fetch waits for latency, and a new group starts from the earliest offset.
@@ -227,6 +256,8 @@ struct RuntimeContext {
     assigned: Arc<tokio::sync::Notify>,
     /// Ready once partitions are assigned.
     readiness: Readiness,
+    /// Exactly-once: the open transaction, committed before partitions are given up.
+    txn: Option<Arc<exactly_once::Transactions>>,
 }
 
 impl ClientContext for RuntimeContext {
@@ -264,6 +295,9 @@ impl ConsumerContext for RuntimeContext {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 lock(&self.assignment).take();
+                if let Some(txn) = &self.txn {
+                    txn.finish_before_revoke(consumer);
+                }
                 lock(&self.revoked).extend(tpl.elements().iter().map(|e| e.partition()));
                 self.epoch.fetch_add(1, Ordering::SeqCst);
                 if self.commit && tpl.count() > 0 {
@@ -386,6 +420,20 @@ struct Loop<'a, P: Processor> {
     config: &'a RuntimeConfig,
     producer: FutureProducer,
     processor: P,
+    /// Assignments and revocations, as the consumer context hands them over.
+    rebalance: Rebalancer,
+    pending: Pending,
+    in_flight: FuturesUnordered<Tracked>,
+    outputs: Vec<Output>,
+    dlq_topic: Arc<str>,
+    stats: RunStats,
+    metrics: LoopMetrics,
+}
+
+/// The loop's side of rebalancing: the consumer context records revocations and waiting
+/// assignments; the loop passes them on to the processor and applies the assignments.
+struct Rebalancer {
+    /// Bumped by the context on every revocation.
     epoch: Arc<AtomicU64>,
     /// The epoch the processor last heard of (revocations are passed on when it moves).
     seen_epoch: u64,
@@ -397,12 +445,110 @@ struct Loop<'a, P: Processor> {
     assigned: Arc<tokio::sync::Notify>,
     /// Per assigned partition, the first offset the processor wants (after [`Processor::resume`]).
     resumed: HashMap<i32, i64>,
-    pending: Pending,
-    in_flight: FuturesUnordered<Tracked>,
-    outputs: Vec<Output>,
-    dlq_topic: Arc<str>,
-    stats: RunStats,
-    metrics: LoopMetrics,
+}
+
+impl Rebalancer {
+    fn new() -> Self {
+        Self {
+            epoch: Arc::default(),
+            seen_epoch: 0,
+            revoked: Arc::default(),
+            assignment: Arc::default(),
+            assigned: Arc::default(),
+            resumed: HashMap::new(),
+        }
+    }
+
+    /// The current epoch.
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Tells the processor about partitions revoked since the last look; true if there were.
+    fn sync_revocations<P: Processor>(&mut self, processor: &mut P) -> bool {
+        let epoch = self.epoch();
+        if epoch == self.seen_epoch {
+            return false;
+        }
+        self.seen_epoch = epoch;
+        let revoked = std::mem::take(&mut *lock(&self.revoked));
+        for p in &revoked {
+            self.resumed.remove(p);
+        }
+        processor.on_revoke(&revoked);
+        true
+    }
+
+    /// Applies a waiting assignment: asks the processor where each partition resumes, then
+    /// assigns with those offsets (the committed one where it has no opinion).
+    async fn apply_assignment<P: Processor>(
+        &mut self,
+        consumer: &LoopConsumer,
+        processor: &mut P,
+        config: &RuntimeConfig,
+    ) -> Result<(), RuntimeError> {
+        self.sync_revocations(processor);
+        let Some((tpl, cooperative)) = lock(&self.assignment).take() else { return Ok(()) };
+        let mut offsets = TopicPartitionList::new();
+        for e in tpl.elements() {
+            let partition = e.partition();
+            let resume = processor
+                .resume(partition)
+                .await
+                .map_err(|error| RuntimeError::Processor { service: config.service.clone(), error })?;
+            let (offset, from) = match resume {
+                Resume::Committed => (Offset::Invalid, i64::MIN),
+                Resume::At(from) => (Offset::Offset(from), from),
+            };
+            self.resumed.insert(partition, from);
+            offsets
+                .add_partition_offset(e.topic(), partition, offset)
+                .map_err(|source| RuntimeError::Subscribe { topic: e.topic().to_owned(), source })?;
+        }
+        let done = if cooperative { consumer.incremental_assign(&offsets) } else { consumer.assign(&offsets) };
+        done.map_err(|source| RuntimeError::Subscribe { topic: config.input_topic.clone(), source })?;
+        config.readiness.set("partitions_assigned", offsets.count() > 0);
+        Ok(())
+    }
+
+    /// Whether the processor wants `message`: records before the offset its restored state
+    /// resumes from are already counted in it.
+    fn wanted(&self, message: &BorrowedMessage<'_>) -> bool {
+        self.resumed.get(&message.partition()).is_none_or(|from| message.offset() >= *from)
+    }
+}
+
+/// Decodes one input and has the processor transform it into `out`; a poison input becomes a
+/// dead letter instead (counted and logged). Returns whether it was dead-lettered.
+fn transform<P: Processor>(
+    processor: &mut P,
+    config: &RuntimeConfig,
+    dlq_topic: &Arc<str>,
+    message: &BorrowedMessage<'_>,
+    out: &mut Vec<Output>,
+    stats: &mut RunStats,
+    metrics: &LoopMetrics,
+) -> bool {
+    stats.consumed += 1;
+    metrics.consumed.increment(1);
+    let payload = message.payload().unwrap_or_default();
+    let (partition, offset) = (message.partition(), message.offset());
+    match P::Input::decode(payload, config.max_record_bytes) {
+        Ok(event) => {
+            processor.process(event, InputMeta { payload, key: message.key(), partition, offset }, out);
+            false
+        }
+        Err(error) => {
+            stats.dead_lettered += 1;
+            metrics.dead_lettered.increment(1);
+            tracing::warn!(
+                service = %config.service, topic = message.topic(), partition, offset, %error,
+                "dead-lettering a poison record"
+            );
+            out.push(dead_letter(dlq_topic, &config.service, message, &error));
+            true
+        }
+    }
 }
 
 /// The loop's metric handles, registered once (a no-op without `--metrics-addr`).
@@ -429,56 +575,30 @@ impl LoopMetrics {
 }
 
 /// Runs `processor` over `config.input_topic` until `cancel` fires, then drains, commits and
-/// returns what it did.
+/// returns what it did. With [`Guarantee::ExactlyOnce`] (and a service that commits) the
+/// transactional loop of [`exactly_once`] runs instead.
 pub async fn run<P: Processor>(
     config: &RuntimeConfig,
     processor: P,
     cancel: CancellationToken,
 ) -> Result<RunStats, RuntimeError> {
     kafka::check_cluster(&config.kafka, Some(&config.input_topic)).await?;
-    let epoch = Arc::new(AtomicU64::new(0));
-    let revoked = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let assignment = Arc::new(std::sync::Mutex::new(None));
-    let assigned = Arc::new(tokio::sync::Notify::new());
     config.readiness.require("broker");
     config.readiness.require("partitions_assigned");
     config.readiness.set("broker", true);
-    let context = RuntimeContext {
-        service: config.service.clone(),
-        commit: config.commit,
-        epoch: epoch.clone(),
-        revoked: revoked.clone(),
-        assignment: assignment.clone(),
-        assigned: assigned.clone(),
-        readiness: config.readiness.clone(),
-    };
-    let defaults: Vec<_> = CONSUMER_DEFAULTS.iter().copied().chain(commit_defaults(config.commit)).collect();
-    let mut consumer_config = config.kafka.client_config(&defaults);
-    consumer_config.set("group.id", &config.group_id).set("client.id", &config.service);
-    if config.metrics {
-        consumer_config.set("statistics.interval.ms", "2000");
+    let rebalance = Rebalancer::new();
+    if config.guarantee == Guarantee::ExactlyOnce && config.commit {
+        let txn = exactly_once::Transactions::start(config).await?;
+        let consumer = subscribe(config, &rebalance, Some(txn.clone()))?;
+        return exactly_once::run(config, &consumer, rebalance, txn, processor, cancel).await;
     }
-    let consumer: StreamConsumer<RuntimeContext> =
-        consumer_config.create_with_context(context).map_err(KafkaSetupError::Config)?;
-    consumer
-        .subscribe(&[&config.input_topic])
-        .map_err(|source| RuntimeError::Subscribe { topic: config.input_topic.clone(), source })?;
+    let consumer = subscribe(config, &rebalance, None)?;
     let producer = kafka::producer(&config.kafka)?;
-    tracing::info!(
-        service = %config.service, input = %config.input_topic, group = %config.group_id,
-        commit = config.commit, "consuming"
-    );
-
     let mut state = Loop {
         config,
         producer,
         processor,
-        epoch,
-        seen_epoch: 0,
-        revoked,
-        assignment,
-        assigned,
-        resumed: HashMap::new(),
+        rebalance,
         pending: Pending::default(),
         in_flight: FuturesUnordered::new(),
         outputs: Vec::new(),
@@ -488,6 +608,46 @@ pub async fn run<P: Processor>(
     };
     state.run(&consumer, cancel).await?;
     Ok(state.stats)
+}
+
+/// The group consumer of `config.input_topic`, subscribed, its context wired to `rebalance`
+/// (and to the open transaction, which a revocation commits first).
+fn subscribe(
+    config: &RuntimeConfig,
+    rebalance: &Rebalancer,
+    txn: Option<Arc<exactly_once::Transactions>>,
+) -> Result<LoopConsumer, RuntimeError> {
+    let context = RuntimeContext {
+        service: config.service.clone(),
+        commit: config.commit && txn.is_none(),
+        epoch: rebalance.epoch.clone(),
+        revoked: rebalance.revoked.clone(),
+        assignment: rebalance.assignment.clone(),
+        assigned: rebalance.assigned.clone(),
+        readiness: config.readiness.clone(),
+        txn,
+    };
+    // Offsets are committed by librdkafka (at-least-once) or inside transactions (exactly-once).
+    let auto_commit = config.commit && config.guarantee == Guarantee::AtLeastOnce;
+    let defaults: Vec<_> = CONSUMER_DEFAULTS.iter().copied().chain(commit_defaults(auto_commit)).collect();
+    let mut consumer_config = config.kafka.client_config(&defaults);
+    consumer_config.set("group.id", &config.group_id).set("client.id", &config.service);
+    if config.guarantee == Guarantee::ExactlyOnce {
+        // Never read a record of an aborted (or still open) transaction.
+        consumer_config.set("isolation.level", "read_committed");
+    }
+    if config.metrics {
+        consumer_config.set("statistics.interval.ms", "2000");
+    }
+    let consumer: LoopConsumer = consumer_config.create_with_context(context).map_err(KafkaSetupError::Config)?;
+    consumer
+        .subscribe(&[&config.input_topic])
+        .map_err(|source| RuntimeError::Subscribe { topic: config.input_topic.clone(), source })?;
+    tracing::info!(
+        service = %config.service, input = %config.input_topic, group = %config.group_id,
+        commit = config.commit, guarantee = ?config.guarantee, "consuming"
+    );
+    Ok(consumer)
 }
 
 impl<P: Processor> Loop<'_, P> {
@@ -500,12 +660,13 @@ impl<P: Processor> Loop<'_, P> {
         let mut checkpoint = tokio::time::interval(every.unwrap_or(Duration::from_secs(3600)));
         checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         checkpoint.tick().await;
+        let assigned = self.rebalance.assigned.clone();
         loop {
             let can_read = self.pending.len < self.config.max_in_flight;
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
-                _ = self.assigned.notified() => self.apply_assignment(consumer).await?,
+                _ = assigned.notified() => self.rebalance.apply_assignment(consumer, &mut self.processor, self.config).await?,
                 Some((token, report)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
                     self.delivered(consumer, token, report).await?;
                 }
@@ -514,7 +675,7 @@ impl<P: Processor> Loop<'_, P> {
                     Err(e) => self.consumer_error(e)?,
                 },
                 _ = tick.tick() => {
-                    self.sync_revocations();
+                    self.rebalance.sync_revocations(&mut self.processor);
                     self.processor.on_tick(&mut self.outputs);
                     self.send_outputs(consumer, None, false).await?;
                 }
@@ -523,53 +684,6 @@ impl<P: Processor> Loop<'_, P> {
             }
         }
         self.shutdown(consumer).await
-    }
-
-    /// Tells the processor about partitions revoked since the last look.
-    fn sync_revocations(&mut self) {
-        let epoch = self.epoch.load(Ordering::SeqCst);
-        if epoch != self.seen_epoch {
-            self.seen_epoch = epoch;
-            let revoked = std::mem::take(&mut *lock(&self.revoked));
-            for p in &revoked {
-                self.resumed.remove(p);
-            }
-            self.processor.on_revoke(&revoked);
-        }
-    }
-
-    /// Applies a waiting assignment: asks the processor where each partition resumes, then
-    /// assigns with those offsets (the committed one where it has no opinion).
-    async fn apply_assignment(&mut self, consumer: &LoopConsumer) -> Result<(), RuntimeError> {
-        self.sync_revocations();
-        let Some((tpl, cooperative)) = lock(&self.assignment).take() else { return Ok(()) };
-        let mut offsets = TopicPartitionList::new();
-        for e in tpl.elements() {
-            let partition = e.partition();
-            let resume = self
-                .processor
-                .resume(partition)
-                .await
-                .map_err(|source| RuntimeError::Processor { service: self.config.service.clone(), source })?;
-            let (offset, from) = match resume {
-                Resume::Committed => (Offset::Invalid, i64::MIN),
-                Resume::At(from) => (Offset::Offset(from), from),
-            };
-            self.resumed.insert(partition, from);
-            offsets
-                .add_partition_offset(e.topic(), partition, offset)
-                .map_err(|source| RuntimeError::Subscribe { topic: e.topic().to_owned(), source })?;
-        }
-        let done = if cooperative { consumer.incremental_assign(&offsets) } else { consumer.assign(&offsets) };
-        done.map_err(|source| RuntimeError::Subscribe { topic: self.config.input_topic.clone(), source })?;
-        self.config.readiness.set("partitions_assigned", offsets.count() > 0);
-        Ok(())
-    }
-
-    /// Whether the processor wants `message`: records before the offset its restored state
-    /// resumes from are already counted in it.
-    fn wanted(&self, message: &BorrowedMessage<'_>) -> bool {
-        self.resumed.get(&message.partition()).is_none_or(|from| message.offset() >= *from)
     }
 
     /// Waits until every output so far is acknowledged, has the processor checkpoint its
@@ -586,7 +700,7 @@ impl<P: Processor> Loop<'_, P> {
             );
             return Ok(());
         }
-        self.sync_revocations();
+        self.rebalance.sync_revocations(&mut self.processor);
         let commits = self.processor.checkpoint().await;
         if commits.is_empty() {
             return Ok(());
@@ -610,33 +724,21 @@ impl<P: Processor> Loop<'_, P> {
 
     /// Decodes one input, transforms it and sends its outputs.
     async fn handle(&mut self, consumer: &LoopConsumer, message: &BorrowedMessage<'_>) -> Result<(), RuntimeError> {
-        self.stats.consumed += 1;
-        self.metrics.consumed.increment(1);
-        self.pending.sync_epoch(self.epoch.load(Ordering::SeqCst));
-        self.sync_revocations();
-        if !self.wanted(message) {
+        self.pending.sync_epoch(self.rebalance.epoch());
+        self.rebalance.sync_revocations(&mut self.processor);
+        if !self.rebalance.wanted(message) {
             return Ok(());
         }
-        let payload = message.payload().unwrap_or_default();
-        let input = (message.partition(), message.offset());
-        match P::Input::decode(payload, self.config.max_record_bytes) {
-            Ok(event) => {
-                let meta = InputMeta { payload, key: message.key(), partition: input.0, offset: input.1 };
-                self.processor.process(event, meta, &mut self.outputs);
-                self.send_outputs(consumer, Some(input), false).await
-            }
-            Err(error) => {
-                self.stats.dead_lettered += 1;
-                self.metrics.dead_lettered.increment(1);
-                tracing::warn!(
-                    service = %self.config.service, topic = message.topic(), partition = input.0,
-                    offset = input.1, %error, "dead-lettering a poison record"
-                );
-                let dead = dead_letter(&self.dlq_topic, &self.config.service, message, &error);
-                self.outputs.push(dead);
-                self.send_outputs(consumer, Some(input), true).await
-            }
-        }
+        let dead = transform(
+            &mut self.processor,
+            self.config,
+            &self.dlq_topic,
+            message,
+            &mut self.outputs,
+            &mut self.stats,
+            &self.metrics,
+        );
+        self.send_outputs(consumer, Some((message.partition(), message.offset())), dead).await
     }
 
     /// Hands the buffered outputs to the producer, tracking them against `input`.
@@ -672,7 +774,7 @@ impl<P: Processor> Loop<'_, P> {
     ) -> Result<(), RuntimeError> {
         match report {
             Ok(Ok(_)) => {
-                self.pending.sync_epoch(self.epoch.load(Ordering::SeqCst));
+                self.pending.sync_epoch(self.rebalance.epoch());
                 if !token.dead_letter {
                     self.stats.produced += 1;
                     self.metrics.produced.increment(1);

@@ -1,0 +1,373 @@
+//! The exactly-once loop: consume (read committed) → transform → produce and commit the input
+//! offsets in one Kafka transaction.
+//!
+//! # Delivery guarantee: exactly-once for read-committed readers
+//!
+//! Inputs are read with `isolation.level=read_committed`. A transaction is opened at the first
+//! input after the previous commit; every output of every input (results and dead letters)
+//! is produced inside it, and after `transaction_interval` (or `max_in_flight` inputs) the
+//! inputs' next offsets are added with `send_offsets_to_transaction` (carrying the consumer's
+//! group metadata, so a member of an older generation is fenced by the group coordinator) and
+//! the transaction commits: outputs and offsets become visible together or not at all.
+//!
+//! - An abortable error (a failed delivery, a timeout after retries) aborts the transaction and
+//!   rewinds the consumer to the first input of the transaction on every partition; the
+//!   inputs are processed again into a new transaction.
+//! - A revocation commits the open transaction before the partitions are given up (from the
+//!   rebalance callback), so a rebalance neither loses nor repeats anything.
+//! - A crash leaves the open transaction to be aborted — by the broker after
+//!   `transaction.timeout.ms`, or at once when an instance with the same transactional id
+//!   starts (`init_transactions` fences the zombie). Its inputs are read again from the last
+//!   committed offsets.
+//! - A fenced producer (another live instance has this transactional id) is fatal: the
+//!   service exits with one line naming the id.
+//!
+//! Limits: exactly-once holds for readers with `read_committed`; a `read_uncommitted` reader
+//! also sees aborted records. It needs a broker with transactions (Apache Kafka). On the
+//! local transactional broker (Tansu, memory storage) aborted records stay visible even to
+//! read-committed readers and a fenced producer sees timeouts rather than a fencing error
+//! (`docs/transactions.md`), so there a crash can still show duplicates.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
+use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedMessage;
+use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use super::{
+    LoopConsumer, LoopMetrics, Output, Processor, Rebalancer, RunStats, RuntimeConfig, RuntimeContext, RuntimeError,
+    lock, transform,
+};
+use crate::kafka::{self, KafkaSetupError};
+
+/// How long one transactional call may take before it counts as failed.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The transactional producer and the open transaction, shared by the loop and the rebalance
+/// callback (which commits before partitions are revoked).
+pub(crate) struct Transactions {
+    /// The transactional producer.
+    producer: FutureProducer,
+    /// Its transactional id, for messages.
+    id: String,
+    /// Service name, for messages.
+    service: String,
+    /// Input topic, for the offsets sent to the transaction.
+    topic: String,
+    /// The open transaction.
+    state: Mutex<Open>,
+}
+
+/// What the open transaction holds.
+#[derive(Debug, Default)]
+struct Open {
+    /// A transaction is open.
+    open: bool,
+    /// Per input partition, the first offset read in it (where an abort rewinds to).
+    first: HashMap<i32, i64>,
+    /// Per input partition, the next offset to commit.
+    next: HashMap<i32, i64>,
+    /// Inputs in it.
+    inputs: u64,
+    /// Outputs in it (dead letters included).
+    outputs: u64,
+    /// When its first input was read.
+    since: Option<Instant>,
+}
+
+/// How a commit attempt ended.
+enum Outcome {
+    /// Committed: (inputs, outputs).
+    Committed(u64, u64),
+    /// Aborted; the consumer must rewind to these offsets.
+    Aborted(HashMap<i32, i64>),
+}
+
+impl Transactions {
+    /// A transactional producer with `config.transactional_id`, initialized (which fences any
+    /// earlier producer with the same id and aborts its open transaction).
+    pub(crate) async fn start(config: &RuntimeConfig) -> Result<Arc<Self>, RuntimeError> {
+        let mut producer_config = config.kafka.client_config(kafka::PRODUCER_DEFAULTS);
+        producer_config
+            .set("transactional.id", &config.transactional_id)
+            .set("transaction.timeout.ms", "60000")
+            .set("client.id", &config.service);
+        let producer: FutureProducer = producer_config.create().map_err(KafkaSetupError::Config)?;
+        let p = producer.clone();
+        tokio::task::spawn_blocking(move || p.init_transactions(CALL_TIMEOUT))
+            .await
+            .expect("init_transactions does not panic")
+            .map_err(|source| RuntimeError::Transactions {
+                bootstrap: config.kafka.bootstrap_servers.clone(),
+                id: config.transactional_id.clone(),
+                source: Box::new(source),
+            })?;
+        tracing::info!(service = %config.service, transactional_id = %config.transactional_id, "transactions initialized");
+        Ok(Arc::new(Self {
+            producer,
+            id: config.transactional_id.clone(),
+            service: config.service.clone(),
+            topic: config.input_topic.clone(),
+            state: Mutex::new(Open::default()),
+        }))
+    }
+
+    /// Opens a transaction unless one is open.
+    fn begin(&self) -> Result<(), RuntimeError> {
+        let mut st = lock(&self.state);
+        if !st.open {
+            self.producer.begin_transaction().map_err(|e| self.fatal(e))?;
+            st.open = true;
+        }
+        Ok(())
+    }
+
+    /// Notes an input read into the open transaction.
+    fn read(&self, partition: i32, offset: i64, outputs: usize) {
+        let mut st = lock(&self.state);
+        st.first.entry(partition).or_insert(offset);
+        st.next.insert(partition, offset + 1);
+        st.inputs += 1;
+        st.outputs += outputs as u64;
+        st.since.get_or_insert_with(Instant::now);
+    }
+
+    /// When the open transaction's first input was read.
+    fn since(&self) -> Option<Instant> {
+        lock(&self.state).since
+    }
+
+    fn fatal(&self, source: KafkaError) -> RuntimeError {
+        RuntimeError::Fenced { service: self.service.clone(), id: self.id.clone(), source: Box::new(source) }
+    }
+
+    /// Commits the open transaction with its input offsets; on an abortable failure aborts it
+    /// and returns where to rewind. Blocks (transactional calls wait for the broker).
+    fn commit(&self, group: Option<ConsumerGroupMetadata>) -> Result<Outcome, RuntimeError> {
+        let mut st = lock(&self.state);
+        if !st.open {
+            return Ok(Outcome::Committed(0, 0));
+        }
+        let result = self.try_commit(&st, group.as_ref());
+        let done = std::mem::take(&mut *st);
+        match result {
+            Ok(()) => Ok(Outcome::Committed(done.inputs, done.outputs)),
+            Err(e) if is_fatal(&e) => Err(self.fatal(e)),
+            Err(e) => {
+                tracing::warn!(service = %self.service, error = %e, inputs = done.inputs, "transaction failed; aborting and rewinding");
+                if let Err(abort) = self.producer.abort_transaction(CALL_TIMEOUT) {
+                    if is_fatal(&abort) {
+                        return Err(self.fatal(abort));
+                    }
+                    // The producer can't be trusted to be in a clean state: stop, a restart
+                    // fences the old transaction and re-reads from the committed offsets.
+                    return Err(RuntimeError::TransactionStuck {
+                        service: self.service.clone(),
+                        id: self.id.clone(),
+                        detail: format!("{e}; then abort: {abort}"),
+                    });
+                }
+                Ok(Outcome::Aborted(done.first))
+            }
+        }
+    }
+
+    fn try_commit(&self, st: &Open, group: Option<&ConsumerGroupMetadata>) -> Result<(), KafkaError> {
+        if let Some(group) = group
+            && !st.next.is_empty()
+        {
+            let mut offsets = TopicPartitionList::new();
+            for (partition, next) in &st.next {
+                offsets.add_partition_offset(&self.topic, *partition, Offset::Offset(*next))?;
+            }
+            self.producer.send_offsets_to_transaction(&offsets, group, CALL_TIMEOUT)?;
+        }
+        // A timeout is retriable: the same commit may be retried (librdkafka resumes it).
+        let mut attempts = 0;
+        loop {
+            match self.producer.commit_transaction(CALL_TIMEOUT) {
+                Err(KafkaError::Transaction(e)) if e.is_retriable() && attempts < 2 => attempts += 1,
+                other => return other,
+            }
+        }
+    }
+
+    /// From the rebalance callback: commits the open transaction before its partitions are
+    /// revoked (aborting it if that fails; the new owner then re-reads its inputs).
+    pub(crate) fn finish_before_revoke(&self, consumer: &BaseConsumer<RuntimeContext>) {
+        match self.commit(consumer.group_metadata()) {
+            Ok(Outcome::Committed(inputs, _)) if inputs > 0 => {
+                tracing::info!(service = %self.service, inputs, "committed the open transaction before revocation");
+            }
+            Ok(Outcome::Committed(..)) => {}
+            Ok(Outcome::Aborted(_)) => {
+                tracing::warn!(service = %self.service, "open transaction aborted at revocation; the new owner re-reads it")
+            }
+            Err(e) => tracing::error!(service = %self.service, error = %e, "transaction at revocation"),
+        }
+    }
+}
+
+/// Whether a transactional error leaves this producer unusable (fenced, or a fatal idempotence
+/// error).
+fn is_fatal(e: &KafkaError) -> bool {
+    match e {
+        KafkaError::Transaction(e) => e.is_fatal(),
+        other => matches!(
+            other.rdkafka_error_code(),
+            Some(
+                rdkafka::types::RDKafkaErrorCode::ProducerFenced
+                    | rdkafka::types::RDKafkaErrorCode::InvalidProducerEpoch
+                    | rdkafka::types::RDKafkaErrorCode::Fenced
+            )
+        ),
+    }
+}
+
+/// Runs a blocking transactional call without stalling the async runtime's other tasks.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// The transactional loop's state.
+struct TxnLoop<'a, P: Processor> {
+    config: &'a RuntimeConfig,
+    txn: Arc<Transactions>,
+    processor: P,
+    rebalance: Rebalancer,
+    outputs: Vec<Output>,
+    dlq_topic: Arc<str>,
+    stats: RunStats,
+    metrics: LoopMetrics,
+}
+
+/// Runs `processor` exactly-once until `cancel` fires, then commits the open transaction.
+pub(super) async fn run<P: Processor>(
+    config: &RuntimeConfig,
+    consumer: &LoopConsumer,
+    rebalance: Rebalancer,
+    txn: Arc<Transactions>,
+    processor: P,
+    cancel: CancellationToken,
+) -> Result<RunStats, RuntimeError> {
+    let mut state = TxnLoop {
+        config,
+        txn,
+        processor,
+        rebalance,
+        outputs: Vec::new(),
+        dlq_topic: Arc::from(config.dlq_topic.as_str()),
+        stats: RunStats::default(),
+        metrics: LoopMetrics::new(&config.service),
+    };
+    let result = state.run(consumer, cancel).await;
+    consumer.unsubscribe();
+    tracing::info!(service = %config.service, stats = ?state.stats, "stopped");
+    result.map(|()| state.stats)
+}
+
+impl<P: Processor> TxnLoop<'_, P> {
+    async fn run(&mut self, consumer: &LoopConsumer, cancel: CancellationToken) -> Result<(), RuntimeError> {
+        let mut tick = tokio::time::interval(self.config.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut report = tokio::time::interval(Duration::from_secs(30));
+        report.tick().await;
+        let assigned = self.rebalance.assigned.clone();
+        loop {
+            let due = self.txn.since().map(|t| tokio::time::Instant::from_std(t + self.config.transaction_interval));
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                _ = assigned.notified() => self.rebalance.apply_assignment(consumer, &mut self.processor, self.config).await?,
+                _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                    self.commit(consumer).await?;
+                }
+                message = consumer.recv() => match message {
+                    Ok(message) => self.handle(consumer, &message).await?,
+                    Err(e) => tracing::warn!(service = %self.config.service, error = %e, "consumer error (retrying)"),
+                },
+                _ = tick.tick() => {
+                    self.rebalance.sync_revocations(&mut self.processor);
+                    self.processor.on_tick(&mut self.outputs);
+                    self.send_outputs().await?;
+                }
+                _ = report.tick() => tracing::info!(service = %self.config.service, stats = ?self.stats, "progress"),
+            }
+        }
+        self.processor.on_shutdown(&mut self.outputs);
+        self.send_outputs().await?;
+        self.commit(consumer).await
+    }
+
+    async fn handle(&mut self, consumer: &LoopConsumer, message: &BorrowedMessage<'_>) -> Result<(), RuntimeError> {
+        self.rebalance.sync_revocations(&mut self.processor);
+        if !self.rebalance.wanted(message) {
+            return Ok(());
+        }
+        self.txn.begin()?;
+        transform(
+            &mut self.processor,
+            self.config,
+            &self.dlq_topic,
+            message,
+            &mut self.outputs,
+            &mut self.stats,
+            &self.metrics,
+        );
+        self.txn.read(message.partition(), message.offset(), self.outputs.len());
+        self.send_outputs().await?;
+        if lock(&self.txn.state).inputs >= self.config.max_in_flight as u64 {
+            self.commit(consumer).await?;
+        }
+        Ok(())
+    }
+
+    /// Produces the buffered outputs into the open transaction (opening one if needed).
+    async fn send_outputs(&mut self) -> Result<(), RuntimeError> {
+        if self.outputs.is_empty() {
+            return Ok(());
+        }
+        self.txn.begin()?;
+        for output in self.outputs.drain(..) {
+            // The delivery is settled by commit_transaction, which fails if any failed.
+            kafka::enqueue(&self.txn.producer, &output.topic, output.key.as_deref(), &output.payload, output.headers)
+                .await
+                .map_err(|source| RuntimeError::Produce { topic: output.topic.to_string(), source })?;
+        }
+        Ok(())
+    }
+
+    /// Commits the open transaction; after an abort, rewinds the consumer to its first inputs.
+    async fn commit(&mut self, consumer: &LoopConsumer) -> Result<(), RuntimeError> {
+        let since = self.txn.since();
+        let outcome = blocking(|| self.txn.commit(consumer.group_metadata()))?;
+        match outcome {
+            Outcome::Committed(inputs, outputs) => {
+                self.stats.produced += outputs;
+                self.metrics.produced.increment(outputs);
+                if let Some(since) = since {
+                    self.metrics.latency.record(since.elapsed());
+                }
+                tracing::debug!(service = %self.config.service, inputs, outputs, "transaction committed");
+            }
+            Outcome::Aborted(first) => {
+                self.stats.retried += first.len() as u64;
+                self.metrics.retried.increment(1);
+                for (partition, offset) in first {
+                    consumer
+                        .seek(&self.config.input_topic, partition, Offset::Offset(offset), CALL_TIMEOUT)
+                        .map_err(|source| RuntimeError::Subscribe { topic: self.config.input_topic.clone(), source })?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
