@@ -25,6 +25,7 @@ fi
 "$ROOT/scripts/stack.sh" clean-test-topics
 # Tests that start a broker of their own (restart durability) use the same build.
 export NISSHI_BIN=$NISSHI
+export TANSU_BIN=$TANSU
 cd "$ROOT"
 cargo fmt --all --check || die "the code is not formatted: run 'cargo fmt --all'"
 say "building and running the tests (cargo target dir: $CARGO_TARGET_DIR) ..."

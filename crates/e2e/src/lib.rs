@@ -15,10 +15,12 @@ use pipeline_core::testkit;
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::FutureRecord;
 
-/// A built service binary (`scripts/test.sh` builds them all before the tests).
+/// A built service binary (`scripts/test.sh` builds them all before the tests): next to the
+/// running executable, or one level up from a test in `deps/`.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target dir");
+    let here = exe.parent().expect("executable dir");
+    let dir = if here.ends_with("deps") { here.parent().expect("target dir") } else { here };
     let path = dir.join(name);
     assert!(path.exists(), "{} is missing: build the binaries first (cargo build --bins)", path.display());
     path

@@ -151,18 +151,38 @@ impl OwnBroker {
     /// once it answers metadata requests.
     pub async fn start(port: u16, storage: &str, dir: &std::path::Path, extra: &[&str]) -> Self {
         let url = format!("tcp://127.0.0.1:{port}");
-        let child = std::process::Command::new(Self::bin())
+        let mut command = std::process::Command::new(Self::bin());
+        command
             .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
             .args(["--storage-engine", storage, "--group-initial-rebalance-delay", "0s"])
             .args(extra)
             .current_dir(dir)
             .env("AWS_ENDPOINT", s3(TEST_BUCKET).s3_endpoint.unwrap_or_default())
             .env("AWS_ALLOW_HTTP", "true")
-            .env("AWS_DEFAULT_REGION", "us-east-1")
+            .env("AWS_DEFAULT_REGION", "us-east-1");
+        Self::spawn(command, port).await
+    }
+
+    /// A transactional broker of the test's own: the prebuilt Tansu `scripts/test.sh` exports
+    /// as `TANSU_BIN` (memory storage: it forgets everything when it stops).
+    pub async fn tansu(port: u16) -> Self {
+        let bin = std::env::var_os("TANSU_BIN").expect("TANSU_BIN: run the tests with scripts/test.sh");
+        let url = format!("tcp://127.0.0.1:{port}");
+        let mut command = std::process::Command::new(bin);
+        command
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("SCHEMA_REGISTRY");
+        Self::spawn(command, port).await
+    }
+
+    async fn spawn(mut command: std::process::Command, port: u16) -> Self {
+        let child = command
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .expect("start nisshi");
+            .expect("start the broker");
         let broker = Self { child, port };
         // A plain TCP connect tells the listener is up, with or without authentication.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -171,6 +191,11 @@ impl OwnBroker {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         broker
+    }
+
+    /// Its process id (to pause it with SIGSTOP).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// `tcp://127.0.0.1:<port>`, for the nisshi CLI.
