@@ -33,18 +33,22 @@ stop_all() {
 trap stop_all INT TERM EXIT
 
 # The consuming services run until stopped; the generator may end by itself (GENERATOR_COUNT).
+# Metrics, health and (counter) the dashboard on 127.0.0.1:9101..9103, as in docker-compose.
 consumers=()
+port=9101
 for svc in enricher detector; do
-  "$BIN/$svc" 2>"$LOG_DIR/$svc.log" &
+  METRICS_ADDR=127.0.0.1:$port "$BIN/$svc" 2>"$LOG_DIR/$svc.log" &
   consumers+=($!)
+  port=$((port + 1))
 done
 # The counter's table is this script's output; its log lines go to its log file.
-"$BIN/counter" 2>"$LOG_DIR/counter.log" &
+METRICS_ADDR=127.0.0.1:9103 "$BIN/counter" 2>"$LOG_DIR/counter.log" &
 consumers+=($!)
 "$BIN/generator" run >"$LOG_DIR/generator.log" 2>&1 &
 pids=("${consumers[@]}" $!)
 say "pipeline running: generator → $SENSORS_TOPIC → enricher → $ENRICHED_TOPIC → detector → $ALERTS_TOPIC → counter"
 say "service logs: $LOG_DIR/{generator,enricher,detector,counter}.log; the counter prints its table every $COUNTER_TRIGGER"
+say "dashboard: http://127.0.0.1:9103/  metrics: http://127.0.0.1:910{1,2,3}/metrics"
 
 if [[ -n ${RUN_FOR:-} ]]; then
   sleep "$RUN_FOR"
