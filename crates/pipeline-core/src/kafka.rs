@@ -178,15 +178,33 @@ pub async fn create_topics(
     let (admin, opts) = admin_client(args)?;
     let new: Vec<NewTopic> =
         topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(replication))).collect();
-    let results = admin.create_topics(&new, &opts).await.map_err(|e| KafkaSetupError::Unreachable {
+    let results = admin.create_topics(&new, &opts).await.map_err(|e| unreachable(args, &e))?;
+    admin_outcome(results, RDKafkaErrorCode::TopicAlreadyExists, |topic, detail| KafkaSetupError::CreateTopic {
+        topic,
+        detail,
+    })
+}
+
+/// The broker did not answer an admin request.
+fn unreachable(args: &KafkaArgs, e: &KafkaError) -> KafkaSetupError {
+    KafkaSetupError::Unreachable {
         bootstrap: args.bootstrap_servers.clone(),
         timeout: args.connect_timeout,
         detail: e.to_string(),
-    })?;
+    }
+}
+
+/// The first per-topic failure of an admin request, `benign` counting as success.
+fn admin_outcome(
+    results: Vec<Result<String, (String, RDKafkaErrorCode)>>,
+    benign: RDKafkaErrorCode,
+    error: impl Fn(String, String) -> KafkaSetupError,
+) -> Result<(), KafkaSetupError> {
     for result in results {
         match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => return Err(KafkaSetupError::CreateTopic { topic, detail: code.to_string() }),
+            Ok(_) => {}
+            Err((_, code)) if code == benign => {}
+            Err((topic, code)) => return Err(error(topic, code.to_string())),
         }
     }
     Ok(())
@@ -196,18 +214,11 @@ pub async fn create_topics(
 /// [`create_topics`]; tools use it to remove the temporary topics they make).
 pub async fn delete_topics(args: &KafkaArgs, topics: &[&str]) -> Result<(), KafkaSetupError> {
     let (admin, opts) = admin_client(args)?;
-    let results = admin.delete_topics(topics, &opts).await.map_err(|e| KafkaSetupError::Unreachable {
-        bootstrap: args.bootstrap_servers.clone(),
-        timeout: args.connect_timeout,
-        detail: e.to_string(),
-    })?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
-            Err((topic, code)) => return Err(KafkaSetupError::DeleteTopic { topic, detail: code.to_string() }),
-        }
-    }
-    Ok(())
+    let results = admin.delete_topics(topics, &opts).await.map_err(|e| unreachable(args, &e))?;
+    admin_outcome(results, RDKafkaErrorCode::UnknownTopicOrPartition, |topic, detail| KafkaSetupError::DeleteTopic {
+        topic,
+        detail,
+    })
 }
 
 /// One partition of a topic as [`describe_topics`] sees it.

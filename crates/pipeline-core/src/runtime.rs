@@ -417,17 +417,81 @@ impl Pending {
 /// The running loop's state. The consumer is kept apart: a message borrowed from it stays
 /// alive while the loop's state changes.
 struct Loop<'a, P: Processor> {
-    config: &'a RuntimeConfig,
+    /// What both loops share.
+    core: Core<'a, P>,
     producer: FutureProducer,
+    pending: Pending,
+    in_flight: FuturesUnordered<Tracked>,
+}
+
+/// What both loops (at-least-once and exactly-once) share: the configuration, the processor
+/// and how inputs reach it.
+struct Core<'a, P: Processor> {
+    config: &'a RuntimeConfig,
     processor: P,
     /// Assignments and revocations, as the consumer context hands them over.
     rebalance: Rebalancer,
-    pending: Pending,
-    in_flight: FuturesUnordered<Tracked>,
+    /// Outputs of what is being handled, drained into the producer.
     outputs: Vec<Output>,
     dlq_topic: Arc<str>,
     stats: RunStats,
     metrics: LoopMetrics,
+}
+
+impl<'a, P: Processor> Core<'a, P> {
+    fn new(config: &'a RuntimeConfig, processor: P, rebalance: Rebalancer) -> Self {
+        Self {
+            config,
+            processor,
+            rebalance,
+            outputs: Vec::new(),
+            dlq_topic: Arc::from(config.dlq_topic.as_str()),
+            stats: RunStats::default(),
+            metrics: LoopMetrics::new(&config.service),
+        }
+    }
+
+    /// Decodes one input and has the processor transform it into `outputs`; a poison input
+    /// becomes a dead letter instead (counted and logged). None when the processor's restored
+    /// state already covers the input (skipped); else whether it was dead-lettered.
+    fn take(&mut self, message: &BorrowedMessage<'_>) -> Option<bool> {
+        self.rebalance.sync_revocations(&mut self.processor);
+        if !self.rebalance.wanted(message) {
+            return None;
+        }
+        self.stats.consumed += 1;
+        self.metrics.consumed.increment(1);
+        let payload = message.payload().unwrap_or_default();
+        let (partition, offset) = (message.partition(), message.offset());
+        match P::Input::decode(payload, self.config.max_record_bytes) {
+            Ok(event) => {
+                let meta = InputMeta { payload, key: message.key(), partition, offset };
+                self.processor.process(event, meta, &mut self.outputs);
+                Some(false)
+            }
+            Err(error) => {
+                self.stats.dead_lettered += 1;
+                self.metrics.dead_lettered.increment(1);
+                tracing::warn!(
+                    service = %self.config.service, topic = message.topic(), partition, offset, %error,
+                    "dead-lettering a poison record"
+                );
+                self.outputs.push(dead_letter(&self.dlq_topic, &self.config.service, message, &error));
+                Some(true)
+            }
+        }
+    }
+
+    /// Applies a waiting assignment (see [`Rebalancer::apply_assignment`]).
+    async fn apply_assignment(&mut self, consumer: &LoopConsumer) -> Result<(), RuntimeError> {
+        self.rebalance.apply_assignment(consumer, &mut self.processor, self.config).await
+    }
+
+    /// A tick: revocations first, then the processor's own tick outputs.
+    fn tick(&mut self) {
+        self.rebalance.sync_revocations(&mut self.processor);
+        self.processor.on_tick(&mut self.outputs);
+    }
 }
 
 /// The loop's side of rebalancing: the consumer context records revocations and waiting
@@ -518,39 +582,6 @@ impl Rebalancer {
     }
 }
 
-/// Decodes one input and has the processor transform it into `out`; a poison input becomes a
-/// dead letter instead (counted and logged). Returns whether it was dead-lettered.
-fn transform<P: Processor>(
-    processor: &mut P,
-    config: &RuntimeConfig,
-    dlq_topic: &Arc<str>,
-    message: &BorrowedMessage<'_>,
-    out: &mut Vec<Output>,
-    stats: &mut RunStats,
-    metrics: &LoopMetrics,
-) -> bool {
-    stats.consumed += 1;
-    metrics.consumed.increment(1);
-    let payload = message.payload().unwrap_or_default();
-    let (partition, offset) = (message.partition(), message.offset());
-    match P::Input::decode(payload, config.max_record_bytes) {
-        Ok(event) => {
-            processor.process(event, InputMeta { payload, key: message.key(), partition, offset }, out);
-            false
-        }
-        Err(error) => {
-            stats.dead_lettered += 1;
-            metrics.dead_lettered.increment(1);
-            tracing::warn!(
-                service = %config.service, topic = message.topic(), partition, offset, %error,
-                "dead-lettering a poison record"
-            );
-            out.push(dead_letter(dlq_topic, &config.service, message, &error));
-            true
-        }
-    }
-}
-
 /// The loop's metric handles, registered once (a no-op without `--metrics-addr`).
 struct LoopMetrics {
     consumed: metrics::Counter,
@@ -595,19 +626,13 @@ pub async fn run<P: Processor>(
     let consumer = subscribe(config, &rebalance, None)?;
     let producer = kafka::producer(&config.kafka)?;
     let mut state = Loop {
-        config,
+        core: Core::new(config, processor, rebalance),
         producer,
-        processor,
-        rebalance,
         pending: Pending::default(),
         in_flight: FuturesUnordered::new(),
-        outputs: Vec::new(),
-        dlq_topic: Arc::from(config.dlq_topic.as_str()),
-        stats: RunStats::default(),
-        metrics: LoopMetrics::new(&config.service),
     };
     state.run(&consumer, cancel).await?;
-    Ok(state.stats)
+    Ok(state.core.stats)
 }
 
 /// The group consumer of `config.input_topic`, subscribed, its context wired to `rebalance`
@@ -652,21 +677,21 @@ fn subscribe(
 
 impl<P: Processor> Loop<'_, P> {
     async fn run(&mut self, consumer: &LoopConsumer, cancel: CancellationToken) -> Result<(), RuntimeError> {
-        let mut tick = tokio::time::interval(self.config.tick);
+        let mut tick = tokio::time::interval(self.core.config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut report = tokio::time::interval(Duration::from_secs(30));
         report.tick().await;
-        let every = self.config.checkpoint_interval;
+        let every = self.core.config.checkpoint_interval;
         let mut checkpoint = tokio::time::interval(every.unwrap_or(Duration::from_secs(3600)));
         checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         checkpoint.tick().await;
-        let assigned = self.rebalance.assigned.clone();
+        let assigned = self.core.rebalance.assigned.clone();
         loop {
-            let can_read = self.pending.len < self.config.max_in_flight;
+            let can_read = self.pending.len < self.core.config.max_in_flight;
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
-                _ = assigned.notified() => self.rebalance.apply_assignment(consumer, &mut self.processor, self.config).await?,
+                _ = assigned.notified() => self.core.apply_assignment(consumer).await?,
                 Some((token, report)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
                     self.delivered(consumer, token, report).await?;
                 }
@@ -675,12 +700,11 @@ impl<P: Processor> Loop<'_, P> {
                     Err(e) => self.consumer_error(e)?,
                 },
                 _ = tick.tick() => {
-                    self.rebalance.sync_revocations(&mut self.processor);
-                    self.processor.on_tick(&mut self.outputs);
+                    self.core.tick();
                     self.send_outputs(consumer, None, false).await?;
                 }
                 _ = checkpoint.tick(), if every.is_some() => self.checkpoint(consumer, CommitMode::Async).await?,
-                _ = report.tick() => tracing::info!(service = %self.config.service, stats = ?self.stats, "progress"),
+                _ = report.tick() => tracing::info!(service = %self.core.config.service, stats = ?self.core.stats, "progress"),
             }
         }
         self.shutdown(consumer).await
@@ -689,34 +713,34 @@ impl<P: Processor> Loop<'_, P> {
     /// Waits until every output so far is acknowledged, has the processor checkpoint its
     /// state, and commits the offsets the checkpoint covers.
     async fn checkpoint(&mut self, consumer: &LoopConsumer, mode: CommitMode) -> Result<(), RuntimeError> {
-        let deadline = tokio::time::Instant::now() + self.config.drain_timeout;
+        let deadline = tokio::time::Instant::now() + self.core.config.drain_timeout;
         while let Ok(Some((token, report))) = tokio::time::timeout_at(deadline, self.in_flight.next()).await {
             self.delivered(consumer, token, report).await?;
         }
         if !self.in_flight.is_empty() {
             tracing::warn!(
-                service = %self.config.service, in_flight = self.in_flight.len(),
+                service = %self.core.config.service, in_flight = self.in_flight.len(),
                 "checkpoint skipped: outputs not acknowledged within the drain timeout"
             );
             return Ok(());
         }
-        self.rebalance.sync_revocations(&mut self.processor);
-        let commits = self.processor.checkpoint().await;
+        self.core.rebalance.sync_revocations(&mut self.core.processor);
+        let commits = self.core.processor.checkpoint().await;
         if commits.is_empty() {
             return Ok(());
         }
         let mut tpl = rdkafka::TopicPartitionList::new();
         for (partition, next) in &commits {
             if let Err(e) =
-                tpl.add_partition_offset(&self.config.input_topic, *partition, rdkafka::Offset::Offset(*next))
+                tpl.add_partition_offset(&self.core.config.input_topic, *partition, rdkafka::Offset::Offset(*next))
             {
-                tracing::warn!(service = %self.config.service, partition, error = %e, "bad checkpoint offset");
+                tracing::warn!(service = %self.core.config.service, partition, error = %e, "bad checkpoint offset");
             }
         }
         match consumer.commit(&tpl, mode) {
-            Ok(()) => tracing::debug!(service = %self.config.service, ?commits, "committed checkpointed offsets"),
+            Ok(()) => tracing::debug!(service = %self.core.config.service, ?commits, "committed checkpointed offsets"),
             Err(e) => {
-                tracing::warn!(service = %self.config.service, error = %e, "committing checkpointed offsets failed")
+                tracing::warn!(service = %self.core.config.service, error = %e, "committing checkpointed offsets failed")
             }
         }
         Ok(())
@@ -724,21 +748,11 @@ impl<P: Processor> Loop<'_, P> {
 
     /// Decodes one input, transforms it and sends its outputs.
     async fn handle(&mut self, consumer: &LoopConsumer, message: &BorrowedMessage<'_>) -> Result<(), RuntimeError> {
-        self.pending.sync_epoch(self.rebalance.epoch());
-        self.rebalance.sync_revocations(&mut self.processor);
-        if !self.rebalance.wanted(message) {
-            return Ok(());
+        self.pending.sync_epoch(self.core.rebalance.epoch());
+        match self.core.take(message) {
+            Some(dead) => self.send_outputs(consumer, Some((message.partition(), message.offset())), dead).await,
+            None => Ok(()),
         }
-        let dead = transform(
-            &mut self.processor,
-            self.config,
-            &self.dlq_topic,
-            message,
-            &mut self.outputs,
-            &mut self.stats,
-            &self.metrics,
-        );
-        self.send_outputs(consumer, Some((message.partition(), message.offset())), dead).await
     }
 
     /// Hands the buffered outputs to the producer, tracking them against `input`.
@@ -749,15 +763,15 @@ impl<P: Processor> Loop<'_, P> {
         dead_letter: bool,
     ) -> Result<(), RuntimeError> {
         let token = Token { epoch: self.pending.epoch, input, dead_letter };
-        let count = self.outputs.len() as u32;
+        let count = self.core.outputs.len() as u32;
         // Drained, not taken: the buffer keeps its capacity for the next input.
-        for output in self.outputs.drain(..) {
+        for output in self.core.outputs.drain(..) {
             let delivery =
                 send(&self.producer, &output.topic, output.key.as_deref(), &output.payload, output.headers).await?;
             self.in_flight.push(Tracked { token, delivery });
         }
         if let Some((partition, offset)) = input
-            && self.config.commit
+            && self.core.config.commit
         {
             self.pending.push(partition, offset, count, Instant::now());
             self.store_acknowledged(consumer, partition);
@@ -774,13 +788,13 @@ impl<P: Processor> Loop<'_, P> {
     ) -> Result<(), RuntimeError> {
         match report {
             Ok(Ok(_)) => {
-                self.pending.sync_epoch(self.rebalance.epoch());
+                self.pending.sync_epoch(self.core.rebalance.epoch());
                 if !token.dead_letter {
-                    self.stats.produced += 1;
-                    self.metrics.produced.increment(1);
+                    self.core.stats.produced += 1;
+                    self.core.metrics.produced.increment(1);
                 }
                 if let Some((partition, offset)) = token.input
-                    && self.config.commit
+                    && self.core.config.commit
                     && token.epoch == self.pending.epoch
                 {
                     self.pending.ack(partition, offset);
@@ -791,9 +805,9 @@ impl<P: Processor> Loop<'_, P> {
             Ok(Err((error, message))) => {
                 // librdkafka gave up after its own retries; never store past this input: send
                 // the same record again after a pause.
-                self.stats.retried += 1;
-                self.metrics.retried.increment(1);
-                tracing::warn!(service = %self.config.service, topic = message.topic(), %error, "delivery failed; retrying");
+                self.core.stats.retried += 1;
+                self.core.metrics.retried.increment(1);
+                tracing::warn!(service = %self.core.config.service, topic = message.topic(), %error, "delivery failed; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 let delivery = resend(&self.producer, &message).await?;
                 self.in_flight.push(Tracked { token, delivery });
@@ -805,10 +819,10 @@ impl<P: Processor> Loop<'_, P> {
 
     /// Stores the offset of the last fully acknowledged input of `partition`.
     fn store_acknowledged(&mut self, consumer: &LoopConsumer, partition: i32) {
-        let latency = &self.metrics.latency;
+        let latency = &self.core.metrics.latency;
         if let Some(offset) = self.pending.advance(partition, |read_at| latency.record(read_at.elapsed())) {
             // store_offset stores offset + 1: the next record to read.
-            if let Err(e) = consumer.store_offset(&self.config.input_topic, partition, offset) {
+            if let Err(e) = consumer.store_offset(&self.core.config.input_topic, partition, offset) {
                 tracing::debug!(partition, offset, error = %e, "offset not stored (partition no longer assigned)");
             }
         }
@@ -826,42 +840,42 @@ impl<P: Processor> Loop<'_, P> {
             )
         );
         if fatal {
-            return Err(RuntimeError::Fatal { service: self.config.service.clone(), source: error });
+            return Err(RuntimeError::Fatal { service: self.core.config.service.clone(), source: error });
         }
-        tracing::warn!(service = %self.config.service, %error, "consumer error (retrying)");
+        tracing::warn!(service = %self.core.config.service, %error, "consumer error (retrying)");
         Ok(())
     }
 
     /// Stop reading, let the processor flush, wait (bounded) for in-flight records, commit.
     async fn shutdown(&mut self, consumer: &LoopConsumer) -> Result<(), RuntimeError> {
-        self.processor.on_shutdown(&mut self.outputs);
+        self.core.processor.on_shutdown(&mut self.core.outputs);
         self.send_outputs(consumer, None, false).await?;
-        let deadline = tokio::time::Instant::now() + self.config.drain_timeout;
+        let deadline = tokio::time::Instant::now() + self.core.config.drain_timeout;
         while !self.in_flight.is_empty() {
             match tokio::time::timeout_at(deadline, self.in_flight.next()).await {
                 Ok(Some((token, report))) => self.delivered(consumer, token, report).await?,
                 Ok(None) => break,
                 Err(_) => {
                     tracing::warn!(
-                        service = %self.config.service, in_flight = self.in_flight.len(),
+                        service = %self.core.config.service, in_flight = self.in_flight.len(),
                         "drain deadline passed; their inputs will be re-processed"
                     );
                     break;
                 }
             }
         }
-        if self.config.commit {
+        if self.core.config.commit {
             match consumer.commit_consumer_state(CommitMode::Sync) {
                 Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-                Err(e) => tracing::warn!(service = %self.config.service, error = %e, "final commit failed"),
+                Err(e) => tracing::warn!(service = %self.core.config.service, error = %e, "final commit failed"),
             }
         }
         self.checkpoint(consumer, CommitMode::Sync).await?;
         if let Err(e) = self.producer.flush(Duration::from_secs(2)) {
-            tracing::warn!(service = %self.config.service, error = %e, "producer flush at shutdown");
+            tracing::warn!(service = %self.core.config.service, error = %e, "producer flush at shutdown");
         }
         consumer.unsubscribe();
-        tracing::info!(service = %self.config.service, stats = ?self.stats, "stopped");
+        tracing::info!(service = %self.core.config.service, stats = ?self.core.stats, "stopped");
         Ok(())
     }
 }

@@ -39,10 +39,7 @@ use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    LoopConsumer, LoopMetrics, Output, Processor, Rebalancer, RunStats, RuntimeConfig, RuntimeContext, RuntimeError,
-    lock, transform,
-};
+use super::{Core, LoopConsumer, Processor, Rebalancer, RunStats, RuntimeConfig, RuntimeContext, RuntimeError, lock};
 use crate::kafka::{self, KafkaSetupError};
 
 /// How long one transactional call may take before it counts as failed.
@@ -239,14 +236,10 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 
 /// The transactional loop's state.
 struct TxnLoop<'a, P: Processor> {
-    config: &'a RuntimeConfig,
+    /// What both loops share.
+    core: Core<'a, P>,
+    /// The transactional producer and the open transaction.
     txn: Arc<Transactions>,
-    processor: P,
-    rebalance: Rebalancer,
-    outputs: Vec<Output>,
-    dlq_topic: Arc<str>,
-    stats: RunStats,
-    metrics: LoopMetrics,
 }
 
 /// Runs `processor` exactly-once until `cancel` fires, then commits the open transaction.
@@ -258,73 +251,55 @@ pub(super) async fn run<P: Processor>(
     processor: P,
     cancel: CancellationToken,
 ) -> Result<RunStats, RuntimeError> {
-    let mut state = TxnLoop {
-        config,
-        txn,
-        processor,
-        rebalance,
-        outputs: Vec::new(),
-        dlq_topic: Arc::from(config.dlq_topic.as_str()),
-        stats: RunStats::default(),
-        metrics: LoopMetrics::new(&config.service),
-    };
+    let mut state = TxnLoop { core: Core::new(config, processor, rebalance), txn };
     let result = state.run(consumer, cancel).await;
     consumer.unsubscribe();
-    tracing::info!(service = %config.service, stats = ?state.stats, "stopped");
-    result.map(|()| state.stats)
+    tracing::info!(service = %config.service, stats = ?state.core.stats, "stopped");
+    result.map(|()| state.core.stats)
 }
 
 impl<P: Processor> TxnLoop<'_, P> {
     async fn run(&mut self, consumer: &LoopConsumer, cancel: CancellationToken) -> Result<(), RuntimeError> {
-        let mut tick = tokio::time::interval(self.config.tick);
+        let mut tick = tokio::time::interval(self.core.config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut report = tokio::time::interval(Duration::from_secs(30));
         report.tick().await;
-        let assigned = self.rebalance.assigned.clone();
+        let assigned = self.core.rebalance.assigned.clone();
         loop {
-            let due = self.txn.since().map(|t| tokio::time::Instant::from_std(t + self.config.transaction_interval));
+            let due =
+                self.txn.since().map(|t| tokio::time::Instant::from_std(t + self.core.config.transaction_interval));
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
-                _ = assigned.notified() => self.rebalance.apply_assignment(consumer, &mut self.processor, self.config).await?,
+                _ = assigned.notified() => self.core.apply_assignment(consumer).await?,
                 _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
                     self.commit(consumer).await?;
                 }
                 message = consumer.recv() => match message {
                     Ok(message) => self.handle(consumer, &message).await?,
-                    Err(e) => tracing::warn!(service = %self.config.service, error = %e, "consumer error (retrying)"),
+                    Err(e) => tracing::warn!(service = %self.core.config.service, error = %e, "consumer error (retrying)"),
                 },
                 _ = tick.tick() => {
-                    self.rebalance.sync_revocations(&mut self.processor);
-                    self.processor.on_tick(&mut self.outputs);
+                    self.core.tick();
                     self.send_outputs().await?;
                 }
-                _ = report.tick() => tracing::info!(service = %self.config.service, stats = ?self.stats, "progress"),
+                _ = report.tick() => tracing::info!(service = %self.core.config.service, stats = ?self.core.stats, "progress"),
             }
         }
-        self.processor.on_shutdown(&mut self.outputs);
+        self.core.processor.on_shutdown(&mut self.core.outputs);
         self.send_outputs().await?;
         self.commit(consumer).await
     }
 
     async fn handle(&mut self, consumer: &LoopConsumer, message: &BorrowedMessage<'_>) -> Result<(), RuntimeError> {
-        self.rebalance.sync_revocations(&mut self.processor);
-        if !self.rebalance.wanted(message) {
+        if self.core.take(message).is_none() {
             return Ok(());
         }
+        // Every input belongs to a transaction, with or without outputs: its offset commits there.
         self.txn.begin()?;
-        transform(
-            &mut self.processor,
-            self.config,
-            &self.dlq_topic,
-            message,
-            &mut self.outputs,
-            &mut self.stats,
-            &self.metrics,
-        );
-        self.txn.read(message.partition(), message.offset(), self.outputs.len());
+        self.txn.read(message.partition(), message.offset(), self.core.outputs.len());
         self.send_outputs().await?;
-        if lock(&self.txn.state).inputs >= self.config.max_in_flight as u64 {
+        if lock(&self.txn.state).inputs >= self.core.config.max_in_flight as u64 {
             self.commit(consumer).await?;
         }
         Ok(())
@@ -332,11 +307,11 @@ impl<P: Processor> TxnLoop<'_, P> {
 
     /// Produces the buffered outputs into the open transaction (opening one if needed).
     async fn send_outputs(&mut self) -> Result<(), RuntimeError> {
-        if self.outputs.is_empty() {
+        if self.core.outputs.is_empty() {
             return Ok(());
         }
         self.txn.begin()?;
-        for output in self.outputs.drain(..) {
+        for output in self.core.outputs.drain(..) {
             // The delivery is settled by commit_transaction, which fails if any failed.
             kafka::enqueue(&self.txn.producer, &output.topic, output.key.as_deref(), &output.payload, output.headers)
                 .await
@@ -351,20 +326,23 @@ impl<P: Processor> TxnLoop<'_, P> {
         let outcome = blocking(|| self.txn.commit(consumer.group_metadata()))?;
         match outcome {
             Outcome::Committed(inputs, outputs) => {
-                self.stats.produced += outputs;
-                self.metrics.produced.increment(outputs);
+                self.core.stats.produced += outputs;
+                self.core.metrics.produced.increment(outputs);
                 if let Some(since) = since {
-                    self.metrics.latency.record(since.elapsed());
+                    self.core.metrics.latency.record(since.elapsed());
                 }
-                tracing::debug!(service = %self.config.service, inputs, outputs, "transaction committed");
+                tracing::debug!(service = %self.core.config.service, inputs, outputs, "transaction committed");
             }
             Outcome::Aborted(first) => {
-                self.stats.retried += first.len() as u64;
-                self.metrics.retried.increment(1);
+                self.core.stats.retried += first.len() as u64;
+                self.core.metrics.retried.increment(1);
                 for (partition, offset) in first {
                     consumer
-                        .seek(&self.config.input_topic, partition, Offset::Offset(offset), CALL_TIMEOUT)
-                        .map_err(|source| RuntimeError::Subscribe { topic: self.config.input_topic.clone(), source })?;
+                        .seek(&self.core.config.input_topic, partition, Offset::Offset(offset), CALL_TIMEOUT)
+                        .map_err(|source| RuntimeError::Subscribe {
+                            topic: self.core.config.input_topic.clone(),
+                            source,
+                        })?;
                 }
             }
         }
