@@ -764,12 +764,18 @@ impl<P: Processor> Loop<'_, P> {
     ) -> Result<(), RuntimeError> {
         let token = Token { epoch: self.pending.epoch, input, dead_letter };
         let count = self.core.outputs.len() as u32;
-        // Drained, not taken: the buffer keeps its capacity for the next input.
-        for output in self.core.outputs.drain(..) {
-            let delivery =
-                send(&self.producer, &output.topic, output.key.as_deref(), &output.payload, output.headers).await?;
+        // Drained and put back: the buffer keeps its capacity for the next input.
+        let mut outputs = std::mem::take(&mut self.core.outputs);
+        for output in outputs.drain(..) {
+            let (key, headers) = (output.key.as_deref(), output.headers);
+            let delivery = match send(&self.producer, &output.topic, key, &output.payload, headers.clone()).await {
+                Ok(delivery) => delivery,
+                Err(e) if !self.renew_if_fatal()? => return Err(e),
+                Err(_) => send(&self.producer, &output.topic, key, &output.payload, headers).await?,
+            };
             self.in_flight.push(Tracked { token, delivery });
         }
+        self.core.outputs = outputs;
         if let Some((partition, offset)) = input
             && self.core.config.commit
         {
@@ -809,12 +815,26 @@ impl<P: Processor> Loop<'_, P> {
                 self.core.metrics.retried.increment(1);
                 tracing::warn!(service = %self.core.config.service, topic = message.topic(), %error, "delivery failed; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
+                self.renew_if_fatal()?;
                 let delivery = resend(&self.producer, &message).await?;
                 self.in_flight.push(Tracked { token, delivery });
                 Ok(())
             }
             Err(_canceled) => unreachable!("the producer outlives every delivery future"),
         }
+    }
+
+    /// A fatal producer error (the broker lost an idempotent producer's sequence state, say,
+    /// after its restart) leaves the producer useless: replace it. Nothing it had not delivered
+    /// was committed, and each such record is sent again by the new one. Returns whether it did.
+    fn renew_if_fatal(&mut self) -> Result<bool, RuntimeError> {
+        let Some((code, reason)) = self.producer.client().fatal_error() else { return Ok(false) };
+        tracing::warn!(
+            service = %self.core.config.service, %code, reason,
+            "the producer hit a fatal error; replacing it (undelivered records are sent again)"
+        );
+        self.producer = kafka::producer(&self.core.config.kafka)?;
+        Ok(true)
     }
 
     /// Stores the offset of the last fully acknowledged input of `partition`.

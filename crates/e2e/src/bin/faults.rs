@@ -79,6 +79,8 @@ enum Mode {
 #[derive(Debug, Default)]
 struct Summary {
     kills: BTreeMap<&'static str, usize>,
+    /// Services that exited by themselves (and were restarted).
+    exits: usize,
     broker_pauses: usize,
     broker_restarts: usize,
     s3_outages: usize,
@@ -105,11 +107,12 @@ async fn main() -> std::process::ExitCode {
         let kills: usize = s.kills.values().sum();
         let by: Vec<String> = s.kills.iter().map(|(k, v)| format!("{k}:{v}")).collect();
         println!(
-            "faults mode={} events={} kills={kills} ({}) broker_pauses={} broker_restarts={} s3_outages={} \
+            "faults mode={} events={} kills={kills} ({}) exits={} broker_pauses={} broker_restarts={} s3_outages={} \
              lost={} duplicated={} (enriched {}, alerts {}) wrong={} windows={} window_mismatches={} elapsed={}s",
             mode.to_possible_value().unwrap().get_name(),
             cli.events,
             by.join(" "),
+            s.exits,
             s.broker_pauses,
             s.broker_restarts,
             s.s3_outages,
@@ -226,6 +229,30 @@ impl Services<'_> {
         self.running.insert(role.name(), service);
     }
 
+    /// Restarts the services that exited by themselves (as a supervisor such as compose's
+    /// `restart: unless-stopped` would); returns how many.
+    fn supervise(&mut self) -> usize {
+        let exited: Vec<&'static str> =
+            self.running.iter_mut().filter_map(|(name, s)| (!s.is_running()).then_some(*name)).collect();
+        for name in &exited {
+            let log = std::fs::read_to_string(self.p.log_path(name)).unwrap_or_default();
+            eprintln!("faults: {name} exited by itself ({}); restarting it", log.lines().last().unwrap_or("no log"));
+            self.running.remove(name);
+            let role = [Role::Enricher, Role::Detector, Role::Counter].into_iter().find(|r| r.name() == *name);
+            self.start(role.expect("a known role"));
+        }
+        exited.len()
+    }
+
+    /// Sleeps `d`, supervising meanwhile.
+    async fn sleep(&mut self, d: Duration, exits: &mut usize) {
+        let until = Instant::now() + d;
+        while Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(250).min(until - Instant::now())).await;
+            *exits += self.supervise();
+        }
+    }
+
     fn kill(&mut self, role: Role) {
         if let Some(s) = self.running.remove(role.name()) {
             s.kill();
@@ -316,17 +343,17 @@ async fn run(cli: &Cli, mode: Mode) -> Summary {
     plan.sort_by_key(|(at, _)| *at);
     let t0 = Instant::now();
     for (at, fault) in plan {
-        tokio::time::sleep(at.saturating_sub(t0.elapsed())).await;
+        services.sleep(at.saturating_sub(t0.elapsed()), &mut summary.exits).await;
         match fault {
             Fault::Kill(role) => {
                 services.kill(role);
-                tokio::time::sleep(Duration::from_millis(rng.random_range(0..800))).await;
+                services.sleep(Duration::from_millis(rng.random_range(0..800)), &mut summary.exits).await;
                 services.start(role);
                 *summary.kills.entry(role.name()).or_default() += 1;
             }
             Fault::PauseBroker => {
                 broker.signal("-STOP");
-                tokio::time::sleep(cli.pause).await;
+                services.sleep(cli.pause, &mut summary.exits).await;
                 broker.signal("-CONT");
                 summary.broker_pauses += 1;
             }
@@ -341,7 +368,7 @@ async fn run(cli: &Cli, mode: Mode) -> Summary {
                 // During a dims refresh (every 2 s): the enricher keeps the tables it has.
                 let before = count_lines(&p, "enricher", "keeping the ones in use");
                 proxy.set(false);
-                tokio::time::sleep(cli.s3_outage).await;
+                services.sleep(cli.s3_outage, &mut summary.exits).await;
                 proxy.set(true);
                 assert!(
                     count_lines(&p, "enricher", "keeping the ones in use") > before,
@@ -351,10 +378,14 @@ async fn run(cli: &Cli, mode: Mode) -> Summary {
             }
         }
     }
+    let mut generator = generator;
+    while generator.try_wait().unwrap().is_none() {
+        services.sleep(Duration::from_millis(500), &mut summary.exits).await;
+    }
     let out = generator.wait_with_output().unwrap();
     assert!(out.status.success(), "generator: {}", String::from_utf8_lossy(&out.stderr));
 
-    verify(&p, &kafka, mode, cli, step_ms, &mut summary).await;
+    verify(&p, &kafka, mode, cli, step_ms, &mut services, &mut summary).await;
     for (_, s) in services.running.drain() {
         s.kill();
     }
@@ -395,7 +426,15 @@ async fn read(kafka: &KafkaArgs, topic: &str, mode: Mode) -> Vec<OwnedMessage> {
 }
 
 /// Waits for the pipeline to drain, then compares every topic with what the events imply.
-async fn verify(p: &Pipeline, kafka: &KafkaArgs, mode: Mode, cli: &Cli, step_ms: i64, s: &mut Summary) {
+async fn verify(
+    p: &Pipeline,
+    kafka: &KafkaArgs,
+    mode: Mode,
+    cli: &Cli,
+    step_ms: i64,
+    services: &mut Services<'_>,
+    s: &mut Summary,
+) {
     let join = p.join();
     let rules = AlertRules::default();
     let events = regenerate(p, cli.seed, cli.events, step_ms).await;
@@ -424,7 +463,7 @@ async fn verify(p: &Pipeline, kafka: &KafkaArgs, mode: Mode, cli: &Cli, step_ms:
         if last.2.elapsed() > Duration::from_secs(60) || Instant::now() > deadline {
             break;
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        services.sleep(Duration::from_secs(2), &mut s.exits).await;
     }
 
     let mut seen: HashMap<Uuid, usize> = HashMap::new();
@@ -474,6 +513,6 @@ async fn verify(p: &Pipeline, kafka: &KafkaArgs, mode: Mode, cli: &Cli, step_ms:
         if s.window_mismatches == 0 || Instant::now() > deadline {
             break;
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        services.sleep(Duration::from_secs(2), &mut s.exits).await;
     }
 }

@@ -4,11 +4,12 @@
 //! # Delivery guarantee: exactly-once for read-committed readers
 //!
 //! Inputs are read with `isolation.level=read_committed`. A transaction is opened at the first
-//! input after the previous commit; every output of every input (results and dead letters)
-//! is produced inside it, and after `transaction_interval` (or `max_in_flight` inputs) the
-//! inputs' next offsets are added with `send_offsets_to_transaction` (carrying the consumer's
-//! group metadata, so a member of an older generation is fenced by the group coordinator) and
-//! the transaction commits: outputs and offsets become visible together or not at all.
+//! input after the previous commit and collects every output of every input (results and dead
+//! letters); after `transaction_interval` (or `max_in_flight` inputs) its outputs are produced,
+//! the inputs' next offsets are added with `send_offsets_to_transaction` (carrying the
+//! consumer's group metadata, so a member of an older generation is fenced by the group
+//! coordinator) and the transaction commits: outputs and offsets become visible together or
+//! not at all.
 //!
 //! - An abortable error (a failed delivery, a timeout after retries) aborts the transaction and
 //!   rewinds the consumer to the first input of the transaction on every partition; the
@@ -23,10 +24,12 @@
 //!   service exits with one line naming the id.
 //!
 //! Limits: exactly-once holds for readers with `read_committed`; a `read_uncommitted` reader
-//! also sees aborted records. It needs a broker with transactions (Apache Kafka). On the
-//! local transactional broker (Tansu, memory storage) aborted records stay visible even to
-//! read-committed readers and a fenced producer sees timeouts rather than a fencing error
-//! (`docs/transactions.md`), so there a crash can still show duplicates.
+//! also sees aborted records. It needs a broker with transactions (Apache Kafka). The local
+//! transactional broker (Tansu, memory storage) lists no aborted transactions in its fetch
+//! responses, so there read-committed readers do see aborted records, and a fenced producer
+//! sees timeouts rather than a fencing error (`docs/transactions.md`). Because a transaction's
+//! records are produced only at its commit, a crash shows duplicates there only when it falls
+//! inside the commit itself.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -35,11 +38,14 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use super::{Core, LoopConsumer, Processor, Rebalancer, RunStats, RuntimeConfig, RuntimeContext, RuntimeError, lock};
+use super::{
+    Core, LoopConsumer, Output, Processor, Rebalancer, RunStats, RuntimeConfig, RuntimeContext, RuntimeError, lock,
+};
 use crate::kafka::{self, KafkaSetupError};
 
 /// How long one transactional call may take before it counts as failed.
@@ -71,8 +77,8 @@ struct Open {
     next: HashMap<i32, i64>,
     /// Inputs in it.
     inputs: u64,
-    /// Outputs in it (dead letters included).
-    outputs: u64,
+    /// Its outputs (dead letters included), held until the commit (see [`Transactions::commit`]).
+    outputs: Vec<Output>,
     /// When its first input was read.
     since: Option<Instant>,
 }
@@ -124,14 +130,19 @@ impl Transactions {
         Ok(())
     }
 
-    /// Notes an input read into the open transaction.
-    fn read(&self, partition: i32, offset: i64, outputs: usize) {
+    /// Notes an input read into the open transaction, with its outputs.
+    fn read(&self, partition: i32, offset: i64, outputs: &mut Vec<Output>) {
         let mut st = lock(&self.state);
         st.first.entry(partition).or_insert(offset);
         st.next.insert(partition, offset + 1);
         st.inputs += 1;
-        st.outputs += outputs as u64;
+        st.outputs.append(outputs);
         st.since.get_or_insert_with(Instant::now);
+    }
+
+    /// Adds outputs that belong to no input (a processor's tick) to the open transaction.
+    fn add(&self, outputs: &mut Vec<Output>) {
+        lock(&self.state).outputs.append(outputs);
     }
 
     /// When the open transaction's first input was read.
@@ -143,17 +154,25 @@ impl Transactions {
         RuntimeError::Fenced { service: self.service.clone(), id: self.id.clone(), source: Box::new(source) }
     }
 
-    /// Commits the open transaction with its input offsets; on an abortable failure aborts it
-    /// and returns where to rewind. Blocks (transactional calls wait for the broker).
+    /// Produces the open transaction's outputs, then commits it with its input offsets; on an
+    /// abortable failure aborts it and returns where to rewind. Blocks (transactional calls wait
+    /// for the broker).
+    ///
+    /// The outputs reach the broker only now, at the end of the transaction, not as they are
+    /// made: a process killed before its commit leaves nothing behind it on the broker. On
+    /// Apache Kafka that changes nothing (read-committed readers never see an aborted record);
+    /// on the local Tansu, whose fetch responses list no aborted transactions, it keeps aborted
+    /// records from reaching readers except when a crash falls inside the commit itself.
     fn commit(&self, group: Option<ConsumerGroupMetadata>) -> Result<Outcome, RuntimeError> {
         let mut st = lock(&self.state);
         if !st.open {
             return Ok(Outcome::Committed(0, 0));
         }
-        let result = self.try_commit(&st, group.as_ref());
+        let produced = st.outputs.len() as u64;
+        let result = self.produce(&mut st.outputs).and_then(|()| self.try_commit(&st, group.as_ref()));
         let done = std::mem::take(&mut *st);
         match result {
-            Ok(()) => Ok(Outcome::Committed(done.inputs, done.outputs)),
+            Ok(()) => Ok(Outcome::Committed(done.inputs, produced)),
             Err(e) if is_fatal(&e) => Err(self.fatal(e)),
             Err(e) => {
                 tracing::warn!(service = %self.service, error = %e, inputs = done.inputs, "transaction failed; aborting and rewinding");
@@ -172,6 +191,31 @@ impl Transactions {
                 Ok(Outcome::Aborted(done.first))
             }
         }
+    }
+
+    /// Enqueues `outputs` (waiting while librdkafka's queue is full); their deliveries are
+    /// settled by `commit_transaction`, which fails if any failed.
+    fn produce(&self, outputs: &mut Vec<Output>) -> Result<(), KafkaError> {
+        for output in outputs.drain(..) {
+            let mut record = FutureRecord::<[u8], [u8]>::to(&output.topic).payload(&output.payload);
+            if let Some(key) = &output.key {
+                record = record.key(key);
+            }
+            if let Some(headers) = output.headers {
+                record = record.headers(headers);
+            }
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(_delivery) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        self.producer.poll(Duration::from_millis(5));
+                        record = back;
+                    }
+                    Err((e, _)) => return Err(e),
+                }
+            }
+        }
+        Ok(())
     }
 
     fn try_commit(&self, st: &Open, group: Option<&ConsumerGroupMetadata>) -> Result<(), KafkaError> {
@@ -217,11 +261,7 @@ fn is_fatal(e: &KafkaError) -> bool {
         KafkaError::Transaction(e) => e.is_fatal(),
         other => matches!(
             other.rdkafka_error_code(),
-            Some(
-                rdkafka::types::RDKafkaErrorCode::ProducerFenced
-                    | rdkafka::types::RDKafkaErrorCode::InvalidProducerEpoch
-                    | rdkafka::types::RDKafkaErrorCode::Fenced
-            )
+            Some(RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch | RDKafkaErrorCode::Fenced)
         ),
     }
 }
@@ -281,13 +321,13 @@ impl<P: Processor> TxnLoop<'_, P> {
                 },
                 _ = tick.tick() => {
                     self.core.tick();
-                    self.send_outputs().await?;
+                    self.send_outputs()?;
                 }
                 _ = report.tick() => tracing::info!(service = %self.core.config.service, stats = ?self.core.stats, "progress"),
             }
         }
         self.core.processor.on_shutdown(&mut self.core.outputs);
-        self.send_outputs().await?;
+        self.send_outputs()?;
         self.commit(consumer).await
     }
 
@@ -297,25 +337,18 @@ impl<P: Processor> TxnLoop<'_, P> {
         }
         // Every input belongs to a transaction, with or without outputs: its offset commits there.
         self.txn.begin()?;
-        self.txn.read(message.partition(), message.offset(), self.core.outputs.len());
-        self.send_outputs().await?;
+        self.txn.read(message.partition(), message.offset(), &mut self.core.outputs);
         if lock(&self.txn.state).inputs >= self.core.config.max_in_flight as u64 {
             self.commit(consumer).await?;
         }
         Ok(())
     }
 
-    /// Produces the buffered outputs into the open transaction (opening one if needed).
-    async fn send_outputs(&mut self) -> Result<(), RuntimeError> {
-        if self.core.outputs.is_empty() {
-            return Ok(());
-        }
-        self.txn.begin()?;
-        for output in self.core.outputs.drain(..) {
-            // The delivery is settled by commit_transaction, which fails if any failed.
-            kafka::enqueue(&self.txn.producer, &output.topic, output.key.as_deref(), &output.payload, output.headers)
-                .await
-                .map_err(|source| RuntimeError::Produce { topic: output.topic.to_string(), source })?;
+    /// Adds the buffered outputs (of a tick) to the open transaction, opening one if needed.
+    fn send_outputs(&mut self) -> Result<(), RuntimeError> {
+        if !self.core.outputs.is_empty() {
+            self.txn.begin()?;
+            self.txn.add(&mut self.core.outputs);
         }
         Ok(())
     }
