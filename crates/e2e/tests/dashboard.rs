@@ -163,7 +163,7 @@ async fn the_dashboard_shows_alert_counts_live() {
     browser.open(&format!("http://{addr}/"));
 
     // Two bursts of events: the page, loaded once, must follow the second one by itself.
-    let events = regenerate(&p, 31, 1_200, 2_000).await;
+    let events = regenerate(&p, 31, 1_200, 9_000).await; // 3 hours: a dozen windows
     let join = p.join();
     let rules = AlertRules::default();
     let enriched: Vec<_> = events.iter().map(|e| join.enrich(e.clone()).0).collect();
