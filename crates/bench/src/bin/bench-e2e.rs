@@ -280,11 +280,15 @@ impl Monitor {
     }
 }
 
+/// Per event id: when its record of the last topic was received (µs) and that record's own
+/// CreateTime (ms, stamped when the last hop's producer enqueued it).
+type Arrivals = HashMap<Uuid, (i64, i64)>;
+
 /// The driver's consumer of the last topic: the arrival time of every record, by event id.
 struct Probe {
     stop: Arc<AtomicBool>,
     received: Arc<AtomicU64>,
-    handle: JoinHandle<anyhow::Result<HashMap<Uuid, i64>>>,
+    handle: JoinHandle<anyhow::Result<Arrivals>>,
 }
 
 #[derive(serde::Deserialize)]
@@ -318,7 +322,8 @@ impl Probe {
                 let at = unix_us();
                 let message = message?;
                 let id: EventId = serde_json::from_slice(message.payload().unwrap_or_default())?;
-                seen.entry(id.event_id).or_insert(at);
+                let created = message.timestamp().to_millis().unwrap_or(0);
+                seen.entry(id.event_id).or_insert((at, created));
                 received2.store(seen.len() as u64, Ordering::Relaxed);
             }
             Ok(seen)
@@ -327,7 +332,7 @@ impl Probe {
     }
 
     /// Waits (bounded) for `expected` records, then stops.
-    fn finish(self, expected: u64, timeout: Duration) -> anyhow::Result<HashMap<Uuid, i64>> {
+    fn finish(self, expected: u64, timeout: Duration) -> anyhow::Result<Arrivals> {
         let deadline = Instant::now() + timeout;
         while self.received.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
@@ -708,13 +713,15 @@ impl Ctx {
         let topic_records = [count(&p.sensors), count(&p.enriched), count(&p.alerts)];
         let mut first_ms = i64::MAX;
         let mut latencies = Vec::with_capacity(arrivals.len());
+        let mut to_last_produce = Vec::with_capacity(arrivals.len());
         scan(&p.sensors, |m| {
             if let Some(ts) = m.timestamp().to_millis() {
                 first_ms = first_ms.min(ts);
                 if let Ok(id) = serde_json::from_slice::<EventId>(m.payload().unwrap_or_default())
-                    && let Some(at) = arrivals.get(&id.event_id)
+                    && let Some(&(at, created)) = arrivals.get(&id.event_id)
                 {
-                    latencies.push(*at as f64 / 1000.0 - ts as f64);
+                    latencies.push(at as f64 / 1000.0 - ts as f64);
+                    to_last_produce.push((created - ts) as f64);
                 }
             }
         })?;
@@ -758,6 +765,7 @@ impl Ctx {
             seconds,
             events_per_s: events as f64 / seconds,
             latency: Latency::of(&mut latencies),
+            latency_to_last_produce: Latency::of(&mut to_last_produce),
             processes,
         })
     }
