@@ -200,6 +200,12 @@ impl ServiceArgs {
         commit: bool,
         tick: Duration,
     ) -> crate::runtime::RuntimeConfig {
+        // The loop's own checks are registered now, not when the loop starts: a service with a
+        // check of its own (the enricher's dims) would otherwise answer /readyz with 200 between
+        // that check passing and the loop joining its group.
+        let readiness = crate::observe::Readiness::default();
+        readiness.require("broker");
+        readiness.require("partitions_assigned");
         crate::runtime::RuntimeConfig {
             service: service.to_owned(),
             kafka: self.kafka.clone(),
@@ -212,7 +218,7 @@ impl ServiceArgs {
             drain_timeout: self.drain_timeout,
             tick,
             checkpoint_interval: None,
-            readiness: crate::observe::Readiness::default(),
+            readiness,
             metrics: self.metrics_addr.is_some(),
             guarantee: self.guarantee,
             transactional_id: self.transactional_id.clone().unwrap_or_else(|| {
@@ -267,6 +273,21 @@ mod tests {
         assert_eq!(c.get("acks"), Some("all"));
         assert_eq!(c.get("debug"), Some("broker,topic"));
         assert_eq!(c.get("bootstrap.servers"), Some("b:1"));
+    }
+
+    #[test]
+    fn not_ready_before_the_loop_has_joined_its_group() {
+        #[derive(Debug, Parser)]
+        struct Service {
+            #[command(flatten)]
+            service: ServiceArgs,
+        }
+        let cli = Service::try_parse_from(["x"]).unwrap();
+        let config = cli.service.runtime("enricher", "in", true, Duration::from_secs(1));
+        config.readiness.require("dims_loaded");
+        config.readiness.set("dims_loaded", true);
+        assert!(!config.readiness.is_ready(), "{}", config.readiness.report());
+        assert_eq!(config.readiness.report(), "broker waiting\ndims_loaded ok\npartitions_assigned waiting\n");
     }
 
     #[test]

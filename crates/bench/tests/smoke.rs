@@ -1,0 +1,66 @@
+//! A smoke run of the end-to-end benchmark with a tiny N on the local stack: it completes, its
+//! figures parse and every count is exact. No timing is asserted (the machine is shared).
+
+#![allow(clippy::unwrap_used)] // a test fails loudly on the first surprise
+
+use bench::Report;
+
+#[test]
+fn tiny_end_to_end_bench_completes_with_exact_counts() {
+    let dir = std::env::temp_dir().join(pipeline_core::testkit::unique("bench-smoke"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("report.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bench-e2e"))
+        .args(["--events", "2000", "--paced-events", "500", "--rate", "0,5000"])
+        .arg("--json")
+        .arg(&json)
+        .arg("--log-dir")
+        .arg(dir.join("logs"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench-e2e failed ({}):\n{stdout}\n{stderr}", out.status);
+
+    let report: Report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let phases: Vec<(&str, f64, u64)> = report.phases.iter().map(|p| (p.system.as_str(), p.rate, p.events)).collect();
+    assert_eq!(
+        phases,
+        vec![("pipeline", 0.0, 2000), ("relay", 0.0, 2000), ("pipeline", 5000.0, 500), ("relay", 5000.0, 500)]
+    );
+    for p in &report.phases {
+        assert!(p.exact, "{p:?}");
+        assert!(p.expected_final > 0 && p.expected_final < p.events, "{p:?}");
+        assert_eq!(p.counted_final, p.expected_final, "{p:?}");
+        assert_eq!(p.topic_records, [p.events, p.events, p.expected_final], "{p:?}");
+        assert_eq!(p.latency.samples, p.expected_final, "a latency for every alert: {p:?}");
+        assert!(p.seconds > 0.0 && p.events_per_s > 0.0, "{p:?}");
+        assert!(p.latency.p50_ms <= p.latency.p99_ms && p.latency.p99_ms <= p.latency.max_ms, "{p:?}");
+        for q in &p.processes {
+            assert!(q.peak_rss_mib > 0.0 && q.cpu_s >= 0.0, "{q:?}");
+        }
+    }
+    // The pipeline and the relay count the same alerts of the same events.
+    assert_eq!(report.phases[0].expected_final, report.phases[1].expected_final);
+    let names: Vec<&str> = report.phases[0].processes.iter().map(|q| q.name.as_str()).collect();
+    assert_eq!(names, ["generator", "enricher", "detector", "counter"]);
+    for q in &report.phases[0].processes[1..] {
+        assert!(q.start_to_ready_ms.is_some() && q.group_join_ms.is_some(), "{q:?}");
+    }
+    assert!(report.ratio().is_some());
+
+    // The printed table carries the same figures and one summary line.
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("summary: throughput ")).count(), 1, "{stdout}");
+    assert!(stdout.contains("counts exact"), "{stdout}");
+    for p in &report.phases {
+        let offered = if p.rate == 0.0 { "full speed".to_owned() } else { format!("{:.0}/s", p.rate) };
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(&p.system) && l.contains(&offered) && l.contains(" yes "))
+            .unwrap_or_else(|| panic!("no row for {} at {offered}:\n{stdout}", p.system));
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert!(cells.contains(&p.events.to_string().as_str()), "{row}");
+        assert!(cells.contains(&p.counted_final.to_string().as_str()), "{row}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
