@@ -284,21 +284,6 @@ pub mod event_time {
         }
     }
 
-    /// serde `deserialize_with`.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
-        struct Visitor;
-        impl de::Visitor<'_> for Visitor {
-            type Value = DateTime<Utc>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an RFC 3339 timestamp string")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                parse(v).map_err(E::custom)
-            }
-        }
-        d.deserialize_str(Visitor)
-    }
-
     #[cfg(test)]
     mod tests {
         use super::*;
@@ -327,6 +312,21 @@ pub mod event_time {
             let far = DateTime::from_timestamp_millis(253_402_300_800_000).unwrap(); // year 10000
             assert_eq!(format(&far), far.to_rfc3339_opts(SecondsFormat::Millis, true));
         }
+    }
+
+    /// serde `deserialize_with`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = DateTime<Utc>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an RFC 3339 timestamp string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                parse(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Visitor)
     }
 }
 
