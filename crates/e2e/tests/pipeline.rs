@@ -274,7 +274,7 @@ async fn the_enricher_waits_for_its_tables_and_picks_up_new_ones() {
         t.colors.iter().find(|c| c.color_id == id).unwrap().color_name.clone()
     };
     let got = exactly_once::<EnrichedEvent>(&topic_out, |e| e.event_id).await;
-    assert_eq!(got[&first.event_id].color_name.as_deref(), Some(color(&tables, car.color_id).as_str()));
+    assert_eq!(got[&first.event_id].color_name, Some(color(&tables, car.color_id)));
 
     // Repaint the car: after a refresh, new events carry the new color.
     let new_color = if car.color_id == 4 { 1 } else { 4 };
@@ -285,7 +285,7 @@ async fn the_enricher_waits_for_its_tables_and_picks_up_new_ones() {
     produce_raw(&topic_in, &[(None, second.encode())]).await;
     wait_for_count(&topic_out, 2, Duration::from_secs(60)).await;
     let got = exactly_once::<EnrichedEvent>(&topic_out, |e| e.event_id).await;
-    assert_eq!(got[&second.event_id].color_name.as_deref(), Some(color(&tables, new_color).as_str()));
+    assert_eq!(got[&second.event_id].color_name, Some(color(&tables, new_color)));
 
     let out = enricher.terminate();
     assert!(out.status.success());

@@ -396,12 +396,12 @@ impl DimTables {
 pub struct CarInfo {
     /// `cars.driver_id`.
     pub driver_id: Option<i64>,
-    /// `car_models.car_brand` (shared: every enriched event of the car points at it).
-    pub brand_name: Option<Arc<str>>,
+    /// `car_models.car_brand`.
+    pub brand_name: Option<String>,
     /// `car_models.car_model`.
-    pub model_name: Option<Arc<str>>,
+    pub model_name: Option<String>,
     /// `car_colors.color_name`.
-    pub color_name: Option<Arc<str>>,
+    pub color_name: Option<String>,
 }
 
 /// The three tables pre-joined into one lookup by car id: `cars LEFT JOIN car_models LEFT JOIN
@@ -424,9 +424,9 @@ impl JoinIndex {
                 let model = models.get(&c.model_id);
                 let info = CarInfo {
                     driver_id: Some(c.driver_id),
-                    brand_name: model.map(|m| Arc::from(m.car_brand.as_str())),
-                    model_name: model.map(|m| Arc::from(m.car_model.as_str())),
-                    color_name: colors.get(&c.color_id).map(|c| Arc::from(c.color_name.as_str())),
+                    brand_name: model.map(|m| m.car_brand.clone()),
+                    model_name: model.map(|m| m.car_model.clone()),
+                    color_name: colors.get(&c.color_id).map(|c| c.color_name.clone()),
                 };
                 (c.car_id, info)
             })

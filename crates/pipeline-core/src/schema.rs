@@ -10,9 +10,8 @@
 //! so a poison record is dead-lettered instead of reaching the rules or the windows.
 
 use std::fmt;
-use std::sync::Arc;
 
-use chrono::{DateTime, Datelike, NaiveDateTime, SecondsFormat, Timelike, Utc};
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -136,16 +135,15 @@ pub struct EnrichedEvent {
     /// The car's driver (`cars.driver_id`), null for an unknown car.
     #[serde(default)]
     pub driver_id: Option<i64>,
-    /// `car_models.car_brand` of the car's model, null when car or model is unknown. Shared
-    /// with the join's tables (`Arc`): enriching an event copies no string.
-    #[serde(default, with = "shared_str")]
-    pub brand_name: Option<Arc<str>>,
+    /// `car_models.car_brand` of the car's model, null when car or model is unknown.
+    #[serde(default)]
+    pub brand_name: Option<String>,
     /// `car_models.car_model` of the car's model, null when car or model is unknown.
-    #[serde(default, with = "shared_str")]
-    pub model_name: Option<Arc<str>>,
+    #[serde(default)]
+    pub model_name: Option<String>,
     /// `car_colors.color_name` of the car, null when car or color is unknown.
-    #[serde(default, with = "shared_str")]
-    pub color_name: Option<Arc<str>>,
+    #[serde(default)]
+    pub color_name: Option<String>,
     /// The gear the speed calls for ([`crate::rules::expected_gear`]).
     pub expected_gear: i32,
 }
@@ -177,27 +175,6 @@ impl AlertEvent<'_> {
     }
 }
 
-/// (De)serializes an optional shared string as a JSON string or null (serde's own `Arc`
-/// support needs its `rc` feature, which would rebuild every dependency using serde).
-mod shared_str {
-    use std::sync::Arc;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    /// serde `serialize_with`.
-    pub fn serialize<S: Serializer>(v: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(text) => s.serialize_some(&**text),
-            None => s.serialize_none(),
-        }
-    }
-
-    /// serde `deserialize_with`.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Arc<str>>, D::Error> {
-        Ok(Option::<String>::deserialize(d)?.map(Arc::from))
-    }
-}
-
 /// (De)serializes `event_time`: written as RFC 3339 UTC with milliseconds and `Z`, read from
 /// any RFC 3339 timestamp (or one without offset, taken as UTC).
 pub mod event_time {
@@ -206,67 +183,11 @@ pub mod event_time {
 
     /// Formats a timestamp the way every event carries it.
     pub fn format(t: &DateTime<Utc>) -> String {
-        let mut buf = [0; CANONICAL_LEN];
-        match format_canonical(t, &mut buf) {
-            Some(text) => text.to_owned(),
-            None => t.to_rfc3339_opts(SecondsFormat::Millis, true),
-        }
-    }
-
-    /// Length of the canonical form `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-    const CANONICAL_LEN: usize = 24;
-
-    /// The canonical form written straight into `buf`, without chrono's general formatter
-    /// (every event carries a timestamp, so this is on the hot path). None outside years
-    /// 0..=9999 and for a leap second; [`format`] then falls back to chrono.
-    fn format_canonical<'b>(t: &DateTime<Utc>, buf: &'b mut [u8; CANONICAL_LEN]) -> Option<&'b str> {
-        let (year, ms) = (t.year(), t.timestamp_subsec_millis());
-        if !(0..=9999).contains(&year) || ms >= 1000 {
-            return None;
-        }
-        let fields = [
-            (0, 4, year as u32),
-            (5, 2, t.month()),
-            (8, 2, t.day()),
-            (11, 2, t.hour()),
-            (14, 2, t.minute()),
-            (17, 2, t.second()),
-            (20, 3, ms),
-        ];
-        buf.copy_from_slice(b"0000-00-00T00:00:00.000Z");
-        for (at, width, mut value) in fields {
-            for i in (at..at + width).rev() {
-                buf[i] = b'0' + (value % 10) as u8;
-                value /= 10;
-            }
-        }
-        std::str::from_utf8(buf).ok()
-    }
-
-    /// Parses the canonical form (what every event of this pipeline carries) without chrono's
-    /// general RFC 3339 parser; None for anything else, which [`parse`] then hands to chrono.
-    fn parse_canonical(s: &str) -> Option<DateTime<Utc>> {
-        let b = s.as_bytes();
-        if b.len() != CANONICAL_LEN
-            || [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':'), (19, b'.'), (23, b'Z')]
-                .iter()
-                .any(|&(i, c)| b[i] != c)
-        {
-            return None;
-        }
-        let num = |from: usize, to: usize| {
-            b[from..to].iter().try_fold(0u32, |n, c| c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0')))
-        };
-        let date = chrono::NaiveDate::from_ymd_opt(num(0, 4)? as i32, num(5, 7)?, num(8, 10)?)?;
-        let time = chrono::NaiveTime::from_hms_milli_opt(num(11, 13)?, num(14, 16)?, num(17, 19)?, num(20, 23)?)?;
-        Some(date.and_time(time).and_utc())
+        t.to_rfc3339_opts(SecondsFormat::Millis, true)
     }
 
     /// Parses an RFC 3339 timestamp with any offset and fraction; no offset means UTC.
     pub fn parse(s: &str) -> Result<DateTime<Utc>, String> {
-        if let Some(t) = parse_canonical(s) {
-            return Ok(t);
-        }
         if let Ok(t) = DateTime::parse_from_rfc3339(s) {
             return Ok(t.with_timezone(&Utc));
         }
@@ -277,41 +198,7 @@ pub mod event_time {
 
     /// serde `serialize_with`.
     pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-        let mut buf = [0; CANONICAL_LEN];
-        match format_canonical(t, &mut buf) {
-            Some(text) => s.serialize_str(text),
-            None => s.serialize_str(&format(t)),
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-        use rand::{Rng, SeedableRng};
-
-        #[test]
-        fn the_fast_paths_agree_with_chrono() {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-            let edges = [0, 253_402_300_799_999, 1_767_225_599_999, 951_782_400_000]; // 0000…, 9999-12-31T23:59:59.999, a 2025 end, 2000-02-29
-            let random = (0..20_000).map(|_| rng.random_range(-62_167_219_200_000..253_402_300_799_999_i64));
-            for ms in edges.into_iter().chain(random) {
-                let t = DateTime::from_timestamp_millis(ms).unwrap();
-                let chrono_text = t.to_rfc3339_opts(SecondsFormat::Millis, true);
-                assert_eq!(format(&t), chrono_text);
-                assert_eq!(parse_canonical(&chrono_text), Some(t), "{chrono_text}");
-                assert_eq!(parse(&chrono_text), Ok(t));
-            }
-            for other in [
-                "2026-01-02T03:04:05Z",
-                "2026-01-02T03:04:05.067+00:00",
-                "2026-13-02T03:04:05.067Z",
-                "2026-01-02T03:04:60.000Z",
-            ] {
-                assert_eq!(parse_canonical(other), None, "{other} is not canonical (or not valid)");
-            }
-            let far = DateTime::from_timestamp_millis(253_402_300_800_000).unwrap(); // year 10000
-            assert_eq!(format(&far), far.to_rfc3339_opts(SecondsFormat::Millis, true));
-        }
+        s.serialize_str(&format(t))
     }
 
     /// serde `deserialize_with`.
