@@ -207,7 +207,8 @@ mod exactly_once;
 
 /// Consumer defaults of every service: a short session timeout so a dead instance's partitions
 /// move quickly, short fetch waits for latency, and a new group starts from the earliest offset.
-const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
+/// (Public so the benchmark's bare relay consumes exactly like the services.)
+pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("enable.auto.offset.store", "false"),
     ("auto.offset.reset", "earliest"),
     ("session.timeout.ms", "10000"),

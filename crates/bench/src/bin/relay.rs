@@ -40,17 +40,6 @@ use tokio_util::sync::CancellationToken;
 /// The byte appended to the records whose event does not become an alert in the pipeline.
 const NOT_AN_ALERT: u8 = b' ';
 
-/// The services' consumer settings (`pipeline_core::runtime`'s `CONSUMER_DEFAULTS`, copied:
-/// that list is private to the runtime).
-const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
-    ("enable.auto.offset.store", "false"),
-    ("auto.offset.reset", "earliest"),
-    ("session.timeout.ms", "10000"),
-    ("heartbeat.interval.ms", "1000"),
-    ("fetch.wait.max.ms", "50"),
-    ("enable.partition.eof", "false"),
-];
-
 /// The generator's bound on records awaiting a delivery report.
 const SOURCE_MAX_IN_FLIGHT: usize = 200_000;
 
@@ -154,7 +143,7 @@ fn unix_ms() -> i64 {
 }
 
 fn consumer(kafka: &KafkaArgs, group: &str, commit: bool, topic: &str) -> anyhow::Result<StreamConsumer<Announce>> {
-    let mut config = kafka.client_config(CONSUMER_DEFAULTS);
+    let mut config = kafka.client_config(pipeline_core::runtime::CONSUMER_DEFAULTS);
     config
         .set("group.id", group)
         .set("client.id", "relay")
