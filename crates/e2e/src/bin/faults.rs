@@ -365,15 +365,22 @@ async fn run(cli: &Cli, mode: Mode) -> Summary {
                 }
             }
             Fault::S3Outage => {
-                // During a dims refresh (every 2 s): the enricher keeps the tables it has.
-                let before = count_lines(&p, "enricher", "keeping the ones in use");
+                // During a dims refresh (every 2 s): the enricher keeps the tables it has (or, if
+                // a kill restarted it meanwhile, waits for them). The outage lasts until it has
+                // noticed: a refresh that started just before may take the S3 client's retries.
+                let noticed = || {
+                    count_lines(&p, "enricher", "keeping the ones in use")
+                        + count_lines(&p, "enricher", "dimension tables not available yet")
+                };
+                let before = noticed();
                 proxy.set(false);
                 services.sleep(cli.s3_outage, &mut summary.exits).await;
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while noticed() == before && Instant::now() < deadline {
+                    services.sleep(Duration::from_millis(500), &mut summary.exits).await;
+                }
                 proxy.set(true);
-                assert!(
-                    count_lines(&p, "enricher", "keeping the ones in use") > before,
-                    "the enricher never noticed the S3 outage during its refresh"
-                );
+                assert!(noticed() > before, "the enricher never noticed the S3 outage during its refresh");
                 summary.s3_outages += 1;
             }
         }
