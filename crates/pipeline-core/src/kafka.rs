@@ -71,6 +71,23 @@ pub fn producer(args: &KafkaArgs) -> Result<FutureProducer, KafkaSetupError> {
     args.client_config(PRODUCER_DEFAULTS).create().map_err(KafkaSetupError::Config)
 }
 
+/// A record of raw bytes, with its key and headers when it has them.
+pub fn record<'a>(
+    topic: &'a str,
+    key: Option<&'a [u8]>,
+    payload: &'a [u8],
+    headers: Option<OwnedHeaders>,
+) -> FutureRecord<'a, [u8], [u8]> {
+    let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    if let Some(headers) = headers {
+        record = record.headers(headers);
+    }
+    record
+}
+
 /// Enqueues one record without waiting for its delivery; while librdkafka's local queue is
 /// full it pauses (the producer's thread keeps serving delivery reports, so the queue drains)
 /// and tries again. Any other refusal is returned.
@@ -81,13 +98,7 @@ pub async fn enqueue(
     payload: &[u8],
     headers: Option<OwnedHeaders>,
 ) -> Result<DeliveryFuture, KafkaError> {
-    let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(payload);
-    if let Some(key) = key {
-        record = record.key(key);
-    }
-    if let Some(headers) = headers {
-        record = record.headers(headers);
-    }
+    let mut record = record(topic, key, payload, headers);
     loop {
         match producer.send_result(record) {
             Ok(delivery) => return Ok(delivery),

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
@@ -197,13 +197,7 @@ impl Transactions {
     /// settled by `commit_transaction`, which fails if any failed.
     fn produce(&self, outputs: &mut Vec<Output>) -> Result<(), KafkaError> {
         for output in outputs.drain(..) {
-            let mut record = FutureRecord::<[u8], [u8]>::to(&output.topic).payload(&output.payload);
-            if let Some(key) = &output.key {
-                record = record.key(key);
-            }
-            if let Some(headers) = output.headers {
-                record = record.headers(headers);
-            }
+            let mut record = kafka::record(&output.topic, output.key.as_deref(), &output.payload, output.headers);
             loop {
                 match self.producer.send_result(record) {
                     Ok(_delivery) => break,
