@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use pipeline_core::checkpoint::{CheckpointError, CheckpointStore, Recovery};
 use pipeline_core::dashboard::WindowsView;
+use pipeline_core::lock;
 use pipeline_core::runtime::{InputMeta, Output, Processor, ProcessorError, Resume};
 use pipeline_core::s3::S3Error;
 use pipeline_core::schema::{EnrichedEvent, event_time};
@@ -189,10 +190,6 @@ impl Counter {
     fn fresh(&self) -> PartitionWindows {
         PartitionWindows { windows: Windows::new(self.config.clone()), next_offset: 0, counted: 0, dirty: false }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Loads a checkpoint, waiting (with backoff) while S3 is unreachable; other errors are final.

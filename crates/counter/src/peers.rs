@@ -39,7 +39,7 @@ pub async fn follow(
             message = consumer.recv() => match message {
                 Ok(m) => match WindowStats::from_row(m.payload().unwrap_or_default(), &colors) {
                     Ok((stats, Some((partition, offset)))) => {
-                        merge.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(partition, offset, stats);
+                        pipeline_core::lock(&merge).insert(partition, offset, stats);
                     }
                     Ok((_, None)) => {}
                     Err(e) => tracing::debug!(error = %e, offset = m.offset(), "not a partial window row"),

@@ -152,7 +152,7 @@ struct ErrorCapture {
 
 impl ErrorCapture {
     fn authentication_failure(&self) -> Option<String> {
-        self.authentication.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        crate::lock(&self.authentication).clone()
     }
 }
 
@@ -162,7 +162,7 @@ impl ClientContext for ErrorCapture {
             error.rdkafka_error_code(),
             Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed)
         ) {
-            *self.authentication.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason.to_owned());
+            *crate::lock(&self.authentication) = Some(reason.to_owned());
         }
         tracing::debug!(%error, reason, "kafka client error");
     }

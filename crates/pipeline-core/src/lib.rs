@@ -21,3 +21,9 @@ pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod window;
+
+/// Locks `m`, carrying on with the data if another thread panicked while holding it (every
+/// mutex here guards plain state that stays consistent between statements).
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -60,7 +60,7 @@ impl Readiness {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, bool>> {
-        self.checks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock(&self.checks)
     }
 }
 

@@ -325,9 +325,7 @@ impl ConsumerContext for RuntimeContext {
     }
 }
 
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use crate::lock;
 
 /// The loop's consumer type.
 type LoopConsumer = StreamConsumer<RuntimeContext>;
@@ -529,11 +527,11 @@ impl Rebalancer {
         self.epoch.load(Ordering::SeqCst)
     }
 
-    /// Tells the processor about partitions revoked since the last look; true if there were.
-    fn sync_revocations<P: Processor>(&mut self, processor: &mut P) -> bool {
+    /// Tells the processor about partitions revoked since the last look.
+    fn sync_revocations<P: Processor>(&mut self, processor: &mut P) {
         let epoch = self.epoch();
         if epoch == self.seen_epoch {
-            return false;
+            return;
         }
         self.seen_epoch = epoch;
         let revoked = std::mem::take(&mut *lock(&self.revoked));
@@ -541,7 +539,6 @@ impl Rebalancer {
             self.resumed.remove(p);
         }
         processor.on_revoke(&revoked);
-        true
     }
 
     /// Applies a waiting assignment: asks the processor where each partition resumes, then
@@ -615,8 +612,6 @@ pub async fn run<P: Processor>(
     cancel: CancellationToken,
 ) -> Result<RunStats, RuntimeError> {
     kafka::check_cluster(&config.kafka, Some(&config.input_topic)).await?;
-    config.readiness.require("broker");
-    config.readiness.require("partitions_assigned");
     config.readiness.set("broker", true);
     let rebalance = Rebalancer::new();
     if config.guarantee == Guarantee::ExactlyOnce && config.commit {

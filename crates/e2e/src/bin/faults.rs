@@ -182,7 +182,7 @@ impl S3Proxy {
 }
 
 /// Which service a kill hits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Role {
     Enricher,
     Detector,
@@ -204,7 +204,7 @@ struct Services<'a> {
     p: &'a Pipeline,
     mode: Mode,
     proxy: &'a S3Proxy,
-    running: HashMap<&'static str, Service>,
+    running: HashMap<Role, Service>,
 }
 
 impl Services<'_> {
@@ -226,20 +226,19 @@ impl Services<'_> {
                 self.p.counter(&args)
             }
         };
-        self.running.insert(role.name(), service);
+        self.running.insert(role, service);
     }
 
     /// Restarts the services that exited by themselves (as a supervisor such as compose's
     /// `restart: unless-stopped` would); returns how many.
     fn supervise(&mut self) -> usize {
-        let exited: Vec<&'static str> =
-            self.running.iter_mut().filter_map(|(name, s)| (!s.is_running()).then_some(*name)).collect();
-        for name in &exited {
-            let log = std::fs::read_to_string(self.p.log_path(name)).unwrap_or_default();
+        let exited: Vec<Role> =
+            self.running.iter_mut().filter_map(|(role, s)| (!s.is_running()).then_some(*role)).collect();
+        for role in &exited {
+            let (name, log) = (role.name(), std::fs::read_to_string(self.p.log_path(role.name())).unwrap_or_default());
             eprintln!("faults: {name} exited by itself ({}); restarting it", log.lines().last().unwrap_or("no log"));
-            self.running.remove(name);
-            let role = [Role::Enricher, Role::Detector, Role::Counter].into_iter().find(|r| r.name() == *name);
-            self.start(role.expect("a known role"));
+            self.running.remove(role);
+            self.start(*role);
         }
         exited.len()
     }
@@ -254,7 +253,7 @@ impl Services<'_> {
     }
 
     fn kill(&mut self, role: Role) {
-        if let Some(s) = self.running.remove(role.name()) {
+        if let Some(s) = self.running.remove(&role) {
             s.kill();
         }
     }

@@ -43,10 +43,9 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    Core, LoopConsumer, Output, Processor, Rebalancer, RunStats, RuntimeConfig, RuntimeContext, RuntimeError, lock,
-};
+use super::{Core, LoopConsumer, Output, Processor, Rebalancer, RunStats, RuntimeConfig, RuntimeContext, RuntimeError};
 use crate::kafka::{self, KafkaSetupError};
+use crate::lock;
 
 /// How long one transactional call may take before it counts as failed.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
