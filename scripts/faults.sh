@@ -8,7 +8,8 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 "$ROOT/scripts/stack.sh" up
-export NISSHI_BIN=$NISSHI TANSU_BIN=$TANSU
+eval "$("$ROOT/scripts/stack.sh" paths)"
+export NISSHI_BIN TANSU_BIN
 cd "$ROOT"
 say "building (cargo target dir: $CARGO_TARGET_DIR) ..."
 cargo build --release --bins

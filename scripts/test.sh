@@ -13,21 +13,33 @@ command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 [[ -x /usr/bin/chromium ]] || missing+=(chromium)
 [[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
 if ((${#missing[@]})); then
-  [[ $(id -u) == 0 ]] || die "missing Debian packages: install them (sudo apt-get install ${missing[*]}) and rerun"
-  say "installing ${missing[*]} (Debian) for the tests ..."
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"; } >/dev/null \
-    || die "apt-get could not install ${missing[*]}"
+  apt_cmd="apt-get update && apt-get install -y ${missing[*]}"
+  [[ $(id -u) == 0 ]] || die "the tests need Debian packages that are missing: run 'sudo sh -c \"$apt_cmd\"' and rerun"
+  apt_log=$CACHE_DIR/apt.log
+  mkdir -p "$CACHE_DIR"
+  say "installing Debian packages ${missing[*]} as root for the tests ($apt_cmd: about 1-3 min, once; log: $apt_log) ..."
+  t_apt=$(now)
+  if ! { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"; } >"$apt_log" 2>&1; then
+    tail -n 5 "$apt_log" >&2
+    die "apt-get could not install ${missing[*]} (last lines above, log: $apt_log)"
+  fi
+  say "  installed in $(($(now) - t_apt)) s"
 fi
 # --txn: the transactional Tansu too (the exactly-once tests; they reach it through
 # TXN_KAFKA_BOOTSTRAP_SERVERS, exported with the rest of config/local.env by lib.sh).
 "$ROOT/scripts/stack.sh" up --txn
 # Each run makes ~45 topics with unique names; drop the previous runs' so the brokers stay small.
 "$ROOT/scripts/stack.sh" clean-test-topics
-# Tests that start a broker of their own (restart durability) use the same build.
-export NISSHI_BIN=$NISSHI
-export TANSU_BIN=$TANSU
+# Tests that start a broker of their own (restart durability, exactly-once faults) use the same
+# builds, looked up now that `stack.sh up` has installed them.
+eval "$("$ROOT/scripts/stack.sh" paths)"
+[[ -n ${NISSHI_BIN-} && -n ${TANSU_BIN-} ]] || die "scripts/stack.sh up left Nisshi or Tansu uninstalled"
+export NISSHI_BIN TANSU_BIN
 cd "$ROOT"
 cargo fmt --all --check || die "the code is not formatted: run 'cargo fmt --all'"
+if [[ ! -d $CARGO_TARGET_DIR/debug/deps ]]; then
+  say "first build of the project (debug, for the tests): about 15 min on 2 cores, once; cargo shows its progress below"
+fi
 say "building and running the tests (cargo target dir: $CARGO_TARGET_DIR) ..."
 # The end-to-end tests run the service binaries as processes.
 cargo build --workspace --bins

@@ -182,7 +182,10 @@ impl OwnBroker {
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .expect("start the broker");
+            .unwrap_or_else(|e| {
+                // Name the binary: an unset or stale NISSHI_BIN/TANSU_BIN is the usual cause.
+                panic!("start the broker {:?}: {e} (scripts/test.sh exports NISSHI_BIN and TANSU_BIN)", command.get_program())
+            });
         let broker = Self { child, port };
         // A plain TCP connect tells the listener is up, with or without authentication.
         let deadline = Instant::now() + Duration::from_secs(30);
