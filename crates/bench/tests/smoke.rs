@@ -7,7 +7,7 @@ use bench::Report;
 
 #[test]
 fn tiny_end_to_end_bench_completes_with_exact_counts() {
-    let dir = std::env::temp_dir().join(pipeline_core::testkit::unique("bench-smoke"));
+    let dir = std::env::temp_dir().join(pipeline_testkit::unique("bench-smoke"));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("report.json");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_bench-e2e"))

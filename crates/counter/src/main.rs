@@ -6,7 +6,7 @@
 //! State and restarts: windows are kept per input partition, each with its own watermark, so a
 //! partition's windows depend on its records alone. Every `--checkpoint-interval` (once every
 //! output so far is acknowledged) and at shutdown, each changed partition's windows are written
-//! to S3 with the offset they cover (`pipeline_core::checkpoint`), and that offset is then
+//! to S3 with the offset they cover (`counter::checkpoint`), and that offset is then
 //! committed to the consumer group, so lag tools see progress; the checkpoint is the truth. A
 //! partition's new owner (after a restart, a crash or a rebalance) restores its newest
 //! checkpoint and replays from the offset it names, rebuilding exactly the values it had.
@@ -32,23 +32,22 @@
 //! unchanged to `--late-topic`. Poison records go to the dead-letter topic like in every
 //! service.
 
-mod counter;
-mod peers;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser};
-use pipeline_core::checkpoint::{CheckpointStore, Recovery};
-use pipeline_core::config::{S3Args, ServiceArgs};
-use pipeline_core::dashboard::{self, WindowsView};
-use pipeline_core::runtime;
-use pipeline_core::s3::ObjectStore;
+use counter::checkpoint::{CheckpointStore, Recovery};
+use counter::dashboard::{self, WindowsView};
 use pipeline_core::window::WindowConfig;
+use pipeline_kafka::args::ServiceArgs;
+use pipeline_kafka::runtime;
+use pipeline_s3::S3Args;
+use pipeline_s3::store::ObjectStore;
 use tokio_util::sync::CancellationToken;
 
-use crate::counter::{Checkpoints, Counter};
+use counter::peers;
+use counter::processor::{Checkpoints, Counter};
 
 /// Counts alerts per event-time window, per input partition, with its state checkpointed in S3.
 #[derive(Debug, Parser)]
@@ -125,7 +124,7 @@ async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
     };
     // Ticks drive the dashboard (every second at most) as well as the trigger.
     let tick = cli.trigger.min(Duration::from_secs(1));
-    let mut runtime_config = cli.service.runtime("counter", &cli.input_topic, false, tick);
+    let mut runtime_config = runtime::RuntimeConfig::new(&cli.service, "counter", &cli.input_topic, false, tick);
     let checkpoints = if cli.checkpoint_interval.is_zero() {
         None
     } else {
@@ -172,5 +171,5 @@ async fn main() -> std::process::ExitCode {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    pipeline_core::shutdown::serve("counter", cli.service.log_format, |cancel| run(cli, cancel)).await
+    pipeline_kafka::shutdown::serve("counter", cli.service.log_format, |cancel| run(cli, cancel)).await
 }

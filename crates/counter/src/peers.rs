@@ -4,8 +4,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pipeline_core::config::KafkaArgs;
 use pipeline_core::window::{PartialMerge, WindowStats};
+use pipeline_kafka::args::KafkaArgs;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
@@ -27,7 +27,7 @@ pub async fn follow(
             ("fetch.wait.max.ms", "100"),
         ])
         .create()?;
-    let metadata = pipeline_core::kafka::check_cluster(&kafka, Some(&topic)).await?;
+    let metadata = pipeline_kafka::client::check_cluster(&kafka, Some(&topic)).await?;
     let mut tpl = TopicPartitionList::new();
     for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
         tpl.add_partition_offset(&topic, p.id(), Offset::Beginning)?;

@@ -3,16 +3,16 @@
 //! `expected_gear` — each with the list of rules it broke in `alert_reasons`.
 //!
 //! At-least-once: an input's offset is committed only after its alert (if any) is acknowledged
-//! (see `pipeline_core::runtime`).
+//! (see `pipeline_kafka::runtime`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use pipeline_core::config::ServiceArgs;
 use pipeline_core::rules::AlertRules;
-use pipeline_core::runtime::{self, InputMeta, Output, Processor};
 use pipeline_core::schema::{AlertEvent, EnrichedEvent};
+use pipeline_kafka::args::ServiceArgs;
+use pipeline_kafka::runtime::{self, InputMeta, Output, Processor};
 use tokio_util::sync::CancellationToken;
 
 /// Keeps the enriched events that break a rule.
@@ -63,7 +63,8 @@ impl Processor for Detector {
 }
 
 async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
-    let config = cli.service.runtime("detector", &cli.input_topic, true, Duration::from_secs(3600));
+    let config =
+        runtime::RuntimeConfig::new(&cli.service, "detector", &cli.input_topic, true, Duration::from_secs(3600));
     cli.service.observe(&config.readiness, &cancel).await?;
     let processor = Detector {
         rules: AlertRules { max_speed: cli.max_speed, max_rpm: cli.max_rpm },
@@ -76,5 +77,5 @@ async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    pipeline_core::shutdown::serve("detector", cli.service.log_format, |cancel| run(cli, cancel)).await
+    pipeline_kafka::shutdown::serve("detector", cli.service.log_format, |cancel| run(cli, cancel)).await
 }

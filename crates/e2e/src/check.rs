@@ -6,11 +6,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
-use pipeline_core::dims::{Car, load_table};
 use pipeline_core::generate::{EventClock, EventGenerator};
+use pipeline_core::join::Car;
 use pipeline_core::rules::AlertRules;
 use pipeline_core::schema::{EnrichedEvent, JsonEvent, SensorEvent, event_time};
 use pipeline_core::window::WindowStats;
+use pipeline_s3::dims::load_table;
 use rdkafka::Message;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -150,4 +151,4 @@ pub fn http_get(url: &str) -> (u16, String) {
     (code.parse().unwrap_or(0), body.to_owned())
 }
 
-pub use pipeline_core::testkit::free_port;
+pub use pipeline_testkit::free_port;

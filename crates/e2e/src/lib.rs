@@ -8,10 +8,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use pipeline_core::config::{KafkaArgs, S3Args};
-use pipeline_core::dims::{DimTables, JoinIndex};
-use pipeline_core::s3::ObjectStore;
-use pipeline_core::testkit;
+use pipeline_core::join::{DimTables, JoinIndex};
+use pipeline_kafka::args::KafkaArgs;
+use pipeline_s3::S3Args;
+use pipeline_s3::dims::write_tables;
+use pipeline_s3::store::ObjectStore;
+use pipeline_testkit as testkit;
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::FutureRecord;
 
@@ -118,7 +120,7 @@ impl Pipeline {
     pub async fn on(kafka: KafkaArgs, partitions: i32, seed: u64) -> Self {
         let (s3, store) = testkit::bucket("e2e").await;
         let dims = DimTables::seed(20, seed);
-        dims.write(&store, &s3.dims_prefix).await.expect("write dims");
+        write_tables(&store, &s3.dims_prefix, &dims).await.expect("write dims");
         let id = testkit::unique("p");
         let name = |t: &str| format!("{id}-{t}");
         let (sensors, enriched, alerts, counts, late) =
@@ -127,7 +129,7 @@ impl Pipeline {
             [&sensors, &enriched, &alerts].into_iter().map(|t| (t.clone(), format!("{t}.dlq"))).collect();
         let mut all: Vec<&str> = vec![&sensors, &enriched, &alerts, &counts, &late];
         all.extend(dlq.values().map(String::as_str));
-        pipeline_core::kafka::create_topics(&kafka, &all, partitions, 1).await.expect("create topics");
+        pipeline_kafka::client::create_topics(&kafka, &all, partitions, 1).await.expect("create topics");
         Self { s3, store, dims, sensors, enriched, alerts, counts, late, dlq, id, kafka }
     }
 
@@ -232,7 +234,7 @@ impl Pipeline {
 
 /// Produces raw records (key, value) to `topic` and waits for every acknowledgement.
 pub async fn produce_raw(topic: &str, records: &[(Option<Vec<u8>>, Vec<u8>)]) {
-    let producer = pipeline_core::kafka::producer(&testkit::kafka()).expect("producer");
+    let producer = pipeline_kafka::client::producer(&testkit::kafka()).expect("producer");
     let sends = records.iter().map(|(key, value)| {
         let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(value);
         if let Some(key) = key {

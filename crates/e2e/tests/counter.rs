@@ -36,8 +36,7 @@ fn expected(alerts: &[EnrichedEvent]) -> BTreeMap<String, Value> {
 fn committed(p: &Pipeline) -> Vec<i64> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let group = format!("{}-counter", p.id);
-    let consumer: BaseConsumer =
-        pipeline_core::testkit::kafka().client_config(&[("group.id", &group)]).create().unwrap();
+    let consumer: BaseConsumer = pipeline_testkit::kafka().client_config(&[("group.id", &group)]).create().unwrap();
     let mut tpl = rdkafka::TopicPartitionList::new();
     for partition in 0..3 {
         tpl.add_partition(&p.alerts, partition);
@@ -48,7 +47,7 @@ fn committed(p: &Pipeline) -> Vec<i64> {
 
 fn high_watermarks(p: &Pipeline) -> Vec<i64> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = pipeline_core::testkit::kafka().client_config(&[]).create().unwrap();
+    let consumer: BaseConsumer = pipeline_testkit::kafka().client_config(&[]).create().unwrap();
     (0..3)
         .map(|partition| consumer.fetch_watermarks(&p.alerts, partition, Duration::from_secs(10)).unwrap().1)
         .collect()
@@ -118,7 +117,7 @@ async fn a_crashed_counter_restores_its_checkpoints_and_counts_exactly() {
 
 /// The partition an alert landed on (read back from the topic).
 fn partition_of(p: &Pipeline, alert: &EnrichedEvent) -> i32 {
-    let records = pipeline_core::testkit::read_all(&p.alerts, Duration::from_secs(60));
+    let records = pipeline_testkit::read_all(&p.alerts, Duration::from_secs(60));
     records
         .iter()
         .find(|m| {

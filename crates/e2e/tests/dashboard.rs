@@ -38,7 +38,7 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let profile = std::env::temp_dir().join(pipeline_core::testkit::unique("chromium-profile"));
+        let profile = std::env::temp_dir().join(pipeline_testkit::unique("chromium-profile"));
         let mut browser = Self { driver, base: format!("http://127.0.0.1:{port}"), profile };
         let deadline = Instant::now() + Duration::from_secs(20);
         while http_get(&format!("{}/status", browser.base)).0 != 200 {

@@ -10,8 +10,9 @@ use chrono::{TimeZone, Utc};
 use e2e::check::*;
 use e2e::{Pipeline, produce_raw, read_all, wait_for_count};
 use pipeline_core::rules::{AlertRules, expected_gear};
-use pipeline_core::runtime::dlq_headers;
+use pipeline_s3::dims::write_tables;
 use pipeline_core::schema::{EnrichedEvent, JsonEvent, SensorEvent};
+use pipeline_kafka::runtime::dlq_headers;
 use rdkafka::Message;
 use rdkafka::message::Headers;
 use serde_json::{Value, json};
@@ -240,10 +241,10 @@ async fn late_alerts_go_to_the_late_topic() {
 
 #[tokio::test]
 async fn the_enricher_waits_for_its_tables_and_picks_up_new_ones() {
-    let (s3, store) = pipeline_core::testkit::bucket("late-dims").await;
-    let topic_in = pipeline_core::testkit::topic("in", 1).await;
-    let topic_out = pipeline_core::testkit::topic("out", 1).await;
-    let group = pipeline_core::testkit::unique("enricher");
+    let (s3, store) = pipeline_testkit::bucket("late-dims").await;
+    let topic_in = pipeline_testkit::topic("in", 1).await;
+    let topic_out = pipeline_testkit::topic("out", 1).await;
+    let group = pipeline_testkit::unique("enricher");
     let enricher = std::process::Command::new(e2e::bin("enricher"))
         .args(["--s3-bucket", &s3.s3_bucket, "--dims-prefix", &s3.dims_prefix])
         .args(["--input-topic", &topic_in, "--output-topic", &topic_out])
@@ -255,7 +256,7 @@ async fn the_enricher_waits_for_its_tables_and_picks_up_new_ones() {
     let enricher = e2e::Service::from_child(enricher, "enricher");
 
     // No tables yet: the enricher waits (with a log line) instead of exiting.
-    let mut tables = pipeline_core::dims::DimTables::seed(5, 77);
+    let mut tables = pipeline_core::join::DimTables::seed(5, 77);
     let car = tables.cars[0].clone();
     let ev = |speed: f64| SensorEvent {
         event_id: Uuid::new_v4(),
@@ -268,9 +269,9 @@ async fn the_enricher_waits_for_its_tables_and_picks_up_new_ones() {
     let first = ev(10.0);
     produce_raw(&topic_in, &[(None, first.encode())]).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    tables.write(&store, &s3.dims_prefix).await.unwrap();
+    write_tables(&store, &s3.dims_prefix, &tables).await.unwrap();
     wait_for_count(&topic_out, 1, Duration::from_secs(60)).await;
-    let color = |t: &pipeline_core::dims::DimTables, id: i32| {
+    let color = |t: &pipeline_core::join::DimTables, id: i32| {
         t.colors.iter().find(|c| c.color_id == id).unwrap().color_name.clone()
     };
     let got = exactly_once::<EnrichedEvent>(&topic_out, |e| e.event_id).await;
@@ -279,7 +280,7 @@ async fn the_enricher_waits_for_its_tables_and_picks_up_new_ones() {
     // Repaint the car: after a refresh, new events carry the new color.
     let new_color = if car.color_id == 4 { 1 } else { 4 };
     tables.cars[0].color_id = new_color;
-    tables.write(&store, &s3.dims_prefix).await.unwrap();
+    write_tables(&store, &s3.dims_prefix, &tables).await.unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let second = ev(20.0);
     produce_raw(&topic_in, &[(None, second.encode())]).await;
@@ -296,7 +297,7 @@ async fn the_enricher_waits_for_its_tables_and_picks_up_new_ones() {
 
 #[test]
 fn services_fail_fast_with_one_line() {
-    let missing = pipeline_core::testkit::unique("missing");
+    let missing = pipeline_testkit::unique("missing");
     for (name, args) in
         [("detector", vec!["--input-topic", missing.as_str()]), ("counter", vec!["--input-topic", missing.as_str()])]
     {

@@ -12,9 +12,10 @@ use std::time::Duration;
 
 use e2e::bin;
 use e2e::check::LIMIT;
-use pipeline_core::dims::DimTables;
+use pipeline_core::join::DimTables;
 use pipeline_core::schema::{JsonEvent, SensorEvent};
-use pipeline_core::testkit::{self, OwnBroker};
+use pipeline_s3::dims::write_tables;
+use pipeline_testkit::{self as testkit, OwnBroker};
 use rdkafka::Message;
 
 const USER: &str = "pipeline";
@@ -67,13 +68,7 @@ async fn read_back(broker: &OwnBroker, topic: &str, props: &[String]) -> usize {
 }
 
 /// `generator run` of `count` events on `broker` with `-X` settings `props`.
-fn generate(
-    broker: &OwnBroker,
-    s3: &pipeline_core::config::S3Args,
-    topic: &str,
-    count: &str,
-    props: &[String],
-) -> Output {
+fn generate(broker: &OwnBroker, s3: &pipeline_s3::S3Args, topic: &str, count: &str, props: &[String]) -> Output {
     Command::new(bin("generator"))
         .args(["run", "--s3-bucket", &s3.s3_bucket, "--dims-prefix", &s3.dims_prefix])
         .args(["--bootstrap-servers", &format!("127.0.0.1:{}", broker.port), "--connect-timeout", "10s"])
@@ -91,10 +86,10 @@ async fn scram_credentials_work_and_a_wrong_password_is_refused() {
     let broker = secured_broker(&dir, &[]).await;
 
     let (s3, store) = testkit::bucket("sec").await;
-    DimTables::seed(20, 5).write(&store, &s3.dims_prefix).await.unwrap();
+    write_tables(&store, &s3.dims_prefix, &DimTables::seed(20, 5)).await.unwrap();
     let good = broker.kafka(&pairs(&scram(PASSWORD)));
     let topic = testkit::unique("secure");
-    pipeline_core::kafka::create_topics(&good, &[&topic], 1, 1).await.expect("authenticated admin request");
+    pipeline_kafka::client::create_topics(&good, &[&topic], 1, 1).await.expect("authenticated admin request");
 
     // The right credentials: every event produced, and readable with them.
     let ok = generate(&broker, &s3, &topic, "50", &scram(PASSWORD));
@@ -141,9 +136,9 @@ async fn scram_over_tls_works_and_plaintext_is_refused() {
     let tls = scram_over("SASL_SSL", PASSWORD, &[ca]);
 
     let (s3, store) = testkit::bucket("tls").await;
-    DimTables::seed(20, 6).write(&store, &s3.dims_prefix).await.unwrap();
+    write_tables(&store, &s3.dims_prefix, &DimTables::seed(20, 6)).await.unwrap();
     let topic = testkit::unique("tls");
-    pipeline_core::kafka::create_topics(&broker.kafka(&pairs(&tls)), &[&topic], 2, 1).await.expect("admin over TLS");
+    pipeline_kafka::client::create_topics(&broker.kafka(&pairs(&tls)), &[&topic], 2, 1).await.expect("admin over TLS");
     let ok = generate(&broker, &s3, &topic, "40", &tls);
     assert!(ok.status.success(), "generator over TLS: {}", String::from_utf8_lossy(&ok.stderr));
     assert_eq!(read_back(&broker, &topic, &tls).await, 40);

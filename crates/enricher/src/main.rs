@@ -3,7 +3,7 @@
 //! result to `samples-enriched`, keyed by car id.
 //!
 //! At-least-once: an input's offset is committed only after its enriched event is acknowledged
-//! (see `pipeline_core::runtime`). The tables are loaded at start (waiting, with backoff, while
+//! (see `pipeline_kafka::runtime`). The tables are loaded at start (waiting, with backoff, while
 //! S3 or a table is missing) and re-read every `--dims-refresh`; a reload swaps them atomically
 //! between two events, and a failed reload keeps the tables in use.
 
@@ -13,11 +13,13 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use clap::Parser;
-use pipeline_core::config::{S3Args, ServiceArgs};
-use pipeline_core::dims::{DimTables, JoinIndex};
-use pipeline_core::runtime::{self, InputMeta, Output, Processor};
-use pipeline_core::s3::ObjectStore;
+use pipeline_core::join::{DimTables, JoinIndex};
 use pipeline_core::schema::{JsonEvent, SensorEvent};
+use pipeline_kafka::args::ServiceArgs;
+use pipeline_kafka::runtime::{self, InputMeta, Output, Processor};
+use pipeline_s3::S3Args;
+use pipeline_s3::dims::load_tables;
+use pipeline_s3::store::ObjectStore;
 use tokio_util::sync::CancellationToken;
 
 /// Enriches sensor events with the dimension tables.
@@ -97,7 +99,7 @@ fn record_dims(t: &DimTables) {
 async fn load_until_ready(store: &ObjectStore, prefix: &str, cancel: &CancellationToken) -> Option<JoinIndex> {
     let mut backoff = Duration::from_secs(1);
     loop {
-        match DimTables::load(store, prefix).await {
+        match load_tables(store, prefix).await {
             Ok(tables) => {
                 record_dims(&tables);
                 let index = JoinIndex::new(&tables);
@@ -132,7 +134,7 @@ async fn reload_forever(
             _ = tokio::time::sleep(every) => {}
             _ = cancel.cancelled() => return,
         }
-        match DimTables::load(&store, &prefix).await {
+        match load_tables(&store, &prefix).await {
             Ok(tables) => {
                 record_dims(&tables);
                 dims.store(Arc::new(JoinIndex::new(&tables)));
@@ -144,7 +146,8 @@ async fn reload_forever(
 }
 
 async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
-    let config = cli.service.runtime("enricher", &cli.input_topic, true, Duration::from_secs(3600));
+    let config =
+        runtime::RuntimeConfig::new(&cli.service, "enricher", &cli.input_topic, true, Duration::from_secs(3600));
     config.readiness.require("dims_loaded");
     cli.service.observe(&config.readiness, &cancel).await?;
     let store = ObjectStore::connect(&cli.s3).await;
@@ -163,5 +166,5 @@ async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    pipeline_core::shutdown::serve("enricher", cli.service.log_format, |cancel| run(cli, cancel)).await
+    pipeline_kafka::shutdown::serve("enricher", cli.service.log_format, |cancel| run(cli, cancel)).await
 }

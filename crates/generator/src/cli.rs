@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
-use pipeline_core::config::{KafkaArgs, LogFormat, S3Args};
+use pipeline_kafka::args::{KafkaArgs, LogFormat};
+use pipeline_s3::S3Args;
 
 /// Writes the pipeline's dimension tables to S3 and produces random telemetry of those cars to
 /// Kafka, like the seed's generator.

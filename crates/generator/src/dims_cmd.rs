@@ -1,8 +1,9 @@
 //! `generator dims`: the seed's dimension tables, written to S3 as Parquet.
 
 use anyhow::Context;
-use pipeline_core::dims::{DimTables, DimsError};
-use pipeline_core::s3::ObjectStore;
+use pipeline_core::join::DimTables;
+use pipeline_s3::dims::{DimsError, load_tables, write_tables};
+use pipeline_s3::store::ObjectStore;
 
 use crate::cli::DimsArgs;
 
@@ -13,7 +14,7 @@ pub async fn dims(args: DimsArgs) -> anyhow::Result<()> {
     store.ensure_bucket().await?;
     let prefix = &args.s3.dims_prefix;
     if args.if_missing {
-        match DimTables::load(&store, prefix).await {
+        match load_tables(&store, prefix).await {
             Ok(t) => {
                 println!(
                     "dims already present at {}: {} cars, {} models, {} colors (left as they are)",
@@ -30,7 +31,7 @@ pub async fn dims(args: DimsArgs) -> anyhow::Result<()> {
     }
     let seed = args.seed.unwrap_or_else(rand::random);
     let tables = DimTables::seed(args.cars as usize, seed);
-    tables.write(&store, prefix).await?;
+    write_tables(&store, prefix, &tables).await?;
     println!(
         "wrote {} cars (seed {seed}), {} models, {} colors to {}",
         tables.cars.len(),

@@ -10,7 +10,7 @@ mod run;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    pipeline_core::shutdown::serve("generator", cli.log_format, |cancel| async move {
+    pipeline_kafka::shutdown::serve("generator", cli.log_format, |cancel| async move {
         match cli.command {
             cli::Command::Dims(args) => dims_cmd::dims(args).await,
             cli::Command::Run(args) => run::run(args, cancel).await,

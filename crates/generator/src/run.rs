@@ -13,11 +13,12 @@ use anyhow::Context;
 use futures::FutureExt;
 use futures::stream::{FuturesUnordered, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
-use pipeline_core::dims::{Car, load_table};
 use pipeline_core::generate::{EventClock, EventGenerator};
-use pipeline_core::kafka;
-use pipeline_core::s3::ObjectStore;
+use pipeline_core::join::Car;
 use pipeline_core::schema::JsonEvent;
+use pipeline_kafka::client;
+use pipeline_s3::dims::load_table;
+use pipeline_s3::store::ObjectStore;
 use rdkafka::producer::{DeliveryFuture, Producer};
 use tokio_util::sync::CancellationToken;
 
@@ -100,8 +101,8 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> anyhow::Result<()>
     let car_ids: Vec<i64> = cars.iter().map(|c| c.car_id).collect();
     tracing::info!(cars = car_ids.len(), table = %store.url(&args.s3.dims_prefix), "loaded cars");
 
-    kafka::check_cluster(&args.kafka, Some(&args.topic)).await?;
-    let producer = kafka::producer(&args.kafka)?;
+    client::check_cluster(&args.kafka, Some(&args.topic)).await?;
+    let producer = client::producer(&args.kafka)?;
 
     let clock = match args.start_time {
         Some(start) => EventClock::Synthetic {
@@ -132,7 +133,7 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> anyhow::Result<()>
         payload.clear();
         event.encode_into(&mut payload);
         let key = event.car_id.to_string();
-        let delivery = kafka::enqueue(&producer, &args.topic, Some(key.as_bytes()), &payload, None)
+        let delivery = client::enqueue(&producer, &args.topic, Some(key.as_bytes()), &payload, None)
             .await
             .context("enqueueing a record")?;
         in_flight.push(delivery);

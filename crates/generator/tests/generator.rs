@@ -8,11 +8,12 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use pipeline_core::config::S3Args;
-use pipeline_core::dims::{Car, CarColor, CarModel, DimTables, load_table, table_dir, to_parquet};
 use pipeline_core::generate::{EventClock, EventGenerator};
+use pipeline_core::join::{Car, CarColor, CarModel, DimTables};
 use pipeline_core::schema::{JsonEvent, SensorEvent};
-use pipeline_core::testkit;
+use pipeline_s3::S3Args;
+use pipeline_s3::dims::{load_table, load_tables, table_dir, to_parquet};
+use pipeline_testkit as testkit;
 use rdkafka::Message;
 
 const BIN: &str = env!("CARGO_BIN_EXE_generator");
@@ -50,16 +51,16 @@ async fn dims_round_trip_through_s3() {
     let (s3, store) = testkit::bucket("dims").await;
     let out = generator_at(&s3, "dims", &["--seed", "5", "--cars", "20"]);
     assert_ok(&out);
-    let loaded = DimTables::load(&store, &s3.dims_prefix).await.unwrap();
+    let loaded = load_tables(&store, &s3.dims_prefix).await.unwrap();
     assert_eq!(loaded, DimTables::seed(20, 5));
 
     // --if-missing leaves complete tables alone; without it they are replaced (old parts gone).
     let out = generator_at(&s3, "dims", &["--seed", "6", "--if-missing"]);
     assert_ok(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("already present"));
-    assert_eq!(DimTables::load(&store, &s3.dims_prefix).await.unwrap(), DimTables::seed(20, 5));
+    assert_eq!(load_tables(&store, &s3.dims_prefix).await.unwrap(), DimTables::seed(20, 5));
     assert_ok(&generator_at(&s3, "dims", &["--seed", "6", "--cars", "7"]));
-    assert_eq!(DimTables::load(&store, &s3.dims_prefix).await.unwrap(), DimTables::seed(7, 6));
+    assert_eq!(load_tables(&store, &s3.dims_prefix).await.unwrap(), DimTables::seed(7, 6));
     assert_eq!(store.list(&table_dir::<Car>(&s3.dims_prefix)).await.unwrap().len(), 1);
 }
 

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use pipeline_core::config::{KafkaArgs, LogFormat, S3Args};
+use pipeline_kafka::args::{KafkaArgs, LogFormat};
+use pipeline_s3::S3Args;
 
 /// The operator's tools for the telemetry pipeline: check the stack, send and read records,
 /// manage topics.

@@ -13,7 +13,7 @@ mod topics;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    pipeline_core::shutdown::serve("ops", cli.log_format, |cancel| async move {
+    pipeline_kafka::shutdown::serve("ops", cli.log_format, |cancel| async move {
         match cli.command {
             cli::Command::Smoke(args) => smoke::smoke(args).await,
             cli::Command::Produce(args) => produce::produce(args).await,

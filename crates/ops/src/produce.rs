@@ -4,8 +4,8 @@
 use std::io::{IsTerminal, Read};
 
 use anyhow::{Context, bail};
-use pipeline_core::kafka;
 use pipeline_core::schema::{DecodeError, EnrichedEvent, JsonEvent, SensorEvent};
+use pipeline_kafka::client;
 use rdkafka::message::{Header, OwnedHeaders};
 use serde::{Deserialize, Serialize};
 
@@ -200,13 +200,13 @@ fn records(args: &ProduceArgs) -> anyhow::Result<Vec<Record>> {
 pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     let records = records(&args)?;
     crate::topics::must_exist(&args.kafka, &args.topic).await?;
-    let producer = kafka::producer(&args.kafka)?;
+    let producer = client::producer(&args.kafka)?;
     let headers = (!args.headers.is_empty()).then(|| {
         args.headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| h.insert(Header { key: k, value: Some(v) }))
     });
     let mut deliveries = Vec::with_capacity(records.len());
     for record in &records {
-        let delivery = kafka::enqueue(
+        let delivery = client::enqueue(
             &producer,
             &args.topic,
             record.key.as_deref().map(str::as_bytes),

@@ -7,8 +7,8 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use pipeline_core::kafka;
-use pipeline_core::s3::{ObjectStore, S3Error};
+use pipeline_kafka::client;
+use pipeline_s3::store::{ObjectStore, S3Error};
 use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -119,7 +119,7 @@ async fn s3_checks(args: &SmokeArgs, id: &str, report: &mut Report) {
 
 async fn kafka_checks(args: &SmokeArgs, id: &str, report: &mut Report) {
     let kafka_args = &args.kafka;
-    match kafka::check_cluster(kafka_args, None).await {
+    match client::check_cluster(kafka_args, None).await {
         Ok(metadata) => report.pass(
             "kafka metadata",
             format!(
@@ -139,7 +139,7 @@ async fn kafka_checks(args: &SmokeArgs, id: &str, report: &mut Report) {
         }
     }
     let topic = format!("{}-{id}", args.topic_prefix);
-    if let Err(e) = kafka::create_topics(kafka_args, &[&topic], 1, 1).await {
+    if let Err(e) = client::create_topics(kafka_args, &[&topic], 1, 1).await {
         report.fail("kafka create topic", format!("{e}; check that these credentials may create topics"));
         report.skip(&["kafka produce", "kafka consume", "kafka delete topic"], "kafka create topic");
         return;
@@ -164,7 +164,7 @@ async fn kafka_checks(args: &SmokeArgs, id: &str, report: &mut Report) {
         }
     }
     // Always remove the temporary topic.
-    match kafka::delete_topics(kafka_args, &[&topic]).await {
+    match client::delete_topics(kafka_args, &[&topic]).await {
         Ok(()) => report.pass("kafka delete topic", format!("{topic} deleted")),
         Err(e) => report.fail("kafka delete topic", format!("{e}; delete {topic} by hand")),
     }
@@ -173,9 +173,9 @@ async fn kafka_checks(args: &SmokeArgs, id: &str, report: &mut Report) {
 /// Sends the probe; its offset and how long the acknowledgement took.
 async fn produce_probe(args: &SmokeArgs, topic: &str, payload: &str) -> Result<(i64, Duration), String> {
     let hint = "check the broker's log (`scripts/stack.sh logs nisshi` on the local stack) and -X settings";
-    let producer = kafka::producer(&args.kafka).map_err(|e| e.to_string())?;
+    let producer = client::producer(&args.kafka).map_err(|e| e.to_string())?;
     let start = Instant::now();
-    let delivery = kafka::enqueue(&producer, topic, Some(b"ops-smoke"), payload.as_bytes(), None)
+    let delivery = client::enqueue(&producer, topic, Some(b"ops-smoke"), payload.as_bytes(), None)
         .await
         .map_err(|e| format!("the producer refused the probe: {e}; {hint}"))?;
     match tokio::time::timeout(args.timeout, delivery).await {

@@ -1,7 +1,7 @@
 //! `ops topics create | list | describe`.
 
-use pipeline_core::config::KafkaArgs;
-use pipeline_core::kafka::{self, KafkaSetupError};
+use pipeline_kafka::args::KafkaArgs;
+use pipeline_kafka::client::{self, KafkaSetupError};
 use rdkafka::metadata::Metadata;
 
 use crate::cli::{CreateArgs, DescribeArgs, ListArgs, TopicsCommand};
@@ -17,7 +17,7 @@ pub async fn topics(command: TopicsCommand) -> anyhow::Result<()> {
 
 /// The cluster's metadata for `topic`, or an error that says how to create it.
 pub async fn must_exist(args: &KafkaArgs, topic: &str) -> anyhow::Result<Metadata> {
-    match kafka::check_cluster(args, Some(topic)).await {
+    match client::check_cluster(args, Some(topic)).await {
         Err(e @ KafkaSetupError::NoSuchTopic { .. }) => Err(anyhow::anyhow!("{e}, or `ops topics create {topic}`")),
         other => Ok(other?),
     }
@@ -25,7 +25,7 @@ pub async fn must_exist(args: &KafkaArgs, topic: &str) -> anyhow::Result<Metadat
 
 /// Creates the topics that do not exist yet; reports the others as they are.
 async fn create(args: CreateArgs) -> anyhow::Result<()> {
-    let metadata = kafka::check_cluster(&args.kafka, None).await?;
+    let metadata = client::check_cluster(&args.kafka, None).await?;
     let existing = |name: &str| {
         metadata.topics().iter().find(|t| t.name() == name && t.error().is_none()).map(|t| t.partitions().len())
     };
@@ -40,7 +40,7 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
     if new.is_empty() {
         return Ok(());
     }
-    kafka::create_topics(&args.kafka, &new, args.partitions, args.replication).await?;
+    client::create_topics(&args.kafka, &new, args.partitions, args.replication).await?;
     for name in new {
         println!("created {name} partitions={} replication={}", args.partitions, args.replication);
     }
@@ -49,7 +49,7 @@ async fn create(args: CreateArgs) -> anyhow::Result<()> {
 
 /// One line per topic: name and partition count, sorted by name.
 async fn list(args: ListArgs) -> anyhow::Result<()> {
-    let metadata = kafka::check_cluster(&args.kafka, None).await?;
+    let metadata = client::check_cluster(&args.kafka, None).await?;
     let mut rows: Vec<(&str, usize)> = metadata
         .topics()
         .iter()
@@ -68,7 +68,7 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
 /// Each topic's partitions: leader, replicas, in-sync replicas and low/high watermarks.
 async fn describe(args: DescribeArgs) -> anyhow::Result<()> {
     let names: Vec<&str> = args.names.iter().map(String::as_str).collect();
-    let topics = kafka::describe_topics(&args.kafka, &names).await?;
+    let topics = client::describe_topics(&args.kafka, &names).await?;
     for (i, topic) in topics.iter().enumerate() {
         if i > 0 {
             println!();

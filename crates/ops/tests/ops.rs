@@ -9,9 +9,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
-use pipeline_core::kafka::{self, KafkaSetupError};
 use pipeline_core::schema::{JsonEvent, SensorEvent};
-use pipeline_core::testkit;
+use pipeline_kafka::client::{self, KafkaSetupError};
+use pipeline_testkit as testkit;
 use rdkafka::Message;
 use serde_json::Value;
 
@@ -74,7 +74,7 @@ fn sensor(car_id: i64, n: u32) -> String {
 
 /// Sum of the high watermarks of `topic` (no record was ever deleted in a test topic).
 async fn record_count(topic: &str) -> i64 {
-    let info = kafka::describe_topics(&testkit::kafka(), &[topic]).await.unwrap();
+    let info = client::describe_topics(&testkit::kafka(), &[topic]).await.unwrap();
     info[0].partitions.iter().map(|p| p.high).sum()
 }
 
@@ -147,7 +147,7 @@ async fn smoke_passes_against_the_stack_and_leaves_nothing_behind() {
     assert!(topic.starts_with("ops-smoke-"), "{line}");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match kafka::check_cluster(&testkit::kafka(), Some(topic)).await {
+        match client::check_cluster(&testkit::kafka(), Some(topic)).await {
             Err(KafkaSetupError::NoSuchTopic { .. }) => break,
             _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
             other => panic!("{topic} still there: {other:?}"),
@@ -401,7 +401,7 @@ async fn topics_create_list_describe_round_trip() {
     let out = assert_ok(&ops(&["topics", "describe", &a, &b]));
     let sections: Vec<&str> = out.split("\n\n").collect();
     assert_eq!(sections.len(), 2, "{out}");
-    let info = kafka::describe_topics(&testkit::kafka(), &[&a, &b]).await.unwrap();
+    let info = client::describe_topics(&testkit::kafka(), &[&a, &b]).await.unwrap();
     for (section, topic) in sections.iter().zip(&info) {
         let records: i64 = topic.partitions.iter().map(|p| p.high).sum();
         let mut expected = format!("topic {} partitions=2 records={records}\n", topic.name);

@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use chrono::{TimeZone, Utc};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use pipeline_core::dims::{DimTables, JoinIndex};
 use pipeline_core::generate::{EventClock, EventGenerator};
+use pipeline_core::join::{DimTables, JoinIndex};
 use pipeline_core::rules::AlertRules;
 use pipeline_core::schema::{AlertEvent, EnrichedEvent, JsonEvent, SensorEvent};
 use pipeline_core::window::{AlertPoint, WindowConfig, Windows};

@@ -1,7 +1,6 @@
 //! The business rules: which gear a speed calls for, and when a reading is an alert.
 
-use serde::{Serialize, Serializer};
-
+pub use crate::schema::AlertReasons;
 use crate::schema::EnrichedEvent;
 
 /// The gear the seed expects at `speed` km/h: below 0 → 0, then one gear per 30 km/h band up
@@ -31,38 +30,6 @@ pub struct AlertRules {
 impl Default for AlertRules {
     fn default() -> Self {
         Self { max_speed: 120.0, max_rpm: 6000 }
-    }
-}
-
-/// Which rules an event broke. Serialized as the list of names, in this order:
-/// `["speed", "rpm", "gear"]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct AlertReasons {
-    /// Speed above [`AlertRules::max_speed`].
-    pub speed: bool,
-    /// Rpm above [`AlertRules::max_rpm`].
-    pub rpm: bool,
-    /// Gear different from `expected_gear`.
-    pub gear: bool,
-}
-
-impl AlertReasons {
-    /// True when no rule was broken (the event is not an alert).
-    pub fn is_empty(&self) -> bool {
-        !(self.speed || self.rpm || self.gear)
-    }
-
-    /// The names of the broken rules.
-    pub fn names(&self) -> impl Iterator<Item = &'static str> {
-        [(self.speed, "speed"), (self.rpm, "rpm"), (self.gear, "gear")]
-            .into_iter()
-            .filter_map(|(hit, name)| hit.then_some(name))
-    }
-}
-
-impl Serialize for AlertReasons {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.names())
     }
 }
 

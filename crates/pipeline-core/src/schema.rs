@@ -13,7 +13,7 @@ use std::fmt;
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 use uuid::Uuid;
 
 /// Why a record could not be decoded. The text is what lands in the dead-letter header, so it
@@ -144,7 +144,7 @@ pub struct EnrichedEvent {
     /// `car_colors.color_name` of the car, null when car or color is unknown.
     #[serde(default)]
     pub color_name: Option<String>,
-    /// The gear the speed calls for ([`crate::rules::expected_gear`]).
+    /// The gear the speed calls for (`rules::expected_gear`).
     pub expected_gear: i32,
 }
 
@@ -153,6 +153,38 @@ impl JsonEvent for EnrichedEvent {
 
     fn validate(&self) -> Result<(), DecodeError> {
         finite_speed(self.speed)
+    }
+}
+
+/// Which rules an event broke. Serialized as the list of names, in this order:
+/// `["speed", "rpm", "gear"]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AlertReasons {
+    /// Speed above the speed limit (`rules::AlertRules::max_speed`).
+    pub speed: bool,
+    /// Rpm above the rpm limit (`rules::AlertRules::max_rpm`).
+    pub rpm: bool,
+    /// Gear different from `expected_gear`.
+    pub gear: bool,
+}
+
+impl AlertReasons {
+    /// True when no rule was broken (the event is not an alert).
+    pub fn is_empty(&self) -> bool {
+        !(self.speed || self.rpm || self.gear)
+    }
+
+    /// The names of the broken rules.
+    pub fn names(&self) -> impl Iterator<Item = &'static str> {
+        [(self.speed, "speed"), (self.rpm, "rpm"), (self.gear, "gear")]
+            .into_iter()
+            .filter_map(|(hit, name)| hit.then_some(name))
+    }
+}
+
+impl Serialize for AlertReasons {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.names())
     }
 }
 
@@ -165,7 +197,7 @@ pub struct AlertEvent<'a> {
     #[serde(flatten)]
     pub event: &'a EnrichedEvent,
     /// Which rules it broke.
-    pub alert_reasons: crate::rules::AlertReasons,
+    pub alert_reasons: AlertReasons,
 }
 
 impl AlertEvent<'_> {

@@ -412,32 +412,6 @@ impl Windows {
     }
 }
 
-/// The live windows as the seed's console table.
-pub fn render_table(windows: &[&WindowStats], colors: &[String]) -> String {
-    let mut table = comfy_table::Table::new();
-    table.load_preset(comfy_table::presets::ASCII_FULL_CONDENSED);
-    let mut header = vec!["window_start".to_owned(), "window_end".to_owned(), "num_of_rows".to_owned()];
-    header.extend(colors.iter().map(|c| color_column(c)));
-    header.extend(["maximum_speed", "maximum_gear", "maximum_rpm"].map(str::to_owned));
-    table.set_header(header);
-    for w in windows {
-        let mut row = vec![
-            w.start.format("%Y-%m-%d %H:%M:%S").to_string(),
-            w.end.format("%Y-%m-%d %H:%M:%S").to_string(),
-            w.rows.to_string(),
-        ];
-        row.extend(w.colors.iter().map(u64::to_string));
-        row.extend([w.max_speed.to_string(), w.max_gear.to_string(), w.max_rpm.to_string()]);
-        table.add_row(row);
-    }
-    for i in 2..table.column_count() {
-        if let Some(col) = table.column_mut(i) {
-            col.set_cell_alignment(comfy_table::CellAlignment::Right);
-        }
-    }
-    table.to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -604,28 +578,5 @@ mod tests {
         assert_eq!(after.state(), straight.state());
         assert_eq!(finals.0, finals.1);
         assert_eq!(after.late(), 1);
-    }
-
-    #[test]
-    fn table_has_the_seeds_columns() {
-        let mut w = Windows::new(config(60));
-        w.add(0, pt(t(10, 1, 0), 121.5, 3, 6100, Some("Black")), Instant::now());
-        let live: Vec<_> = w.live().collect();
-        let table = render_table(&live, &w.config().colors);
-        let header = table.lines().nth(1).unwrap();
-        for col in [
-            "window_start",
-            "window_end",
-            "num_of_rows",
-            "num_of_black",
-            "num_of_white",
-            "num_of_silver",
-            "maximum_speed",
-            "maximum_gear",
-            "maximum_rpm",
-        ] {
-            assert!(header.contains(col), "{table}");
-        }
-        assert!(table.contains("2026-05-01 10:00:00") && table.contains("121.5") && table.contains("6100"), "{table}");
     }
 }

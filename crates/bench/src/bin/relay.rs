@@ -25,13 +25,15 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use futures::FutureExt;
 use futures::stream::{FuturesUnordered, StreamExt};
-use pipeline_core::config::{KafkaArgs, S3Args};
-use pipeline_core::dims::{Car, load_table};
 use pipeline_core::generate::{EventClock, EventGenerator};
-use pipeline_core::kafka;
+use pipeline_core::join::Car;
 use pipeline_core::rules::{AlertRules, expected_gear};
-use pipeline_core::s3::ObjectStore;
 use pipeline_core::schema::JsonEvent;
+use pipeline_kafka::args::KafkaArgs;
+use pipeline_kafka::client;
+use pipeline_s3::S3Args;
+use pipeline_s3::dims::load_table;
+use pipeline_s3::store::ObjectStore;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::producer::{DeliveryFuture, Producer};
 use rdkafka::{ClientContext, Message};
@@ -143,7 +145,7 @@ fn unix_ms() -> i64 {
 }
 
 fn consumer(kafka: &KafkaArgs, group: &str, commit: bool, topic: &str) -> anyhow::Result<StreamConsumer<Announce>> {
-    let mut config = kafka.client_config(pipeline_core::runtime::CONSUMER_DEFAULTS);
+    let mut config = kafka.client_config(pipeline_kafka::runtime::CONSUMER_DEFAULTS);
     config
         .set("group.id", group)
         .set("client.id", "relay")
@@ -171,8 +173,8 @@ async fn source(args: SourceArgs, cancel: CancellationToken) -> anyhow::Result<(
         })
         .collect();
 
-    kafka::check_cluster(&args.kafka, Some(&args.topic)).await?;
-    let producer = kafka::producer(&args.kafka)?;
+    client::check_cluster(&args.kafka, Some(&args.topic)).await?;
+    let producer = client::producer(&args.kafka)?;
     let mut generator = EventGenerator::new(car_ids, Some(args.seed), clock);
     let interval = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
     let mut in_flight = FuturesUnordered::new();
@@ -202,7 +204,7 @@ async fn source(args: SourceArgs, cancel: CancellationToken) -> anyhow::Result<(
             payload.push(NOT_AN_ALERT);
         }
         let key = event.car_id.to_string();
-        let delivery = kafka::enqueue(&producer, &args.topic, Some(key.as_bytes()), &payload, None).await?;
+        let delivery = client::enqueue(&producer, &args.topic, Some(key.as_bytes()), &payload, None).await?;
         in_flight.push(delivery);
         while in_flight.len() >= SOURCE_MAX_IN_FLIGHT {
             if let Some(report) = in_flight.next().await {
@@ -257,9 +259,9 @@ impl Pending {
 }
 
 async fn hop(args: HopArgs, cancel: CancellationToken) -> anyhow::Result<()> {
-    kafka::check_cluster(&args.kafka, Some(&args.input)).await?;
+    client::check_cluster(&args.kafka, Some(&args.input)).await?;
     let consumer = consumer(&args.kafka, &args.group, true, &args.input)?;
-    let producer = kafka::producer(&args.kafka)?;
+    let producer = client::producer(&args.kafka)?;
     let mut pending = Pending::default();
     let mut in_flight = FuturesUnordered::new();
     let (mut read, mut forwarded) = (0u64, 0u64);
@@ -284,7 +286,7 @@ async fn hop(args: HopArgs, cancel: CancellationToken) -> anyhow::Result<()> {
                 let (partition, offset) = (message.partition(), message.offset());
                 let payload = message.payload().unwrap_or_default();
                 if !args.only_alerts || payload.last() != Some(&NOT_AN_ALERT) {
-                    let delivery = kafka::enqueue(&producer, &args.output, message.key(), payload, None).await?;
+                    let delivery = client::enqueue(&producer, &args.output, message.key(), payload, None).await?;
                     forwarded += 1;
                     pending.push(partition, offset, false);
                     in_flight.push(delivery.map(move |r| (partition, offset, r)));
@@ -308,7 +310,7 @@ async fn hop(args: HopArgs, cancel: CancellationToken) -> anyhow::Result<()> {
 }
 
 async fn sink(args: SinkArgs, cancel: CancellationToken) -> anyhow::Result<()> {
-    kafka::check_cluster(&args.kafka, Some(&args.input)).await?;
+    client::check_cluster(&args.kafka, Some(&args.input)).await?;
     let consumer = consumer(&args.kafka, &args.group, false, &args.input)?;
     let mut count = 0u64;
     loop {
@@ -331,7 +333,7 @@ async fn sink(args: SinkArgs, cancel: CancellationToken) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    pipeline_core::shutdown::serve("relay", pipeline_core::config::LogFormat::Text, |cancel| async move {
+    pipeline_kafka::shutdown::serve("relay", pipeline_kafka::args::LogFormat::Text, |cancel| async move {
         match cli.role {
             Role::Source(args) => source(args, cancel).await,
             Role::Hop(args) => hop(args, cancel).await,

@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 use clap::{Parser, ValueEnum};
 use e2e::check::{COLORS, LIMIT, expected_windows, regenerate};
 use e2e::{Pipeline, Service, bin};
-use pipeline_core::config::KafkaArgs;
 use pipeline_core::rules::AlertRules;
 use pipeline_core::schema::{EnrichedEvent, JsonEvent, event_time};
-use pipeline_core::testkit::{self, OwnBroker};
 use pipeline_core::window::{PartialMerge, WindowStats};
+use pipeline_kafka::args::KafkaArgs;
+use pipeline_testkit::{self as testkit, OwnBroker};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::Message;
@@ -288,7 +288,7 @@ async fn run(cli: &Cli, mode: Mode) -> Summary {
         _ => {
             // Nisshi takes a bucket of its own (deleted at the end).
             let bucket = testkit::unique("faultbroker");
-            let store = pipeline_core::s3::ObjectStore::connect(&testkit::s3(&bucket)).await;
+            let store = pipeline_s3::store::ObjectStore::connect(&testkit::s3(&bucket)).await;
             store.ensure_bucket().await.unwrap();
             bucket_store = Some(store);
             let (storage, dir) = (format!("s3://{bucket}/"), std::env::temp_dir());
@@ -296,7 +296,7 @@ async fn run(cli: &Cli, mode: Mode) -> Summary {
         }
     };
     let kafka = broker.own().kafka(&[]);
-    pipeline_core::kafka::check_cluster(&kafka, None).await.unwrap();
+    pipeline_kafka::client::check_cluster(&kafka, None).await.unwrap();
     let p = Pipeline::on(kafka.clone(), cli.partitions, cli.seed).await;
     let proxy = S3Proxy::start(p.s3.s3_endpoint.clone().unwrap().trim_start_matches("http://").to_owned()).await;
     let mut services = Services { p: &p, mode, proxy: &proxy, running: HashMap::new() };

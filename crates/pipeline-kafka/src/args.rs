@@ -1,4 +1,4 @@
-//! Command-line and environment configuration shared by every service.
+//! Command-line and environment configuration of the Kafka side, shared by every service.
 //!
 //! Each flag has an environment variable (`env = "…"`), so the same binary is configured by
 //! flags in a terminal and by env files in compose. `config/local.env` and
@@ -62,43 +62,6 @@ impl KafkaArgs {
             config.set(k, v);
         }
         config
-    }
-}
-
-/// Where the object store is and where the dimension tables live in it.
-#[derive(Debug, Clone, Args)]
-pub struct S3Args {
-    /// S3 endpoint URL (MinIO, SeaweedFS…); leave unset for AWS itself.
-    #[arg(long, env = "S3_ENDPOINT")]
-    pub s3_endpoint: Option<String>,
-
-    /// Region of the bucket (any value for MinIO/SeaweedFS).
-    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
-    pub s3_region: String,
-
-    /// Bucket holding the dimension tables.
-    #[arg(long, env = "S3_BUCKET", default_value = "spark")]
-    pub s3_bucket: String,
-
-    /// Key prefix of the dimension tables; each table is a directory of Parquet files below it.
-    #[arg(long, env = "DIMS_PREFIX", default_value = "data/dims")]
-    pub dims_prefix: String,
-
-    /// Path-style addressing (http://host/bucket/key). Defaults to on when --s3-endpoint is
-    /// set (MinIO/SeaweedFS need it) and off for AWS.
-    #[arg(long, env = "S3_FORCE_PATH_STYLE")]
-    pub s3_path_style: Option<bool>,
-}
-
-impl S3Args {
-    /// Whether to address buckets by path.
-    pub fn path_style(&self) -> bool {
-        self.s3_path_style.unwrap_or(self.s3_endpoint.is_some())
-    }
-
-    /// The endpoint as shown in messages.
-    pub fn endpoint_display(&self) -> String {
-        self.s3_endpoint.clone().unwrap_or_else(|| format!("AWS S3 ({})", self.s3_region))
     }
 }
 
@@ -191,47 +154,10 @@ impl ServiceArgs {
             None => Ok(()),
         }
     }
-
-    /// The runtime loop's configuration for `service` reading `input_topic`.
-    pub fn runtime(
-        &self,
-        service: &str,
-        input_topic: &str,
-        commit: bool,
-        tick: Duration,
-    ) -> crate::runtime::RuntimeConfig {
-        // The loop's own checks are registered now, not when the loop starts: a service with a
-        // check of its own (the enricher's dims) would otherwise answer /readyz with 200 between
-        // that check passing and the loop joining its group.
-        let readiness = crate::observe::Readiness::default();
-        readiness.require("broker");
-        readiness.require("partitions_assigned");
-        crate::runtime::RuntimeConfig {
-            service: service.to_owned(),
-            kafka: self.kafka.clone(),
-            group_id: self.group_id.clone().unwrap_or_else(|| service.to_owned()),
-            input_topic: input_topic.to_owned(),
-            dlq_topic: self.dlq_topic.clone().unwrap_or_else(|| format!("{input_topic}.dlq")),
-            commit,
-            max_in_flight: self.max_in_flight.max(1),
-            max_record_bytes: self.max_record_bytes,
-            drain_timeout: self.drain_timeout,
-            tick,
-            checkpoint_interval: None,
-            readiness,
-            metrics: self.metrics_addr.is_some(),
-            guarantee: self.guarantee,
-            transactional_id: self.transactional_id.clone().unwrap_or_else(|| {
-                let group = self.group_id.clone().unwrap_or_else(|| service.to_owned());
-                format!("{group}-{}", host_name())
-            }),
-            transaction_interval: self.transaction_interval,
-        }
-    }
 }
 
 /// This machine's name (HOSTNAME, else /etc/hostname), for default ids.
-fn host_name() -> String {
+pub fn host_name() -> String {
     std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
@@ -259,8 +185,6 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         kafka: KafkaArgs,
-        #[command(flatten)]
-        s3: S3Args,
     }
 
     #[test]
@@ -276,41 +200,8 @@ mod tests {
     }
 
     #[test]
-    fn not_ready_before_the_loop_has_joined_its_group() {
-        #[derive(Debug, Parser)]
-        struct Service {
-            #[command(flatten)]
-            service: ServiceArgs,
-        }
-        let cli = Service::try_parse_from(["x"]).unwrap();
-        let config = cli.service.runtime("enricher", "in", true, Duration::from_secs(1));
-        config.readiness.require("dims_loaded");
-        config.readiness.set("dims_loaded", true);
-        assert!(!config.readiness.is_ready(), "{}", config.readiness.report());
-        assert_eq!(config.readiness.report(), "broker waiting\ndims_loaded ok\npartitions_assigned waiting\n");
-    }
-
-    #[test]
     fn bad_property_is_a_clear_error() {
         let err = Cli::try_parse_from(["x", "-X", "linger.ms"]).unwrap_err().to_string();
         assert!(err.contains("write it as key=value"), "{err}");
-    }
-
-    #[test]
-    fn path_style_follows_the_endpoint_unless_set() {
-        // Built by hand: the test environment may export S3_ENDPOINT.
-        let aws = S3Args {
-            s3_endpoint: None,
-            s3_region: "eu-west-1".into(),
-            s3_bucket: "b".into(),
-            dims_prefix: "p".into(),
-            s3_path_style: None,
-        };
-        assert!(!aws.path_style());
-        assert_eq!(aws.endpoint_display(), "AWS S3 (eu-west-1)");
-        let local = Cli::try_parse_from(["x", "--s3-endpoint", "http://127.0.0.1:8333"]).unwrap();
-        assert!(local.s3.path_style());
-        let forced = Cli::try_parse_from(["x", "--s3-endpoint", "http://h", "--s3-path-style", "false"]).unwrap();
-        assert!(!forced.s3.path_style());
     }
 }

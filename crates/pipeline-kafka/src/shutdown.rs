@@ -39,7 +39,7 @@ async fn wait_for_signal() {
 
 /// A binary's body: installs logging, turns SIGINT/SIGTERM into the token `run` receives, and
 /// reports the outcome as the exit status (an error as one line on stderr, status 1).
-pub async fn serve<F, Fut>(service: &str, log_format: crate::config::LogFormat, run: F) -> std::process::ExitCode
+pub async fn serve<F, Fut>(service: &str, log_format: crate::args::LogFormat, run: F) -> std::process::ExitCode
 where
     F: FnOnce(CancellationToken) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,

@@ -11,8 +11,9 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use crate::config::{KafkaArgs, S3Args};
-use crate::s3::ObjectStore;
+use pipeline_kafka::args::KafkaArgs;
+use pipeline_s3::S3Args;
+use pipeline_s3::store::ObjectStore;
 
 /// `prefix-<12 random hex>`: a topic, bucket or group name no other test uses.
 pub fn unique(prefix: &str) -> String {
@@ -55,7 +56,7 @@ pub async fn bucket(prefix: &str) -> (S3Args, ObjectStore) {
 /// A new topic with a unique name and `partitions` partitions, created.
 pub async fn topic(prefix: &str, partitions: i32) -> String {
     let name = unique(prefix);
-    crate::kafka::create_topics(&kafka(), &[&name], partitions, 1)
+    pipeline_kafka::client::create_topics(&kafka(), &[&name], partitions, 1)
         .await
         .expect("create test topic (is the local stack up?)");
     name
@@ -178,14 +179,16 @@ impl OwnBroker {
     }
 
     async fn spawn(mut command: std::process::Command, port: u16) -> Self {
-        let child = command
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                // Name the binary: an unset or stale NISSHI_BIN/TANSU_BIN is the usual cause.
-                panic!("start the broker {:?}: {e} (scripts/test.sh exports NISSHI_BIN and TANSU_BIN)", command.get_program())
-            });
+        let child =
+            command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap_or_else(
+                |e| {
+                    // Name the binary: an unset or stale NISSHI_BIN/TANSU_BIN is the usual cause.
+                    panic!(
+                        "start the broker {:?}: {e} (scripts/test.sh exports NISSHI_BIN and TANSU_BIN)",
+                        command.get_program()
+                    )
+                },
+            );
         let broker = Self { child, port };
         // A plain TCP connect tells the listener is up, with or without authentication.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -250,7 +253,7 @@ pub fn txn_kafka() -> KafkaArgs {
 /// (e.g. [`txn_kafka`]).
 pub async fn topic_on(kafka: &KafkaArgs, prefix: &str, partitions: i32) -> String {
     let name = unique(prefix);
-    crate::kafka::create_topics(kafka, &[&name], partitions, 1).await.unwrap_or_else(|e| {
+    pipeline_kafka::client::create_topics(kafka, &[&name], partitions, 1).await.unwrap_or_else(|e| {
         panic!("create test topic on {} (is the stack up, with --txn for Tansu?): {e}", kafka.bootstrap_servers)
     });
     name

@@ -5,17 +5,17 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pipeline_core::checkpoint::{CheckpointError, CheckpointStore, Recovery};
-use pipeline_core::dashboard::WindowsView;
+use crate::checkpoint::{CheckpointError, CheckpointStore, Recovery};
+use crate::dashboard::WindowsView;
+use crate::table::render_table;
 use pipeline_core::lock;
-use pipeline_core::runtime::{InputMeta, Output, Processor, ProcessorError, Resume};
-use pipeline_core::s3::S3Error;
 use pipeline_core::schema::{EnrichedEvent, event_time};
-use pipeline_core::window::{
-    AlertPoint, PartialMerge, Placement, WindowConfig, WindowStats, Windows, merge_windows, render_table,
-};
+use pipeline_core::window::{AlertPoint, PartialMerge, Placement, WindowConfig, WindowStats, Windows, merge_windows};
+use pipeline_kafka::runtime::{InputMeta, Output, Processor, ProcessorError, Resume};
+use pipeline_s3::store::S3Error;
 
 /// One input partition's windows.
+#[derive(Debug)]
 struct PartitionWindows {
     /// Its windows (each partition has its own watermark, so its state depends on its records
     /// alone and a replay from a checkpoint rebuilds exactly the same values).
@@ -29,6 +29,7 @@ struct PartitionWindows {
 }
 
 /// Where checkpoints go and which one a start uses.
+#[derive(Debug)]
 pub struct Checkpoints {
     /// The store.
     pub store: CheckpointStore,
@@ -37,6 +38,7 @@ pub struct Checkpoints {
 }
 
 /// The windows as a runtime processor.
+#[derive(Debug)]
 pub struct Counter {
     /// Window parameters.
     pub config: WindowConfig,
@@ -67,6 +69,7 @@ pub struct Counter {
 }
 
 /// The counter's own metrics (no-ops without --metrics-addr).
+#[derive(Debug)]
 struct CounterMetrics {
     /// Smallest watermark of the owned partitions, Unix seconds.
     watermark: metrics::Gauge,
@@ -198,7 +201,7 @@ async fn load_patiently(
     partition: i32,
     recovery: Recovery,
     config: &WindowConfig,
-) -> Result<Option<pipeline_core::checkpoint::Checkpoint>, CheckpointError> {
+) -> Result<Option<crate::checkpoint::Checkpoint>, CheckpointError> {
     let mut backoff = Duration::from_millis(500);
     loop {
         match store.load(partition, recovery, config).await {

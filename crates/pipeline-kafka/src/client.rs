@@ -10,7 +10,7 @@ use rdkafka::message::OwnedHeaders;
 use rdkafka::metadata::Metadata;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
-use crate::config::KafkaArgs;
+use crate::args::KafkaArgs;
 
 /// Kafka set-up errors, each with the next step.
 #[derive(Debug, thiserror::Error)]
@@ -152,7 +152,7 @@ struct ErrorCapture {
 
 impl ErrorCapture {
     fn authentication_failure(&self) -> Option<String> {
-        crate::lock(&self.authentication).clone()
+        pipeline_core::lock(&self.authentication).clone()
     }
 }
 
@@ -162,7 +162,7 @@ impl ClientContext for ErrorCapture {
             error.rdkafka_error_code(),
             Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed)
         ) {
-            *crate::lock(&self.authentication) = Some(reason.to_owned());
+            *pipeline_core::lock(&self.authentication) = Some(reason.to_owned());
         }
         tracing::debug!(%error, reason, "kafka client error");
     }

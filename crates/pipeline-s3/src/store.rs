@@ -17,7 +17,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{BucketLocationConstraint, CreateBucketConfiguration};
 use bytes::Bytes;
 
-use crate::config::S3Args;
+use crate::args::S3Args;
 
 /// What went wrong talking to S3.
 #[derive(Debug, thiserror::Error)]

@@ -18,8 +18,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::s3::{ObjectStore, S3Error};
-use crate::window::{WindowConfig, WindowsState};
+use pipeline_core::window::{WindowConfig, WindowsState};
+use pipeline_s3::store::{ObjectStore, S3Error};
 
 /// How many checkpoints are kept per partition (the newest one and fallbacks).
 pub const KEEP: usize = 3;

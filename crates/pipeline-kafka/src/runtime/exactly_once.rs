@@ -44,46 +44,46 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use super::{Core, LoopConsumer, Output, Processor, Rebalancer, RunStats, RuntimeConfig, RuntimeContext, RuntimeError};
-use crate::kafka::{self, KafkaSetupError};
-use crate::lock;
+use crate::client::{self, KafkaSetupError};
+use pipeline_core::lock;
 
 /// How long one transactional call may take before it counts as failed.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The transactional producer and the open transaction, shared by the loop and the rebalance
 /// callback (which commits before partitions are revoked).
 pub(crate) struct Transactions {
     /// The transactional producer.
-    producer: FutureProducer,
+    pub(super) producer: FutureProducer,
     /// Its transactional id, for messages.
-    id: String,
+    pub(super) id: String,
     /// Service name, for messages.
-    service: String,
+    pub(super) service: String,
     /// Input topic, for the offsets sent to the transaction.
-    topic: String,
+    pub(super) topic: String,
     /// The open transaction.
-    state: Mutex<Open>,
+    pub(super) state: Mutex<Open>,
 }
 
 /// What the open transaction holds.
 #[derive(Debug, Default)]
-struct Open {
+pub(super) struct Open {
     /// A transaction is open.
-    open: bool,
+    pub(super) open: bool,
     /// Per input partition, the first offset read in it (where an abort rewinds to).
-    first: HashMap<i32, i64>,
+    pub(super) first: HashMap<i32, i64>,
     /// Per input partition, the next offset to commit.
-    next: HashMap<i32, i64>,
+    pub(super) next: HashMap<i32, i64>,
     /// Inputs in it.
-    inputs: u64,
+    pub(super) inputs: u64,
     /// Its outputs (dead letters included), held until the commit (see [`Transactions::commit`]).
-    outputs: Vec<Output>,
+    pub(super) outputs: Vec<Output>,
     /// When its first input was read.
-    since: Option<Instant>,
+    pub(super) since: Option<Instant>,
 }
 
 /// How a commit attempt ended.
-enum Outcome {
+pub(super) enum Outcome {
     /// Committed: (inputs, outputs).
     Committed(u64, u64),
     /// Aborted; the consumer must rewind to these offsets.
@@ -94,7 +94,7 @@ impl Transactions {
     /// A transactional producer with `config.transactional_id`, initialized (which fences any
     /// earlier producer with the same id and aborts its open transaction).
     pub(crate) async fn start(config: &RuntimeConfig) -> Result<Arc<Self>, RuntimeError> {
-        let mut producer_config = config.kafka.client_config(kafka::PRODUCER_DEFAULTS);
+        let mut producer_config = config.kafka.client_config(client::PRODUCER_DEFAULTS);
         producer_config
             .set("transactional.id", &config.transactional_id)
             .set("transaction.timeout.ms", "60000")
@@ -120,7 +120,7 @@ impl Transactions {
     }
 
     /// Opens a transaction unless one is open.
-    fn begin(&self) -> Result<(), RuntimeError> {
+    pub(super) fn begin(&self) -> Result<(), RuntimeError> {
         let mut st = lock(&self.state);
         if !st.open {
             self.producer.begin_transaction().map_err(|e| self.fatal(e))?;
@@ -130,7 +130,7 @@ impl Transactions {
     }
 
     /// Notes an input read into the open transaction, with its outputs.
-    fn read(&self, partition: i32, offset: i64, outputs: &mut Vec<Output>) {
+    pub(super) fn read(&self, partition: i32, offset: i64, outputs: &mut Vec<Output>) {
         let mut st = lock(&self.state);
         st.first.entry(partition).or_insert(offset);
         st.next.insert(partition, offset + 1);
@@ -140,16 +140,16 @@ impl Transactions {
     }
 
     /// Adds outputs that belong to no input (a processor's tick) to the open transaction.
-    fn add(&self, outputs: &mut Vec<Output>) {
+    pub(super) fn add(&self, outputs: &mut Vec<Output>) {
         lock(&self.state).outputs.append(outputs);
     }
 
     /// When the open transaction's first input was read.
-    fn since(&self) -> Option<Instant> {
+    pub(super) fn since(&self) -> Option<Instant> {
         lock(&self.state).since
     }
 
-    fn fatal(&self, source: KafkaError) -> RuntimeError {
+    pub(super) fn fatal(&self, source: KafkaError) -> RuntimeError {
         RuntimeError::Fenced { service: self.service.clone(), id: self.id.clone(), source: Box::new(source) }
     }
 
@@ -162,7 +162,7 @@ impl Transactions {
     /// Apache Kafka that changes nothing (read-committed readers never see an aborted record);
     /// on the local Tansu, whose fetch responses list no aborted transactions, it keeps aborted
     /// records from reaching readers except when a crash falls inside the commit itself.
-    fn commit(&self, group: Option<ConsumerGroupMetadata>) -> Result<Outcome, RuntimeError> {
+    pub(super) fn commit(&self, group: Option<ConsumerGroupMetadata>) -> Result<Outcome, RuntimeError> {
         let mut st = lock(&self.state);
         if !st.open {
             return Ok(Outcome::Committed(0, 0));
@@ -194,9 +194,9 @@ impl Transactions {
 
     /// Enqueues `outputs` (waiting while librdkafka's queue is full); their deliveries are
     /// settled by `commit_transaction`, which fails if any failed.
-    fn produce(&self, outputs: &mut Vec<Output>) -> Result<(), KafkaError> {
+    pub(super) fn produce(&self, outputs: &mut Vec<Output>) -> Result<(), KafkaError> {
         for output in outputs.drain(..) {
-            let mut record = kafka::record(&output.topic, output.key.as_deref(), &output.payload, output.headers);
+            let mut record = client::record(&output.topic, output.key.as_deref(), &output.payload, output.headers);
             loop {
                 match self.producer.send_result(record) {
                     Ok(_delivery) => break,
@@ -211,7 +211,7 @@ impl Transactions {
         Ok(())
     }
 
-    fn try_commit(&self, st: &Open, group: Option<&ConsumerGroupMetadata>) -> Result<(), KafkaError> {
+    pub(super) fn try_commit(&self, st: &Open, group: Option<&ConsumerGroupMetadata>) -> Result<(), KafkaError> {
         if let Some(group) = group
             && !st.next.is_empty()
         {
@@ -249,7 +249,7 @@ impl Transactions {
 
 /// Whether a transactional error leaves this producer unusable (fenced, or a fatal idempotence
 /// error).
-fn is_fatal(e: &KafkaError) -> bool {
+pub(super) fn is_fatal(e: &KafkaError) -> bool {
     match e {
         KafkaError::Transaction(e) => e.is_fatal(),
         other => matches!(
@@ -260,7 +260,7 @@ fn is_fatal(e: &KafkaError) -> bool {
 }
 
 /// Runs a blocking transactional call without stalling the async runtime's other tasks.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
+pub(super) fn blocking<T>(f: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
         _ => f(),
@@ -268,11 +268,11 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 }
 
 /// The transactional loop's state.
-struct TxnLoop<'a, P: Processor> {
+pub(super) struct TxnLoop<'a, P: Processor> {
     /// What both loops share.
-    core: Core<'a, P>,
+    pub(super) core: Core<'a, P>,
     /// The transactional producer and the open transaction.
-    txn: Arc<Transactions>,
+    pub(super) txn: Arc<Transactions>,
 }
 
 /// Runs `processor` exactly-once until `cancel` fires, then commits the open transaction.
@@ -292,7 +292,7 @@ pub(super) async fn run<P: Processor>(
 }
 
 impl<P: Processor> TxnLoop<'_, P> {
-    async fn run(&mut self, consumer: &LoopConsumer, cancel: CancellationToken) -> Result<(), RuntimeError> {
+    pub(super) async fn run(&mut self, consumer: &LoopConsumer, cancel: CancellationToken) -> Result<(), RuntimeError> {
         let mut tick = tokio::time::interval(self.core.config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut report = tokio::time::interval(Duration::from_secs(30));
@@ -324,7 +324,11 @@ impl<P: Processor> TxnLoop<'_, P> {
         self.commit(consumer).await
     }
 
-    async fn handle(&mut self, consumer: &LoopConsumer, message: &BorrowedMessage<'_>) -> Result<(), RuntimeError> {
+    pub(super) async fn handle(
+        &mut self,
+        consumer: &LoopConsumer,
+        message: &BorrowedMessage<'_>,
+    ) -> Result<(), RuntimeError> {
         if self.core.take(message).is_none() {
             return Ok(());
         }
@@ -338,7 +342,7 @@ impl<P: Processor> TxnLoop<'_, P> {
     }
 
     /// Adds the buffered outputs (of a tick) to the open transaction, opening one if needed.
-    fn send_outputs(&mut self) -> Result<(), RuntimeError> {
+    pub(super) fn send_outputs(&mut self) -> Result<(), RuntimeError> {
         if !self.core.outputs.is_empty() {
             self.txn.begin()?;
             self.txn.add(&mut self.core.outputs);
@@ -347,7 +351,7 @@ impl<P: Processor> TxnLoop<'_, P> {
     }
 
     /// Commits the open transaction; after an abort, rewinds the consumer to its first inputs.
-    async fn commit(&mut self, consumer: &LoopConsumer) -> Result<(), RuntimeError> {
+    pub(super) async fn commit(&mut self, consumer: &LoopConsumer) -> Result<(), RuntimeError> {
         let since = self.txn.since();
         let outcome = blocking(|| self.txn.commit(consumer.group_metadata()))?;
         match outcome {

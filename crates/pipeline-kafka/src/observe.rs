@@ -60,7 +60,7 @@ impl Readiness {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, bool>> {
-        crate::lock(&self.checks)
+        pipeline_core::lock(&self.checks)
     }
 }
 

@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use chrono::TimeZone;
-use pipeline_core::checkpoint::{CheckpointError, CheckpointStore, KEEP, Recovery};
-use pipeline_core::testkit;
+use counter::checkpoint::{CheckpointError, CheckpointStore, KEEP, Recovery};
 use pipeline_core::window::{WindowConfig, WindowStats, WindowsState};
+use pipeline_testkit as testkit;
 
 fn config() -> WindowConfig {
     WindowConfig {

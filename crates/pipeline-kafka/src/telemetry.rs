@@ -2,7 +2,7 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+use crate::args::LogFormat;
 
 /// Installs the global tracing subscriber: `RUST_LOG` filters (default `info`), to stderr so
 /// stdout stays free for a service's own output (the counter's table).

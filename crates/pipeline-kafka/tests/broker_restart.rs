@@ -10,9 +10,10 @@
 use std::time::Duration;
 
 use futures::future::join_all;
-use pipeline_core::config::KafkaArgs;
-use pipeline_core::testkit::OwnBroker;
-use pipeline_core::{kafka, testkit};
+use pipeline_kafka::args::KafkaArgs;
+use pipeline_kafka::client;
+use pipeline_testkit as testkit;
+use pipeline_testkit::OwnBroker;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -32,15 +33,15 @@ async fn records_and_committed_offsets_survive_a_broker_crash() {
     // Nisshi takes a whole bucket; this one is deleted at the end (SeaweedFS has a volume per
     // bucket and only so many of them).
     let bucket = testkit::unique("brokerdata");
-    let store = pipeline_core::s3::ObjectStore::connect(&testkit::s3(&bucket)).await;
+    let store = pipeline_s3::store::ObjectStore::connect(&testkit::s3(&bucket)).await;
     store.ensure_bucket().await.expect("create the broker's bucket");
     let (port, storage, dir) = (testkit::free_port(), format!("s3://{bucket}/"), std::env::temp_dir());
     let broker = OwnBroker::start(port, &storage, &dir, &[]).await;
     let kafka = broker.kafka(&[]);
-    kafka::check_cluster(&kafka, None).await.expect("own broker answers");
+    client::check_cluster(&kafka, None).await.expect("own broker answers");
     let topic = testkit::unique("durable");
-    kafka::create_topics(&kafka, &[&topic], 2, 1).await.unwrap();
-    let producer = kafka::producer(&kafka).unwrap();
+    client::create_topics(&kafka, &[&topic], 2, 1).await.unwrap();
+    let producer = client::producer(&kafka).unwrap();
     let payloads: Vec<String> = (0..N).map(|i| format!("record-{i}")).collect();
     let deliveries = payloads.iter().enumerate().map(|(i, p)| {
         let record = FutureRecord::to(&topic).partition((i % 2) as i32).key("k").payload(p);
@@ -61,7 +62,7 @@ async fn records_and_committed_offsets_survive_a_broker_crash() {
 
     broker.kill();
     let _broker = OwnBroker::start(port, &storage, &dir, &[]).await;
-    kafka::check_cluster(&kafka, Some(&topic)).await.expect("restarted broker answers");
+    client::check_cluster(&kafka, Some(&topic)).await.expect("restarted broker answers");
 
     let (k, t) = (kafka.clone(), topic.clone());
     let records =

@@ -10,9 +10,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use pipeline_core::config::KafkaArgs;
-use pipeline_core::kafka::{self, PRODUCER_DEFAULTS};
-use pipeline_core::testkit;
+use pipeline_kafka::args::KafkaArgs;
+use pipeline_kafka::client::{self, PRODUCER_DEFAULTS};
+use pipeline_testkit as testkit;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedMessage;
@@ -42,7 +42,7 @@ fn txn_producer(transactional_id: &str) -> FutureProducer {
 async fn produce(producer: &FutureProducer, topic: &str, values: &[String]) {
     let mut deliveries = Vec::new();
     for value in values {
-        deliveries.push(kafka::enqueue(producer, topic, Some(value.as_bytes()), value.as_bytes(), None).await.unwrap());
+        deliveries.push(client::enqueue(producer, topic, Some(value.as_bytes()), value.as_bytes(), None).await.unwrap());
     }
     for delivery in deliveries {
         delivery.await.unwrap().map_err(|(e, _)| e).unwrap();

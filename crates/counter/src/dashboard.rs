@@ -16,11 +16,11 @@ use chrono::{DateTime, Utc};
 use serde::ser::{SerializeMap, Serializer};
 use tokio::sync::watch;
 
-use crate::schema::event_time;
-use crate::window::{WindowStats, color_column};
+use pipeline_core::schema::event_time;
+use pipeline_core::window::{WindowStats, color_column};
 
 /// The page, served as is.
-const PAGE: &str = include_str!("dashboard/index.html");
+const PAGE: &str = include_str!("dashboard.html");
 
 /// What the dashboard shows: a snapshot the counter replaces as its windows change.
 #[derive(Debug, Clone, Default, PartialEq)]

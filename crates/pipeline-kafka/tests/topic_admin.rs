@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use pipeline_core::kafka::{self, KafkaSetupError};
-use pipeline_core::testkit;
+use pipeline_kafka::client::{self, KafkaSetupError};
+use pipeline_testkit as testkit;
 use rdkafka::producer::FutureRecord;
 
 #[tokio::test]
@@ -14,14 +14,14 @@ async fn describe_then_delete_a_topic() {
     let args = testkit::kafka();
     let topic = testkit::topic("admin", 2).await;
 
-    let producer = kafka::producer(&args).unwrap();
+    let producer = client::producer(&args).unwrap();
     for i in 0..3 {
         let payload = format!("record {i}");
         let record = FutureRecord::<str, str>::to(&topic).partition(1).payload(&payload);
         producer.send(record, Duration::from_secs(10)).await.map_err(|(e, _)| e).unwrap();
     }
 
-    let described = kafka::describe_topics(&args, &[&topic]).await.unwrap();
+    let described = client::describe_topics(&args, &[&topic]).await.unwrap();
     assert_eq!(described.len(), 1);
     let info = &described[0];
     assert_eq!(info.name, topic);
@@ -35,16 +35,16 @@ async fn describe_then_delete_a_topic() {
     }
 
     let missing = testkit::unique("admin-missing");
-    match kafka::describe_topics(&args, &[&topic, &missing]).await {
+    match client::describe_topics(&args, &[&topic, &missing]).await {
         Err(KafkaSetupError::NoSuchTopic { topic: t, .. }) => assert_eq!(t, missing),
         other => panic!("expected NoSuchTopic, got {other:?}"),
     }
 
-    kafka::delete_topics(&args, &[&topic]).await.unwrap();
+    client::delete_topics(&args, &[&topic]).await.unwrap();
     // The broker may take a moment to drop the topic from its metadata.
     let mut gone = false;
     for _ in 0..50 {
-        if matches!(kafka::describe_topics(&args, &[&topic]).await, Err(KafkaSetupError::NoSuchTopic { .. })) {
+        if matches!(client::describe_topics(&args, &[&topic]).await, Err(KafkaSetupError::NoSuchTopic { .. })) {
             gone = true;
             break;
         }
@@ -52,5 +52,5 @@ async fn describe_then_delete_a_topic() {
     }
     assert!(gone, "{topic} still described after delete");
     // Deleting what is not there is not an error.
-    kafka::delete_topics(&args, &[&topic, &missing]).await.unwrap();
+    client::delete_topics(&args, &[&topic, &missing]).await.unwrap();
 }

@@ -1,0 +1,13 @@
+//! The Kafka side of the pipeline's services: configuration (`args`), clients with the
+//! project's defaults and start-up checks (`client`), the consume → transform → produce loops
+//! with their delivery guarantees (`runtime`), metrics and health endpoints (`observe`), log
+//! set-up (`telemetry`) and signal-driven shutdown (`shutdown`).
+//!
+//! No S3 and no Parquet here: a service that needs neither (the detector) links neither.
+
+pub mod args;
+pub mod client;
+pub mod observe;
+pub mod runtime;
+pub mod shutdown;
+pub mod telemetry;

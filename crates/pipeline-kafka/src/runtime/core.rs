@@ -1,0 +1,85 @@
+//! What both loops (at-least-once and exactly-once) share: decode-or-dead-letter, the
+//! processor, rebalancing and the counters.
+
+use std::sync::Arc;
+
+use pipeline_core::schema::JsonEvent;
+use rdkafka::Message;
+use rdkafka::message::BorrowedMessage;
+
+use super::dead_letter::dead_letter;
+use super::error::RuntimeError;
+use super::metrics::{LoopMetrics, RunStats};
+use super::processor::{InputMeta, Output, Processor};
+use super::rebalance::{LoopConsumer, Rebalancer};
+use super::settings::RuntimeConfig;
+
+/// What both loops (at-least-once and exactly-once) share: the configuration, the processor
+/// and how inputs reach it.
+pub(super) struct Core<'a, P: Processor> {
+    pub(super) config: &'a RuntimeConfig,
+    pub(super) processor: P,
+    /// Assignments and revocations, as the consumer context hands them over.
+    pub(super) rebalance: Rebalancer,
+    /// Outputs of what is being handled, drained into the producer.
+    pub(super) outputs: Vec<Output>,
+    pub(super) dlq_topic: Arc<str>,
+    pub(super) stats: RunStats,
+    pub(super) metrics: LoopMetrics,
+}
+
+impl<'a, P: Processor> Core<'a, P> {
+    pub(super) fn new(config: &'a RuntimeConfig, processor: P, rebalance: Rebalancer) -> Self {
+        Self {
+            config,
+            processor,
+            rebalance,
+            outputs: Vec::new(),
+            dlq_topic: Arc::from(config.dlq_topic.as_str()),
+            stats: RunStats::default(),
+            metrics: LoopMetrics::new(&config.service),
+        }
+    }
+
+    /// Decodes one input and has the processor transform it into `outputs`; a poison input
+    /// becomes a dead letter instead (counted and logged). None when the processor's restored
+    /// state already covers the input (skipped); else whether it was dead-lettered.
+    pub(super) fn take(&mut self, message: &BorrowedMessage<'_>) -> Option<bool> {
+        self.rebalance.sync_revocations(&mut self.processor);
+        if !self.rebalance.wanted(message) {
+            return None;
+        }
+        self.stats.consumed += 1;
+        self.metrics.consumed.increment(1);
+        let payload = message.payload().unwrap_or_default();
+        let (partition, offset) = (message.partition(), message.offset());
+        match P::Input::decode(payload, self.config.max_record_bytes) {
+            Ok(event) => {
+                let meta = InputMeta { payload, key: message.key(), partition, offset };
+                self.processor.process(event, meta, &mut self.outputs);
+                Some(false)
+            }
+            Err(error) => {
+                self.stats.dead_lettered += 1;
+                self.metrics.dead_lettered.increment(1);
+                tracing::warn!(
+                    service = %self.config.service, topic = message.topic(), partition, offset, %error,
+                    "dead-lettering a poison record"
+                );
+                self.outputs.push(dead_letter(&self.dlq_topic, &self.config.service, message, &error));
+                Some(true)
+            }
+        }
+    }
+
+    /// Applies a waiting assignment (see [`Rebalancer::apply_assignment`]).
+    pub(super) async fn apply_assignment(&mut self, consumer: &LoopConsumer) -> Result<(), RuntimeError> {
+        self.rebalance.apply_assignment(consumer, &mut self.processor, self.config).await
+    }
+
+    /// A tick: revocations first, then the processor's own tick outputs.
+    pub(super) fn tick(&mut self) {
+        self.rebalance.sync_revocations(&mut self.processor);
+        self.processor.on_tick(&mut self.outputs);
+    }
+}

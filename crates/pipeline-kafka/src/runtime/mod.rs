@@ -1,0 +1,125 @@
+//! The consume → transform → produce → store-offset loop every consuming service runs.
+//!
+//! # Delivery guarantee: at-least-once
+//!
+//! An input record's offset is stored (`enable.auto.offset.store=false`) only after every
+//! output it caused — enriched event, alert, dead letter — is acknowledged by the broker, and in
+//! order per partition: a later offset never passes an earlier one still in flight. librdkafka
+//! commits the stored offsets every second, synchronously when partitions are revoked, and the
+//! loop commits once more at shutdown after draining its in-flight records. So every input is
+//! reflected in the output topics before its offset is committed, and nothing is lost across a
+//! crash, a restart or a rebalance.
+//!
+//! Limits, all of them duplicates, never loss:
+//! - a crash (SIGKILL, OOM, power) re-processes everything after the last commit (at most about
+//!   one commit interval plus the in-flight window);
+//! - on a rebalance, inputs still in flight on revoked partitions are re-processed by the new
+//!   owner (their outputs may already be in Kafka);
+//! - a delivery that fails after librdkafka's own retries (`message.timeout.ms`) is sent again by
+//!   this loop, so it can appear twice and out of order with later records of its key.
+//!
+//! Poison inputs (not UTF-8, not JSON, wrong schema, non-finite numbers, oversized) are counted,
+//! logged at warn with the reason, and sent to the dead-letter topic with their original bytes,
+//! key and headers plus `dlq.*` headers naming the source topic, partition, offset, service and
+//! error. Their offset then advances like any other: redelivery would not make them valid.
+//!
+//! Processing is pipelined: records are produced as soon as they are transformed (librdkafka
+//! batches them) and up to `max_in_flight` inputs await acknowledgement at once.
+
+mod at_least_once;
+mod core;
+mod dead_letter;
+mod error;
+mod exactly_once;
+mod metrics;
+mod pending;
+mod processor;
+mod rebalance;
+mod settings;
+
+use std::sync::Arc;
+
+use futures::stream::FuturesUnordered;
+use rdkafka::consumer::Consumer;
+use tokio_util::sync::CancellationToken;
+
+use self::at_least_once::AtLeastOnceLoop;
+use self::core::Core;
+pub use self::dead_letter::dlq_headers;
+pub use self::error::{ProcessorError, RuntimeError};
+pub use self::metrics::RunStats;
+use self::pending::Pending;
+pub use self::processor::{InputMeta, Output, Processor, Resume};
+use self::rebalance::{LoopConsumer, Rebalancer, RuntimeContext};
+use self::settings::commit_defaults;
+pub use self::settings::{CONSUMER_DEFAULTS, RuntimeConfig};
+pub use crate::args::Guarantee;
+use crate::client::{self, KafkaSetupError};
+
+/// Runs `processor` over `config.input_topic` until `cancel` fires, then drains, commits and
+/// returns what it did. With [`Guarantee::ExactlyOnce`] (and a service that commits) the
+/// transactional loop of [`exactly_once`] runs instead.
+pub async fn run<P: Processor>(
+    config: &RuntimeConfig,
+    processor: P,
+    cancel: CancellationToken,
+) -> Result<RunStats, RuntimeError> {
+    client::check_cluster(&config.kafka, Some(&config.input_topic)).await?;
+    config.readiness.set("broker", true);
+    let rebalance = Rebalancer::new();
+    if config.guarantee == Guarantee::ExactlyOnce && config.commit {
+        let txn = exactly_once::Transactions::start(config).await?;
+        let consumer = subscribe(config, &rebalance, Some(txn.clone()))?;
+        return exactly_once::run(config, &consumer, rebalance, txn, processor, cancel).await;
+    }
+    let consumer = subscribe(config, &rebalance, None)?;
+    let producer = client::producer(&config.kafka)?;
+    let mut state = AtLeastOnceLoop {
+        core: Core::new(config, processor, rebalance),
+        producer,
+        pending: Pending::default(),
+        in_flight: FuturesUnordered::new(),
+    };
+    state.run(&consumer, cancel).await?;
+    Ok(state.core.stats)
+}
+
+/// The group consumer of `config.input_topic`, subscribed, its context wired to `rebalance`
+/// (and to the open transaction, which a revocation commits first).
+fn subscribe(
+    config: &RuntimeConfig,
+    rebalance: &Rebalancer,
+    txn: Option<Arc<exactly_once::Transactions>>,
+) -> Result<LoopConsumer, RuntimeError> {
+    let context = RuntimeContext {
+        service: config.service.clone(),
+        commit: config.commit && txn.is_none(),
+        epoch: rebalance.epoch.clone(),
+        revoked: rebalance.revoked.clone(),
+        assignment: rebalance.assignment.clone(),
+        assigned: rebalance.assigned.clone(),
+        readiness: config.readiness.clone(),
+        txn,
+    };
+    // Offsets are committed by librdkafka (at-least-once) or inside transactions (exactly-once).
+    let auto_commit = config.commit && config.guarantee == Guarantee::AtLeastOnce;
+    let defaults: Vec<_> = CONSUMER_DEFAULTS.iter().copied().chain(commit_defaults(auto_commit)).collect();
+    let mut consumer_config = config.kafka.client_config(&defaults);
+    consumer_config.set("group.id", &config.group_id).set("client.id", &config.service);
+    if config.guarantee == Guarantee::ExactlyOnce {
+        // Never read a record of an aborted (or still open) transaction.
+        consumer_config.set("isolation.level", "read_committed");
+    }
+    if config.metrics {
+        consumer_config.set("statistics.interval.ms", "2000");
+    }
+    let consumer: LoopConsumer = consumer_config.create_with_context(context).map_err(KafkaSetupError::Config)?;
+    consumer
+        .subscribe(&[&config.input_topic])
+        .map_err(|source| RuntimeError::Subscribe { topic: config.input_topic.clone(), source })?;
+    tracing::info!(
+        service = %config.service, input = %config.input_topic, group = %config.group_id,
+        commit = config.commit, guarantee = ?config.guarantee, "consuming"
+    );
+    Ok(consumer)
+}

@@ -1,0 +1,78 @@
+//! What a service plugs into the runtime: its transform ([`Processor`]) and the records it emits.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use pipeline_core::schema::JsonEvent;
+use rdkafka::message::OwnedHeaders;
+
+use super::error::ProcessorError;
+
+/// Where reading a newly assigned partition starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// At the group's committed offset (the normal case).
+    Committed,
+    /// At this offset (before or after the committed one): the processor's restored state
+    /// covers everything before it.
+    At(i64),
+}
+
+/// One record to produce.
+#[derive(Debug)]
+pub struct Output {
+    /// Destination topic.
+    pub topic: Arc<str>,
+    /// Record key (None: the partitioner spreads them).
+    pub key: Option<Vec<u8>>,
+    /// Record value.
+    pub payload: Vec<u8>,
+    /// Record headers.
+    pub headers: Option<OwnedHeaders>,
+}
+
+/// Where an input record came from, for processors that need more than its decoded value.
+#[derive(Debug, Clone, Copy)]
+pub struct InputMeta<'a> {
+    /// The record's raw value.
+    pub payload: &'a [u8],
+    /// The record's key.
+    pub key: Option<&'a [u8]>,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+}
+
+/// The transform of a service.
+pub trait Processor: Send {
+    /// The decoded input type.
+    type Input: JsonEvent;
+
+    /// Handles one valid input, pushing the outputs it causes (possibly none) to `out`.
+    fn process(&mut self, input: Self::Input, meta: InputMeta<'_>, out: &mut Vec<Output>);
+
+    /// Called every [`RuntimeConfig::tick`]; outputs pushed here belong to no input offset.
+    fn on_tick(&mut self, _out: &mut Vec<Output>) {}
+
+    /// Called once when the loop stops consuming, before the final drain and commit.
+    fn on_shutdown(&mut self, _out: &mut Vec<Output>) {}
+
+    /// Called before the first record of a newly assigned partition: a processor with state
+    /// of its own restores it here and says where reading resumes.
+    fn resume(&mut self, _partition: i32) -> impl Future<Output = Result<Resume, ProcessorError>> + Send {
+        std::future::ready(Ok(Resume::Committed))
+    }
+
+    /// The partitions were taken away (a rebalance): forget their state, publish nothing more
+    /// for them.
+    fn on_revoke(&mut self, _partitions: &[i32]) {}
+
+    /// Every [`RuntimeConfig::checkpoint_interval`] and at shutdown, once every output so far
+    /// is acknowledged: make the state durable, and return the (partition, next offset) pairs
+    /// it now covers; the loop commits them to the group (so lag tools see progress). For a
+    /// service that commits by checkpoint rather than per acknowledged input.
+    fn checkpoint(&mut self) -> impl Future<Output = Vec<(i32, i64)>> + Send {
+        std::future::ready(Vec::new())
+    }
+}

@@ -1,0 +1,196 @@
+//! Rebalancing: the consumer context librdkafka calls on assignment and revocation, and the
+//! loop's side that applies assignments (after the processor says where each partition resumes)
+//! and passes revocations on to the processor.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use pipeline_core::lock;
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use super::error::RuntimeError;
+use super::exactly_once;
+use super::processor::{Processor, Resume};
+use super::settings::RuntimeConfig;
+use crate::observe::Readiness;
+
+/// Consumer context: logs through tracing and commits stored offsets when partitions are
+/// revoked.
+pub(super) struct RuntimeContext {
+    /// Service name for log lines.
+    pub(super) service: String,
+    /// Whether this consumer commits at all.
+    pub(super) commit: bool,
+    /// Bumped on every revocation; in-flight inputs of an older epoch are no longer ours.
+    pub(super) epoch: Arc<AtomicU64>,
+    /// Partitions revoked since the loop last looked.
+    pub(super) revoked: Arc<std::sync::Mutex<Vec<i32>>>,
+    /// An assignment waiting for the loop to apply it (and whether the protocol is cooperative).
+    pub(super) assignment: Arc<std::sync::Mutex<Option<(TopicPartitionList, bool)>>>,
+    /// Wakes the loop when an assignment waits.
+    pub(super) assigned: Arc<tokio::sync::Notify>,
+    /// Ready once partitions are assigned.
+    pub(super) readiness: Readiness,
+    /// Exactly-once: the open transaction, committed before partitions are given up.
+    pub(super) txn: Option<Arc<exactly_once::Transactions>>,
+}
+
+impl ClientContext for RuntimeContext {
+    /// librdkafka's statistics (every 2 s with metrics on): consumer lag per assigned
+    /// partition, the broker's high watermark minus the position the loop has read to.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in t.partitions.iter().filter(|(id, p)| **id >= 0 && p.desired) {
+                if p.hi_offset >= 0 && p.app_offset >= 0 {
+                    let labels = [
+                        ("service", self.service.clone()),
+                        ("topic", topic.clone()),
+                        ("partition", partition.to_string()),
+                    ];
+                    metrics::gauge!("pipeline_consumer_lag", &labels).set((p.hi_offset - p.app_offset).max(0) as f64);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for RuntimeContext {
+    /// Revocations are applied at once (after committing what is stored); assignments are
+    /// handed to the loop, which first asks the processor where each partition resumes and
+    /// then assigns with those offsets (librdkafka waits for the assign call meanwhile). So a
+    /// processor restoring a checkpoint never races librdkafka's own committed-offset lookup.
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!(service = %self.service, ?parts, "partitions assigned");
+                *lock(&self.assignment) = Some((tpl.clone(), cooperative));
+                self.assigned.notify_one();
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                lock(&self.assignment).take();
+                if let Some(txn) = &self.txn {
+                    txn.finish_before_revoke(consumer);
+                }
+                lock(&self.revoked).extend(tpl.elements().iter().map(|e| e.partition()));
+                self.epoch.fetch_add(1, Ordering::SeqCst);
+                if self.commit && tpl.count() > 0 {
+                    match consumer.commit_consumer_state(CommitMode::Sync) {
+                        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                        Err(e) => tracing::warn!(service = %self.service, error = %e, "commit on revoke failed"),
+                    }
+                }
+                self.readiness.set("partitions_assigned", false);
+                tracing::info!(service = %self.service, partitions = tpl.count(), "partitions revoked");
+                let done = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
+                if let Err(e) = done {
+                    tracing::warn!(service = %self.service, error = %e, "unassign failed");
+                }
+            }
+            other => {
+                let code: RDKafkaErrorCode = other.into();
+                tracing::warn!(service = %self.service, error = %code, "rebalance error");
+                if let Err(e) = consumer.unassign() {
+                    tracing::warn!(service = %self.service, error = %e, "unassign failed");
+                }
+            }
+        }
+    }
+}
+
+/// The loop's consumer type.
+pub(super) type LoopConsumer = StreamConsumer<RuntimeContext>;
+
+/// The loop's side of rebalancing: the consumer context records revocations and waiting
+/// assignments; the loop passes them on to the processor and applies the assignments.
+pub(super) struct Rebalancer {
+    /// Bumped by the context on every revocation.
+    pub(super) epoch: Arc<AtomicU64>,
+    /// The epoch the processor last heard of (revocations are passed on when it moves).
+    pub(super) seen_epoch: u64,
+    /// Shared with the consumer context: partitions revoked since the last look.
+    pub(super) revoked: Arc<std::sync::Mutex<Vec<i32>>>,
+    /// Shared with the consumer context: an assignment to apply.
+    pub(super) assignment: Arc<std::sync::Mutex<Option<(TopicPartitionList, bool)>>>,
+    /// Signalled when one waits.
+    pub(super) assigned: Arc<tokio::sync::Notify>,
+    /// Per assigned partition, the first offset the processor wants (after [`Processor::resume`]).
+    pub(super) resumed: HashMap<i32, i64>,
+}
+
+impl Rebalancer {
+    pub(super) fn new() -> Self {
+        Self {
+            epoch: Arc::default(),
+            seen_epoch: 0,
+            revoked: Arc::default(),
+            assignment: Arc::default(),
+            assigned: Arc::default(),
+            resumed: HashMap::new(),
+        }
+    }
+
+    /// The current epoch.
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Tells the processor about partitions revoked since the last look.
+    pub(super) fn sync_revocations<P: Processor>(&mut self, processor: &mut P) {
+        let epoch = self.epoch();
+        if epoch == self.seen_epoch {
+            return;
+        }
+        self.seen_epoch = epoch;
+        let revoked = std::mem::take(&mut *lock(&self.revoked));
+        for p in &revoked {
+            self.resumed.remove(p);
+        }
+        processor.on_revoke(&revoked);
+    }
+
+    /// Applies a waiting assignment: asks the processor where each partition resumes, then
+    /// assigns with those offsets (the committed one where it has no opinion).
+    pub(super) async fn apply_assignment<P: Processor>(
+        &mut self,
+        consumer: &LoopConsumer,
+        processor: &mut P,
+        config: &RuntimeConfig,
+    ) -> Result<(), RuntimeError> {
+        self.sync_revocations(processor);
+        let Some((tpl, cooperative)) = lock(&self.assignment).take() else { return Ok(()) };
+        let mut offsets = TopicPartitionList::new();
+        for e in tpl.elements() {
+            let partition = e.partition();
+            let resume = processor
+                .resume(partition)
+                .await
+                .map_err(|error| RuntimeError::Processor { service: config.service.clone(), error })?;
+            let (offset, from) = match resume {
+                Resume::Committed => (Offset::Invalid, i64::MIN),
+                Resume::At(from) => (Offset::Offset(from), from),
+            };
+            self.resumed.insert(partition, from);
+            offsets
+                .add_partition_offset(e.topic(), partition, offset)
+                .map_err(|source| RuntimeError::Subscribe { topic: e.topic().to_owned(), source })?;
+        }
+        let done = if cooperative { consumer.incremental_assign(&offsets) } else { consumer.assign(&offsets) };
+        done.map_err(|source| RuntimeError::Subscribe { topic: config.input_topic.clone(), source })?;
+        config.readiness.set("partitions_assigned", offsets.count() > 0);
+        Ok(())
+    }
+
+    /// Whether the processor wants `message`: records before the offset its restored state
+    /// resumes from are already counted in it.
+    pub(super) fn wanted(&self, message: &BorrowedMessage<'_>) -> bool {
+        self.resumed.get(&message.partition()).is_none_or(|from| message.offset() >= *from)
+    }
+}

@@ -1,0 +1,123 @@
+//! How a runtime loop runs: its configuration and the client defaults every service shares.
+
+use std::time::Duration;
+
+use crate::args::{Guarantee, KafkaArgs, ServiceArgs, host_name};
+use crate::observe::Readiness;
+
+/// How the loop runs.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Service name: the consumer group's default, logs and the `dlq.service` header.
+    pub service: String,
+    /// Kafka cluster and `-X` overrides.
+    pub kafka: KafkaArgs,
+    /// Consumer group id.
+    pub group_id: String,
+    /// Topic consumed.
+    pub input_topic: String,
+    /// Where poison inputs go.
+    pub dlq_topic: String,
+    /// Store and commit offsets (false: the service rebuilds its state by replaying its input
+    /// from the earliest offset at every start and commits nothing).
+    pub commit: bool,
+    /// Most inputs awaiting acknowledgement at once; beyond it the loop stops reading.
+    pub max_in_flight: usize,
+    /// Inputs larger than this are dead-lettered unparsed.
+    pub max_record_bytes: usize,
+    /// How long shutdown waits for in-flight records; keep it below the session timeout.
+    pub drain_timeout: Duration,
+    /// Interval of [`Processor::on_tick`].
+    pub tick: Duration,
+    /// Interval of [`Processor::checkpoint`] (None: never, but at shutdown).
+    pub checkpoint_interval: Option<Duration>,
+    /// Readiness checks this loop maintains (`broker`, `partitions_assigned`).
+    pub readiness: Readiness,
+    /// Metrics are served: ask librdkafka for statistics (consumer lag).
+    pub metrics: bool,
+    /// At-least-once (the default) or exactly-once (transactions).
+    pub guarantee: Guarantee,
+    /// Exactly-once: this instance's transactional id (a restarted instance with the same id
+    /// fences its predecessor).
+    pub transactional_id: String,
+    /// Exactly-once: how long a transaction collects inputs before it commits.
+    pub transaction_interval: Duration,
+}
+
+/// Consumer defaults of every service: a short session timeout so a dead instance's partitions
+/// move quickly, short fetch waits for latency, and a new group starts from the earliest offset.
+/// (Public so the benchmark's bare relay consumes exactly like the services.)
+pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
+    ("enable.auto.offset.store", "false"),
+    ("auto.offset.reset", "earliest"),
+    ("session.timeout.ms", "10000"),
+    ("heartbeat.interval.ms", "1000"),
+    ("fetch.wait.max.ms", "50"),
+    ("enable.partition.eof", "false"),
+];
+
+/// Offsets stored by the loop are committed by librdkafka every second (or never, for a
+/// service that rebuilds its state by replay).
+pub(super) fn commit_defaults(commit: bool) -> [(&'static str, &'static str); 2] {
+    if commit {
+        [("enable.auto.commit", "true"), ("auto.commit.interval.ms", "1000")]
+    } else {
+        [("enable.auto.commit", "false"), ("auto.commit.interval.ms", "1000")]
+    }
+}
+
+impl RuntimeConfig {
+    /// The runtime loop's configuration for `service` reading `input_topic`.
+    pub fn new(args: &ServiceArgs, service: &str, input_topic: &str, commit: bool, tick: Duration) -> Self {
+        // The loop's own checks are registered now, not when the loop starts: a service with a
+        // check of its own (the enricher's dims) would otherwise answer /readyz with 200 between
+        // that check passing and the loop joining its group.
+        let readiness = Readiness::default();
+        readiness.require("broker");
+        readiness.require("partitions_assigned");
+        Self {
+            service: service.to_owned(),
+            kafka: args.kafka.clone(),
+            group_id: args.group_id.clone().unwrap_or_else(|| service.to_owned()),
+            input_topic: input_topic.to_owned(),
+            dlq_topic: args.dlq_topic.clone().unwrap_or_else(|| format!("{input_topic}.dlq")),
+            commit,
+            max_in_flight: args.max_in_flight.max(1),
+            max_record_bytes: args.max_record_bytes,
+            drain_timeout: args.drain_timeout,
+            tick,
+            checkpoint_interval: None,
+            readiness,
+            metrics: args.metrics_addr.is_some(),
+            guarantee: args.guarantee,
+            transactional_id: args.transactional_id.clone().unwrap_or_else(|| {
+                let group = args.group_id.clone().unwrap_or_else(|| service.to_owned());
+                format!("{group}-{}", host_name())
+            }),
+            transaction_interval: args.transaction_interval,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn not_ready_before_the_loop_has_joined_its_group() {
+        #[derive(Debug, Parser)]
+        struct Service {
+            #[command(flatten)]
+            service: ServiceArgs,
+        }
+        let cli = Service::try_parse_from(["x"]).unwrap();
+        let config = RuntimeConfig::new(&cli.service, "enricher", "in", true, Duration::from_secs(1));
+        config.readiness.require("dims_loaded");
+        config.readiness.set("dims_loaded", true);
+        assert!(!config.readiness.is_ready(), "{}", config.readiness.report());
+        assert_eq!(config.readiness.report(), "broker waiting\ndims_loaded ok\npartitions_assigned waiting\n");
+    }
+}
