@@ -33,33 +33,56 @@ pub enum ObserveError {
 /// Named readiness checks; ready when there is at least one and all pass.
 #[derive(Debug, Clone, Default)]
 pub struct Readiness {
-    /// Check name → passing.
-    checks: Arc<Mutex<BTreeMap<&'static str, bool>>>,
+    /// Check name → its state.
+    checks: Arc<Mutex<BTreeMap<&'static str, Check>>>,
+}
+
+/// The state of one readiness check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Check {
+    /// Passing.
+    Ok,
+    /// Not passing yet (starting, or waiting for something that comes back by itself).
+    Waiting,
+    /// Failed for good, with the reason an operator reads on `/readyz` (the service is stopping).
+    Failed(String),
 }
 
 impl Readiness {
     /// Registers a check as not passing yet.
     pub fn require(&self, check: &'static str) {
-        self.lock().entry(check).or_insert(false);
+        self.lock().entry(check).or_insert(Check::Waiting);
     }
 
     /// Records the state of a check.
     pub fn set(&self, check: &'static str, passing: bool) {
-        self.lock().insert(check, passing);
+        self.lock().insert(check, if passing { Check::Ok } else { Check::Waiting });
+    }
+
+    /// Marks a check failed for good, with the reason `/readyz` shows.
+    pub fn fail(&self, check: &'static str, reason: impl Into<String>) {
+        self.lock().insert(check, Check::Failed(reason.into()));
     }
 
     /// Whether every check passes.
     pub fn is_ready(&self) -> bool {
         let checks = self.lock();
-        !checks.is_empty() && checks.values().all(|ok| *ok)
+        !checks.is_empty() && checks.values().all(|c| *c == Check::Ok)
     }
 
-    /// One line per check: `name ok` or `name waiting`.
+    /// One line per check: `name ok`, `name waiting` or `name failed: reason`.
     pub fn report(&self) -> String {
-        self.lock().iter().map(|(name, ok)| format!("{name} {}\n", if *ok { "ok" } else { "waiting" })).collect()
+        self.lock()
+            .iter()
+            .map(|(name, check)| match check {
+                Check::Ok => format!("{name} ok\n"),
+                Check::Waiting => format!("{name} waiting\n"),
+                Check::Failed(reason) => format!("{name} failed: {reason}\n"),
+            })
+            .collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, bool>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, Check>> {
         pipeline_core::lock(&self.checks)
     }
 }
@@ -127,5 +150,11 @@ mod tests {
         assert_eq!(r.report(), "broker ok\npartitions_assigned waiting\n");
         r.set("partitions_assigned", true);
         assert!(r.is_ready());
+        r.fail("outputs", "topic `out` refused the records: authorization failed");
+        assert!(!r.is_ready());
+        assert_eq!(
+            r.report(),
+            "broker ok\noutputs failed: topic `out` refused the records: authorization failed\npartitions_assigned ok\n"
+        );
     }
 }

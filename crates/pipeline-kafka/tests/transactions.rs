@@ -42,7 +42,8 @@ fn txn_producer(transactional_id: &str) -> FutureProducer {
 async fn produce(producer: &FutureProducer, topic: &str, values: &[String]) {
     let mut deliveries = Vec::new();
     for value in values {
-        deliveries.push(client::enqueue(producer, topic, Some(value.as_bytes()), value.as_bytes(), None).await.unwrap());
+        deliveries
+            .push(client::enqueue(producer, topic, Some(value.as_bytes()), value.as_bytes(), None).await.unwrap());
     }
     for delivery in deliveries {
         delivery.await.unwrap().map_err(|(e, _)| e).unwrap();

@@ -1,238 +1,333 @@
 //! The at-least-once loop: consume, transform, produce, and store an input's offset once all
-//! its outputs are acknowledged (see the module header of [`super`]).
+//! its outputs are acknowledged (the guarantee and its limits are in [`super`]'s header).
+//!
+//! One task, never blocked by a failure: delivery reports land in [`Deliveries`] on the
+//! producer's thread; every [`HOUSEKEEPING`] the loop stores the offsets acknowledged so far
+//! (one batched store per round), resends the records whose backoff has passed, dead-letters
+//! what the broker refused for good, and stops on a refusal no dead letter can fix. Its timers
+//! come before the consumer in the `select!`, so a backlog never starves them. Reading pauses
+//! while `max_in_flight` inputs await acknowledgement, or while a checkpoint waits for every
+//! output so far.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
-use futures::stream::{FuturesUnordered, StreamExt};
-use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, Producer};
+use rdkafka::message::{BorrowedMessage, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use tokio_util::sync::CancellationToken;
 
 use super::core::Core;
+use super::dead_letter::{Source, dead_letter};
+use super::deliveries::{DeliveryContext, DeliveryState, Failure, Token, Undelivered, classify};
 use super::error::RuntimeError;
-use super::pending::Pending;
-use super::processor::Processor;
-use super::rebalance::LoopConsumer;
+use super::processor::{Output, Processor};
+use super::rebalance::{LoopConsumer, store_offsets};
 use crate::client;
 
-/// Identifies the input an output belongs to.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Token {
-    /// Rebalance epoch when the input was read.
-    pub(super) epoch: u64,
-    /// Input partition and offset; None for outputs of [`Processor::on_tick`].
-    pub(super) input: Option<(i32, i64)>,
-    /// Whether the output is a dead letter (counted apart).
-    pub(super) dead_letter: bool,
-}
+pub(super) use super::deliveries::Deliveries;
 
-/// A delivery report tagged with its token.
-pub(super) struct Tracked {
-    pub(super) token: Token,
-    pub(super) delivery: DeliveryFuture,
-}
+/// How often offsets are stored and due retries resent.
+pub(super) const HOUSEKEEPING: Duration = Duration::from_millis(50);
 
-impl Future for Tracked {
-    type Output = (Token, <DeliveryFuture as Future>::Output);
+/// While deliveries fail, how often a summary line is logged (not one line per record).
+const FAILURE_REPORT: Duration = Duration::from_secs(10);
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let token = self.token;
-        self.delivery.poll_unpin(cx).map(|report| (token, report))
-    }
-}
+/// The loop's producer: delivery reports go to [`Deliveries`] from librdkafka's own thread.
+pub(super) type LoopProducer = ThreadedProducer<DeliveryContext>;
 
-/// The running loop's state. The consumer is kept apart: a message borrowed from it stays
-/// alive while the loop's state changes.
+/// The running loop's state.
 pub(super) struct AtLeastOnceLoop<'a, P: Processor> {
     /// What both loops share.
     pub(super) core: Core<'a, P>,
-    pub(super) producer: FutureProducer,
-    pub(super) pending: Pending,
-    pub(super) in_flight: FuturesUnordered<Tracked>,
+    /// Replaced when it hits a fatal error (its undelivered records come back as retries).
+    pub(super) producer: LoopProducer,
+    /// In-flight inputs and delivery outcomes, shared with the producer and the consumer.
+    pub(super) deliveries: Arc<Deliveries>,
+    /// A checkpoint is due: reading pauses until every output so far is acknowledged.
+    pub(super) checkpoint_due: bool,
+    /// Failures seen at the last summary line, and when it was logged.
+    pub(super) failures_reported: (u64, Instant),
+    /// The largest record the producer accepts (`message.max.bytes`), for dead letters.
+    pub(super) max_message_bytes: usize,
+}
+
+/// Makes the loop's producer.
+pub(super) fn producer(
+    config: &super::settings::RuntimeConfig,
+    deliveries: &Arc<Deliveries>,
+    metrics: &super::metrics::LoopMetrics,
+) -> Result<LoopProducer, RuntimeError> {
+    let context = DeliveryContext {
+        deliveries: deliveries.clone(),
+        produced: metrics.produced.clone(),
+        retried: metrics.retried.clone(),
+    };
+    Ok(config
+        .kafka
+        .client_config(client::PRODUCER_DEFAULTS)
+        .create_with_context(context)
+        .map_err(client::KafkaSetupError::Config)?)
 }
 
 impl<P: Processor> AtLeastOnceLoop<'_, P> {
     pub(super) async fn run(&mut self, consumer: &LoopConsumer, cancel: CancellationToken) -> Result<(), RuntimeError> {
-        let mut tick = tokio::time::interval(self.core.config.tick);
+        let config = self.core.config;
+        let mut tick = tokio::time::interval(config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
+        housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut report = tokio::time::interval(Duration::from_secs(30));
         report.tick().await;
-        let every = self.core.config.checkpoint_interval;
+        let every = config.checkpoint_interval;
         let mut checkpoint = tokio::time::interval(every.unwrap_or(Duration::from_secs(3600)));
         checkpoint.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         checkpoint.tick().await;
         let assigned = self.core.rebalance.assigned.clone();
-        loop {
-            let can_read = self.pending.len < self.core.config.max_in_flight;
-            tokio::select! {
+        let deliveries = self.deliveries.clone();
+        let outcome = loop {
+            let can_read = !self.checkpoint_due && self.deliveries.lock().tracker.in_flight() < config.max_in_flight;
+            // Biased, and the consumer last: under any backlog the timers still fire on time.
+            let step = tokio::select! {
                 biased;
-                _ = cancel.cancelled() => break,
-                _ = assigned.notified() => self.core.apply_assignment(consumer).await?,
-                Some((token, report)) = self.in_flight.next(), if !self.in_flight.is_empty() => {
-                    self.delivered(consumer, token, report).await?;
+                _ = cancel.cancelled() => break Ok(()),
+                _ = assigned.notified() => {
+                    tokio::select! {
+                        // A processor restoring its state waits for S3; a stop request does not.
+                        _ = cancel.cancelled() => break Ok(()),
+                        applied = self.core.apply_assignment(consumer) => applied.map(|parts| {
+                            // A new generation per partition: reports of an earlier ownership are stale.
+                            let mut state = self.deliveries.lock();
+                            parts.into_iter().for_each(|p| state.tracker.assign(p));
+                        }),
+                    }
                 }
-                message = consumer.recv(), if can_read => match message {
-                    Ok(message) => self.handle(consumer, &message).await?,
-                    Err(e) => self.consumer_error(e)?,
-                },
+                _ = housekeeping.tick() => self.housekeeping(consumer),
                 _ = tick.tick() => {
                     self.core.tick();
-                    self.send_outputs(consumer, None, false).await?;
+                    self.send_outputs(None, false)
                 }
-                _ = checkpoint.tick(), if every.is_some() => self.checkpoint(consumer, CommitMode::Async).await?,
-                _ = report.tick() => tracing::info!(service = %self.core.config.service, stats = ?self.core.stats, "progress"),
+                _ = checkpoint.tick(), if every.is_some() => {
+                    self.checkpoint_due = true;
+                    Ok(())
+                }
+                _ = report.tick() => {
+                    tracing::info!(service = %config.service, stats = ?self.stats(), "progress");
+                    Ok(())
+                }
+                message = consumer.recv(), if can_read => match message {
+                    Ok(message) => self.handle(&message),
+                    Err(e) => self.consumer_error(e),
+                },
+                _ = deliveries.wake.notified(), if !can_read => Ok(()),
+            };
+            if let Err(e) = step {
+                break Err(e);
             }
-        }
-        self.shutdown(consumer).await
+            if self.checkpoint_due && self.deliveries.lock().tokens.len() == 0 {
+                self.checkpoint_due = false;
+                self.checkpoint(consumer, CommitMode::Async).await;
+            }
+        };
+        let stopped = self.shutdown(consumer).await;
+        outcome.and(stopped)
     }
 
-    /// Waits until every output so far is acknowledged, has the processor checkpoint its
-    /// state, and commits the offsets the checkpoint covers.
-    pub(super) async fn checkpoint(&mut self, consumer: &LoopConsumer, mode: CommitMode) -> Result<(), RuntimeError> {
-        let deadline = tokio::time::Instant::now() + self.core.config.drain_timeout;
-        while let Ok(Some((token, report))) = tokio::time::timeout_at(deadline, self.in_flight.next()).await {
-            self.delivered(consumer, token, report).await?;
+    /// Stores what is acknowledged, resends due retries, dead-letters refused records, and
+    /// stops on a refusal nothing can fix (after saying so on `/readyz`).
+    fn housekeeping(&mut self, consumer: &LoopConsumer) -> Result<(), RuntimeError> {
+        let now = Instant::now();
+        let deliveries = self.deliveries.clone();
+        let mut state = deliveries.lock();
+        if let Some(reason) = state.fatal.clone() {
+            drop(state);
+            self.core.config.readiness.fail("outputs", reason.clone());
+            return Err(RuntimeError::OutputRefused { service: self.core.config.service.clone(), reason });
         }
-        if !self.in_flight.is_empty() {
-            tracing::warn!(
-                service = %self.core.config.service, in_flight = self.in_flight.len(),
-                "checkpoint skipped: outputs not acknowledged within the drain timeout"
-            );
-            return Ok(());
-        }
-        self.core.rebalance.sync_revocations(&mut self.core.processor);
-        let commits = self.core.processor.checkpoint().await;
-        if commits.is_empty() {
-            return Ok(());
-        }
-        let mut tpl = rdkafka::TopicPartitionList::new();
-        for (partition, next) in &commits {
-            if let Err(e) =
-                tpl.add_partition_offset(&self.core.config.input_topic, *partition, rdkafka::Offset::Offset(*next))
-            {
-                tracing::warn!(service = %self.core.config.service, partition, error = %e, "bad checkpoint offset");
+        let mut stores = Vec::new();
+        let latency = &self.core.metrics.latency;
+        for p in state.tracker.partitions().collect::<Vec<_>>() {
+            if let Some(next) = state.tracker.advance(p, |read_at| latency.record(read_at.elapsed())) {
+                stores.push((p, next));
             }
         }
-        match consumer.commit(&tpl, mode) {
-            Ok(()) => tracing::debug!(service = %self.core.config.service, ?commits, "committed checkpointed offsets"),
-            Err(e) => {
-                tracing::warn!(service = %self.core.config.service, error = %e, "committing checkpointed offsets failed")
-            }
+        let (due, later): (VecDeque<Undelivered>, VecDeque<Undelivered>) =
+            std::mem::take(&mut state.retries).into_iter().partition(|r| r.due <= now);
+        state.retries = later;
+        let refused = std::mem::take(&mut state.refused);
+        self.report_failures(&state, now);
+        drop(state);
+        store_offsets(consumer, &self.core.config.input_topic, &stores);
+        for retry in due {
+            self.renew_if_fatal()?;
+            self.send_record(retry.key, &retry.topic, retry.record_key.as_deref(), &retry.payload, retry.headers)?;
+        }
+        for record in refused {
+            self.dead_letter_refused(record)?;
         }
         Ok(())
     }
 
+    /// One summary line while deliveries fail (not one per record), and one when they recover.
+    fn report_failures(&mut self, state: &DeliveryState, now: Instant) {
+        let (seen, at) = self.failures_reported;
+        let service = &self.core.config.service;
+        if state.failures > seen && now.duration_since(at) >= FAILURE_REPORT {
+            tracing::warn!(
+                %service, failures = state.failures - seen, waiting_resend = state.retries.len(),
+                last_error = state.last_error.as_deref().unwrap_or(""),
+                "deliveries failing; resending with backoff (offsets stay behind the undelivered records)"
+            );
+            self.failures_reported = (state.failures, now);
+        } else if state.failures == seen && seen > 0 && state.retries.is_empty() && at != now {
+            tracing::info!(%service, "deliveries recovered");
+            self.failures_reported = (seen, now);
+        }
+    }
+
     /// Decodes one input, transforms it and sends its outputs.
-    pub(super) async fn handle(
-        &mut self,
-        consumer: &LoopConsumer,
-        message: &BorrowedMessage<'_>,
-    ) -> Result<(), RuntimeError> {
-        self.pending.sync_epoch(self.core.rebalance.epoch());
-        match self.core.take(message) {
-            Some(dead) => self.send_outputs(consumer, Some((message.partition(), message.offset())), dead).await,
+    fn handle(&mut self, message: &BorrowedMessage<'_>) -> Result<(), RuntimeError> {
+        match self.core.take(message, self.max_message_bytes) {
+            Some(dead) => self.send_outputs(Some((message.partition(), message.offset())), dead),
             None => Ok(()),
         }
     }
 
     /// Hands the buffered outputs to the producer, tracking them against `input`.
-    pub(super) async fn send_outputs(
-        &mut self,
-        consumer: &LoopConsumer,
-        input: Option<(i32, i64)>,
-        dead_letter: bool,
-    ) -> Result<(), RuntimeError> {
-        let token = Token { epoch: self.pending.epoch, input, dead_letter };
-        let count = self.core.outputs.len() as u32;
+    fn send_outputs(&mut self, input: Option<(i32, i64)>, dead_letter: bool) -> Result<(), RuntimeError> {
+        let ticket = match input.filter(|_| self.core.config.commit) {
+            Some((partition, offset)) => {
+                let count = self.core.outputs.len() as u32;
+                match self.deliveries.lock().tracker.push(partition, offset, count, Instant::now()) {
+                    Ok(ticket) => Some(ticket),
+                    // A re-read after a seek: the input is tracked already; never store past it.
+                    Err(e) => {
+                        tracing::debug!(service = %self.core.config.service, error = %e, "input already tracked");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         // Drained and put back: the buffer keeps its capacity for the next input.
         let mut outputs = std::mem::take(&mut self.core.outputs);
+        let mut result = Ok(());
         for output in outputs.drain(..) {
-            let (key, headers) = (output.key.as_deref(), output.headers);
-            let delivery = match send(&self.producer, &output.topic, key, &output.payload, headers.clone()).await {
-                Ok(delivery) => delivery,
-                Err(e) if !self.renew_if_fatal()? => return Err(e),
-                Err(_) => send(&self.producer, &output.topic, key, &output.payload, headers).await?,
-            };
-            self.in_flight.push(Tracked { token, delivery });
+            let key = self.deliveries.lock().tokens.insert(Token { input: ticket, dead_letter, attempts: 0 });
+            if result.is_ok() {
+                result = self.send_record(key, &output.topic, output.key.as_deref(), &output.payload, output.headers);
+            }
         }
         self.core.outputs = outputs;
-        if let Some((partition, offset)) = input
-            && self.core.config.commit
+        result
+    }
+
+    /// Enqueues one record under token `key`. A full queue or a retriable refusal becomes a
+    /// retry; a refused record a dead letter; a refused topic stops the loop.
+    fn send_record(
+        &mut self,
+        key: usize,
+        topic: &str,
+        record_key: Option<&[u8]>,
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), RuntimeError> {
+        let mut record = BaseRecord::with_opaque_to(topic, key).payload(payload);
+        if let Some(k) = record_key {
+            record = record.key(k);
+        }
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
+        let Err((error, record)) = self.producer.send(record) else { return Ok(()) };
+        let mut state = self.deliveries.lock();
+        let Some(token) = state.tokens.get_mut(key) else { return Ok(()) };
+        let failure = match error {
+            KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => Failure::Retriable,
+            ref e => classify(e),
+        };
+        let dead_letter = token.dead_letter;
+        if failure == Failure::Retriable && !matches!(error, KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull))
         {
-            self.pending.push(partition, offset, count, Instant::now());
-            self.store_acknowledged(consumer, partition);
+            token.attempts += 1;
+        }
+        let undelivered = Undelivered {
+            key,
+            topic: topic.to_owned(),
+            record_key: record_key.map(<[u8]>::to_vec),
+            payload: payload.to_vec(),
+            headers: record.headers,
+            error: error.to_string(),
+            due: Instant::now() + super::deliveries::backoff(token.attempts),
+        };
+        match failure {
+            Failure::Retriable => state.retries.push_back(undelivered),
+            Failure::RecordRefused if !dead_letter => {
+                drop(state);
+                return self.dead_letter_refused(undelivered);
+            }
+            Failure::RecordRefused | Failure::TopicRefused => {
+                let reason = format!("topic `{topic}` refused a record: {error}");
+                drop(state);
+                self.core.config.readiness.fail("outputs", reason.clone());
+                return Err(RuntimeError::OutputRefused { service: self.core.config.service.clone(), reason });
+            }
         }
         Ok(())
     }
 
-    /// A delivery report arrived.
-    pub(super) async fn delivered(
-        &mut self,
-        consumer: &LoopConsumer,
-        token: Token,
-        report: <DeliveryFuture as Future>::Output,
-    ) -> Result<(), RuntimeError> {
-        match report {
-            Ok(Ok(_)) => {
-                self.pending.sync_epoch(self.core.rebalance.epoch());
-                if !token.dead_letter {
-                    self.core.stats.produced += 1;
-                    self.core.metrics.produced.increment(1);
-                }
-                if let Some((partition, offset)) = token.input
-                    && self.core.config.commit
-                    && token.epoch == self.pending.epoch
-                {
-                    self.pending.ack(partition, offset);
-                    self.store_acknowledged(consumer, partition);
-                }
-                Ok(())
-            }
-            Ok(Err((error, message))) => {
-                // librdkafka gave up after its own retries; never store past this input: send
-                // the same record again after a pause.
-                self.core.stats.retried += 1;
-                self.core.metrics.retried.increment(1);
-                tracing::warn!(service = %self.core.config.service, topic = message.topic(), %error, "delivery failed; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                self.renew_if_fatal()?;
-                let delivery = resend(&self.producer, &message).await?;
-                self.in_flight.push(Tracked { token, delivery });
-                Ok(())
-            }
-            Err(_canceled) => unreachable!("the producer outlives every delivery future"),
-        }
+    /// An output the broker refused for good: its dead letter (the output's bytes, cut to fit,
+    /// naming the input and the reason) takes its place under the same token.
+    fn dead_letter_refused(&mut self, record: Undelivered) -> Result<(), RuntimeError> {
+        let input = {
+            let mut state = self.deliveries.lock();
+            let Some(token) = state.tokens.get_mut(record.key) else { return Ok(()) };
+            token.dead_letter = true;
+            token.attempts = 0;
+            token.input
+        };
+        let (partition, offset) = input.map_or((-1, -1), |t| (t.partition, t.offset));
+        tracing::warn!(
+            service = %self.core.config.service, topic = %record.topic, partition, offset, error = %record.error,
+            "the broker refused an output for good; dead-lettering it"
+        );
+        self.core.stats.dead_lettered += 1;
+        self.core.metrics.dead_lettered.increment(1);
+        let source = Source {
+            topic: &self.core.config.input_topic,
+            partition,
+            offset,
+            key: record.record_key.as_deref(),
+            payload: &record.payload,
+            headers: record.headers.as_ref(),
+            output_topic: Some(&record.topic),
+        };
+        let letter: Output =
+            dead_letter(&self.core.dlq_topic, &self.core.config.service, source, &record.error, self.max_message_bytes);
+        self.send_record(record.key, &letter.topic, letter.key.as_deref(), &letter.payload, letter.headers)
     }
 
     /// A fatal producer error (the broker lost an idempotent producer's sequence state, say,
-    /// after its restart) leaves the producer useless: replace it. Nothing it had not delivered
-    /// was committed, and each such record is sent again by the new one. Returns whether it did.
-    fn renew_if_fatal(&mut self) -> Result<bool, RuntimeError> {
-        let Some((code, reason)) = self.producer.client().fatal_error() else { return Ok(false) };
+    /// after its restart) leaves the producer useless: replace it. Dropping the old one purges
+    /// what it had not delivered; those reports come back as retries for the new one.
+    fn renew_if_fatal(&mut self) -> Result<(), RuntimeError> {
+        let Some((code, reason)) = self.producer.client().fatal_error() else { return Ok(()) };
         tracing::warn!(
             service = %self.core.config.service, %code, reason,
             "the producer hit a fatal error; replacing it (undelivered records are sent again)"
         );
-        self.producer = client::producer(&self.core.config.kafka)?;
-        Ok(true)
+        self.producer = producer(self.core.config, &self.deliveries, &self.core.metrics)?;
+        Ok(())
     }
 
-    /// Stores the offset of the last fully acknowledged input of `partition`.
-    fn store_acknowledged(&mut self, consumer: &LoopConsumer, partition: i32) {
-        let latency = &self.core.metrics.latency;
-        if let Some(offset) = self.pending.advance(partition, |read_at| latency.record(read_at.elapsed())) {
-            // store_offset stores offset + 1: the next record to read.
-            if let Err(e) = consumer.store_offset(&self.core.config.input_topic, partition, offset) {
-                tracing::debug!(partition, offset, error = %e, "offset not stored (partition no longer assigned)");
-            }
-        }
+    /// Has the processor checkpoint its state (every output so far is acknowledged) and
+    /// commits the offsets the checkpoint covers.
+    async fn checkpoint(&mut self, consumer: &LoopConsumer, mode: CommitMode) {
+        self.core.rebalance.sync_revocations(&mut self.core.processor);
+        let commits = self.core.processor.checkpoint().await;
+        store_offsets_now(consumer, &self.core.config.input_topic, &commits, mode, &self.core.config.service);
     }
 
     fn consumer_error(&self, error: KafkaError) -> Result<(), RuntimeError> {
@@ -253,54 +348,72 @@ impl<P: Processor> AtLeastOnceLoop<'_, P> {
         Ok(())
     }
 
-    /// Stop reading, let the processor flush, wait (bounded) for in-flight records, commit.
+    /// What the loop did so far.
+    fn stats(&self) -> super::RunStats {
+        let state = self.deliveries.lock();
+        super::RunStats { produced: state.produced, retried: state.failures, ..self.core.stats.clone() }
+    }
+
+    /// One drain, bounded by `drain_timeout` whatever the broker does: the processor's last
+    /// outputs, then deliveries (resending while time remains), the offsets of what is
+    /// acknowledged, a synchronous commit, and the processor's checkpoint if nothing is left
+    /// in flight. Undelivered records are dropped with the producer: their inputs are read
+    /// again on the next start.
     async fn shutdown(&mut self, consumer: &LoopConsumer) -> Result<(), RuntimeError> {
+        let config = self.core.config;
+        let deadline = Instant::now() + config.drain_timeout;
         self.core.processor.on_shutdown(&mut self.core.outputs);
-        self.send_outputs(consumer, None, false).await?;
-        let deadline = tokio::time::Instant::now() + self.core.config.drain_timeout;
-        while !self.in_flight.is_empty() {
-            match tokio::time::timeout_at(deadline, self.in_flight.next()).await {
-                Ok(Some((token, report))) => self.delivered(consumer, token, report).await?,
-                Ok(None) => break,
-                Err(_) => {
-                    tracing::warn!(
-                        service = %self.core.config.service, in_flight = self.in_flight.len(),
-                        "drain deadline passed; their inputs will be re-processed"
-                    );
-                    break;
-                }
+        let mut outcome = self.send_outputs(None, false);
+        loop {
+            if outcome.is_ok() {
+                outcome = self.housekeeping(consumer);
+            }
+            let in_flight = self.deliveries.lock().tokens.len();
+            let now = Instant::now();
+            if in_flight == 0 {
+                break;
+            }
+            if now >= deadline || outcome.is_err() {
+                tracing::warn!(
+                    service = %config.service, in_flight,
+                    "drain deadline passed with outputs unacknowledged; their inputs will be read again"
+                );
+                break;
+            }
+            let nap = (deadline - now).min(HOUSEKEEPING);
+            tokio::select! {
+                _ = self.deliveries.wake.notified() => {}
+                _ = tokio::time::sleep(nap) => {}
             }
         }
-        if self.core.config.commit {
+        if config.commit {
             match consumer.commit_consumer_state(CommitMode::Sync) {
                 Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-                Err(e) => tracing::warn!(service = %self.core.config.service, error = %e, "final commit failed"),
+                Err(e) => tracing::warn!(service = %config.service, error = %e, "final commit failed"),
             }
         }
-        self.checkpoint(consumer, CommitMode::Sync).await?;
-        if let Err(e) = self.producer.flush(Duration::from_secs(2)) {
-            tracing::warn!(service = %self.core.config.service, error = %e, "producer flush at shutdown");
+        if self.deliveries.lock().tokens.len() == 0 {
+            self.checkpoint(consumer, CommitMode::Sync).await;
         }
         consumer.unsubscribe();
-        tracing::info!(service = %self.core.config.service, stats = ?self.core.stats, "stopped");
-        Ok(())
+        tracing::info!(service = %config.service, stats = ?self.stats(), "stopped");
+        outcome
     }
 }
 
-/// Enqueues one output, mapping a refusal to the loop's error.
-pub(super) async fn send(
-    producer: &FutureProducer,
-    topic: &str,
-    key: Option<&[u8]>,
-    payload: &[u8],
-    headers: Option<OwnedHeaders>,
-) -> Result<DeliveryFuture, RuntimeError> {
-    client::enqueue(producer, topic, key, payload, headers)
-        .await
-        .map_err(|source| RuntimeError::Produce { topic: topic.to_owned(), source })
-}
-
-pub(super) async fn resend(producer: &FutureProducer, message: &OwnedMessage) -> Result<DeliveryFuture, RuntimeError> {
-    send(producer, message.topic(), message.key(), message.payload().unwrap_or_default(), message.headers().cloned())
-        .await
+/// Commits `(partition, next offset)` pairs a checkpoint covers.
+fn store_offsets_now(consumer: &LoopConsumer, topic: &str, commits: &[(i32, i64)], mode: CommitMode, service: &str) {
+    if commits.is_empty() {
+        return;
+    }
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for (partition, next) in commits {
+        if let Err(e) = tpl.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*next)) {
+            tracing::warn!(%service, partition, error = %e, "bad checkpoint offset");
+        }
+    }
+    match consumer.commit(&tpl, mode) {
+        Ok(()) => tracing::debug!(%service, ?commits, "committed checkpointed offsets"),
+        Err(e) => tracing::warn!(%service, error = %e, "committing checkpointed offsets failed"),
+    }
 }

@@ -7,7 +7,7 @@ use pipeline_core::schema::JsonEvent;
 use rdkafka::Message;
 use rdkafka::message::BorrowedMessage;
 
-use super::dead_letter::dead_letter;
+use super::dead_letter::{Source, dead_letter};
 use super::error::RuntimeError;
 use super::metrics::{LoopMetrics, RunStats};
 use super::processor::{InputMeta, Output, Processor};
@@ -44,7 +44,7 @@ impl<'a, P: Processor> Core<'a, P> {
     /// Decodes one input and has the processor transform it into `outputs`; a poison input
     /// becomes a dead letter instead (counted and logged). None when the processor's restored
     /// state already covers the input (skipped); else whether it was dead-lettered.
-    pub(super) fn take(&mut self, message: &BorrowedMessage<'_>) -> Option<bool> {
+    pub(super) fn take(&mut self, message: &BorrowedMessage<'_>, max_message_bytes: usize) -> Option<bool> {
         self.rebalance.sync_revocations(&mut self.processor);
         if !self.rebalance.wanted(message) {
             return None;
@@ -66,14 +66,30 @@ impl<'a, P: Processor> Core<'a, P> {
                     service = %self.config.service, topic = message.topic(), partition, offset, %error,
                     "dead-lettering a poison record"
                 );
-                self.outputs.push(dead_letter(&self.dlq_topic, &self.config.service, message, &error));
+                let source = Source {
+                    topic: message.topic(),
+                    partition,
+                    offset,
+                    key: message.key(),
+                    payload,
+                    headers: message.headers(),
+                    output_topic: None,
+                };
+                self.outputs.push(dead_letter(
+                    &self.dlq_topic,
+                    &self.config.service,
+                    source,
+                    &error,
+                    max_message_bytes,
+                ));
                 Some(true)
             }
         }
     }
 
-    /// Applies a waiting assignment (see [`Rebalancer::apply_assignment`]).
-    pub(super) async fn apply_assignment(&mut self, consumer: &LoopConsumer) -> Result<(), RuntimeError> {
+    /// Applies a waiting assignment (see [`Rebalancer::apply_assignment`]); returns the
+    /// partitions it assigned.
+    pub(super) async fn apply_assignment(&mut self, consumer: &LoopConsumer) -> Result<Vec<i32>, RuntimeError> {
         self.rebalance.apply_assignment(consumer, &mut self.processor, self.config).await
     }
 

@@ -40,6 +40,18 @@ pub enum RuntimeError {
          the open transaction and the inputs are read again from the committed offsets"
     )]
     TransactionStuck { service: String, id: String, detail: String },
+    /// The broker refuses every record of an output or dead-letter topic (authorization, the
+    /// topic is gone), or a dead letter itself: no retry or dead letter can fix it.
+    #[error(
+        "{service}: {reason}; nothing was committed past the last acknowledged input. Fix the topic or its ACLs \
+         (`ops topics describe`), then restart"
+    )]
+    OutputRefused { service: String, reason: String },
+    /// An output or dead-letter topic does not exist at start.
+    #[error(
+        "{service}: output topic `{topic}` does not exist at {bootstrap}; create it (`scripts/stack.sh up` creates the pipeline's topics, or `ops topics create {topic}`)"
+    )]
+    NoOutputTopic { service: String, topic: String, bootstrap: String },
     /// The processor's own state failed (a checkpoint that cannot be read, say).
     #[error("{error}")]
     Processor { service: String, error: ProcessorError },

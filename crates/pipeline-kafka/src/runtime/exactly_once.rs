@@ -304,7 +304,7 @@ impl<P: Processor> TxnLoop<'_, P> {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
-                _ = assigned.notified() => self.core.apply_assignment(consumer).await?,
+                _ = assigned.notified() => drop(self.core.apply_assignment(consumer).await?),
                 _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
                     self.commit(consumer).await?;
                 }
@@ -329,7 +329,7 @@ impl<P: Processor> TxnLoop<'_, P> {
         consumer: &LoopConsumer,
         message: &BorrowedMessage<'_>,
     ) -> Result<(), RuntimeError> {
-        if self.core.take(message).is_none() {
+        if self.core.take(message, self.core.config.max_message_bytes()).is_none() {
             return Ok(());
         }
         // Every input belongs to a transaction, with or without outputs: its offset commits there.

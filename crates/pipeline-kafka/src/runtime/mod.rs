@@ -29,26 +29,25 @@
 mod at_least_once;
 mod core;
 mod dead_letter;
+mod deliveries;
 mod error;
 mod exactly_once;
 mod metrics;
-mod pending;
+mod offset_tracker;
 mod processor;
 mod rebalance;
 mod settings;
 
 use std::sync::Arc;
 
-use futures::stream::FuturesUnordered;
 use rdkafka::consumer::Consumer;
 use tokio_util::sync::CancellationToken;
 
-use self::at_least_once::AtLeastOnceLoop;
+use self::at_least_once::{AtLeastOnceLoop, Deliveries};
 use self::core::Core;
 pub use self::dead_letter::dlq_headers;
 pub use self::error::{ProcessorError, RuntimeError};
 pub use self::metrics::RunStats;
-use self::pending::Pending;
 pub use self::processor::{InputMeta, Output, Processor, Resume};
 use self::rebalance::{LoopConsumer, Rebalancer, RuntimeContext};
 use self::settings::commit_defaults;
@@ -64,24 +63,45 @@ pub async fn run<P: Processor>(
     processor: P,
     cancel: CancellationToken,
 ) -> Result<RunStats, RuntimeError> {
-    client::check_cluster(&config.kafka, Some(&config.input_topic)).await?;
+    check_topics(config).await?;
     config.readiness.set("broker", true);
     let rebalance = Rebalancer::new();
     if config.guarantee == Guarantee::ExactlyOnce && config.commit {
         let txn = exactly_once::Transactions::start(config).await?;
-        let consumer = subscribe(config, &rebalance, Some(txn.clone()))?;
+        let consumer = subscribe(config, &rebalance, Some(txn.clone()), None)?;
         return exactly_once::run(config, &consumer, rebalance, txn, processor, cancel).await;
     }
-    let consumer = subscribe(config, &rebalance, None)?;
-    let producer = client::producer(&config.kafka)?;
+    let deliveries = Arc::new(Deliveries::default());
+    let consumer = subscribe(config, &rebalance, None, Some(deliveries.clone()))?;
+    let core = Core::new(config, processor, rebalance);
+    let producer = at_least_once::producer(config, &deliveries, &core.metrics)?;
     let mut state = AtLeastOnceLoop {
-        core: Core::new(config, processor, rebalance),
+        core,
         producer,
-        pending: Pending::default(),
-        in_flight: FuturesUnordered::new(),
+        deliveries,
+        checkpoint_due: false,
+        failures_reported: (0, std::time::Instant::now()),
+        max_message_bytes: config.max_message_bytes(),
     };
     state.run(&consumer, cancel).await?;
-    Ok(state.core.stats)
+    let stats = state.deliveries.lock();
+    Ok(RunStats { produced: stats.produced, retried: stats.failures, ..state.core.stats.clone() })
+}
+
+/// The broker answers, and the input, output and dead-letter topics exist: each missing one
+/// is named in one line before anything is consumed.
+async fn check_topics(config: &RuntimeConfig) -> Result<(), RuntimeError> {
+    client::check_cluster(&config.kafka, Some(&config.input_topic)).await?;
+    for topic in config.output_topics.iter().chain([&config.dlq_topic]) {
+        match client::check_cluster(&config.kafka, Some(topic)).await {
+            Ok(_) => {}
+            Err(KafkaSetupError::NoSuchTopic { topic, bootstrap }) => {
+                return Err(RuntimeError::NoOutputTopic { service: config.service.clone(), topic, bootstrap });
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// The group consumer of `config.input_topic`, subscribed, its context wired to `rebalance`
@@ -90,6 +110,7 @@ fn subscribe(
     config: &RuntimeConfig,
     rebalance: &Rebalancer,
     txn: Option<Arc<exactly_once::Transactions>>,
+    deliveries: Option<Arc<Deliveries>>,
 ) -> Result<LoopConsumer, RuntimeError> {
     let context = RuntimeContext {
         service: config.service.clone(),
@@ -100,6 +121,9 @@ fn subscribe(
         assigned: rebalance.assigned.clone(),
         readiness: config.readiness.clone(),
         txn,
+        deliveries,
+        drain_timeout: config.drain_timeout,
+        input_topic: config.input_topic.clone(),
     };
     // Offsets are committed by librdkafka (at-least-once) or inside transactions (exactly-once).
     let auto_commit = config.commit && config.guarantee == Guarantee::AtLeastOnce;

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use pipeline_core::lock;
 use rdkafka::ClientContext;
@@ -14,6 +15,7 @@ use rdkafka::message::BorrowedMessage;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+use super::deliveries::Deliveries;
 use super::error::RuntimeError;
 use super::exactly_once;
 use super::processor::{Processor, Resume};
@@ -39,6 +41,12 @@ pub(super) struct RuntimeContext {
     pub(super) readiness: Readiness,
     /// Exactly-once: the open transaction, committed before partitions are given up.
     pub(super) txn: Option<Arc<exactly_once::Transactions>>,
+    /// At-least-once: the in-flight inputs, drained before partitions are given up.
+    pub(super) deliveries: Option<Arc<Deliveries>>,
+    /// How long a revocation waits for in-flight outputs (below the session timeout).
+    pub(super) drain_timeout: Duration,
+    /// The topic consumed (offsets are stored for it).
+    pub(super) input_topic: String,
 }
 
 impl ClientContext for RuntimeContext {
@@ -79,7 +87,11 @@ impl ConsumerContext for RuntimeContext {
                 if let Some(txn) = &self.txn {
                     txn.finish_before_revoke(consumer);
                 }
-                lock(&self.revoked).extend(tpl.elements().iter().map(|e| e.partition()));
+                let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                if let Some(deliveries) = &self.deliveries {
+                    self.drain_revoked(consumer, deliveries, &parts);
+                }
+                lock(&self.revoked).extend(&parts);
                 self.epoch.fetch_add(1, Ordering::SeqCst);
                 if self.commit && tpl.count() > 0 {
                     match consumer.commit_consumer_state(CommitMode::Sync) {
@@ -102,6 +114,46 @@ impl ConsumerContext for RuntimeContext {
                 }
             }
         }
+    }
+}
+
+impl RuntimeContext {
+    /// Before giving partitions up: waits (bounded) for their in-flight outputs, stores the
+    /// offsets of what is acknowledged, and forgets them (a late report is stale then).
+    fn drain_revoked(&self, consumer: &BaseConsumer<Self>, deliveries: &Deliveries, parts: &[i32]) {
+        let started = Instant::now();
+        let (stores, abandoned) = deliveries.drain(parts, started + self.drain_timeout);
+        store_offsets(consumer, &self.input_topic, &stores);
+        let mut state = deliveries.lock();
+        for &p in parts {
+            state.tracker.revoke(p);
+        }
+        drop(state);
+        if abandoned > 0 {
+            tracing::warn!(
+                service = %self.service, ?parts, abandoned, waited = ?started.elapsed(),
+                "revoked with outputs still unacknowledged; the partitions' next owner reads those inputs again"
+            );
+        } else {
+            tracing::info!(service = %self.service, ?parts, waited = ?started.elapsed(), "drained revoked partitions");
+        }
+    }
+}
+
+/// Stores `(partition, next offset)` pairs of `topic` for the next commit. A partition no
+/// longer assigned refuses its offset: harmless, its next owner starts from the committed one.
+pub(super) fn store_offsets<C: Consumer<X>, X: ConsumerContext>(consumer: &C, topic: &str, stores: &[(i32, i64)]) {
+    if stores.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::with_capacity(stores.len());
+    for &(partition, next) in stores {
+        if tpl.add_partition_offset(topic, partition, Offset::Offset(next)).is_err() {
+            tracing::warn!(topic, partition, next, "offset out of range; not stored");
+        }
+    }
+    if let Err(e) = consumer.store_offsets(&tpl) {
+        tracing::debug!(topic, error = %e, "offsets not stored (partitions no longer assigned)");
     }
 }
 
@@ -163,12 +215,13 @@ impl Rebalancer {
         consumer: &LoopConsumer,
         processor: &mut P,
         config: &RuntimeConfig,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<Vec<i32>, RuntimeError> {
         self.sync_revocations(processor);
-        let Some((tpl, cooperative)) = lock(&self.assignment).take() else { return Ok(()) };
+        let Some((tpl, cooperative)) = lock(&self.assignment).take() else { return Ok(Vec::new()) };
+        // Plain pairs: the list's elements borrow raw pointers that must not live across an await.
+        let wanted: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
         let mut offsets = TopicPartitionList::new();
-        for e in tpl.elements() {
-            let partition = e.partition();
+        for (topic, partition) in wanted {
             let resume = processor
                 .resume(partition)
                 .await
@@ -179,18 +232,19 @@ impl Rebalancer {
             };
             self.resumed.insert(partition, from);
             offsets
-                .add_partition_offset(e.topic(), partition, offset)
-                .map_err(|source| RuntimeError::Subscribe { topic: e.topic().to_owned(), source })?;
+                .add_partition_offset(&topic, partition, offset)
+                .map_err(|source| RuntimeError::Subscribe { topic: topic.clone(), source })?;
         }
         let done = if cooperative { consumer.incremental_assign(&offsets) } else { consumer.assign(&offsets) };
         done.map_err(|source| RuntimeError::Subscribe { topic: config.input_topic.clone(), source })?;
         config.readiness.set("partitions_assigned", offsets.count() > 0);
-        Ok(())
+        Ok(offsets.elements().iter().map(|e| e.partition()).collect())
     }
 
-    /// Whether the processor wants `message`: records before the offset its restored state
-    /// resumes from are already counted in it.
+    /// Whether the processor wants `message`: its partition is assigned (a record fetched
+    /// before a revocation may still arrive after it), and it is not before the offset the
+    /// processor's restored state resumes from (those are already counted in it).
     pub(super) fn wanted(&self, message: &BorrowedMessage<'_>) -> bool {
-        self.resumed.get(&message.partition()).is_none_or(|from| message.offset() >= *from)
+        self.resumed.get(&message.partition()).is_some_and(|from| message.offset() >= *from)
     }
 }

@@ -18,6 +18,9 @@ pub struct RuntimeConfig {
     pub input_topic: String,
     /// Where poison inputs go.
     pub dlq_topic: String,
+    /// Topics the processor produces to, checked at start (with the dead-letter topic) so a
+    /// missing one stops the service with one line instead of failing record by record.
+    pub output_topics: Vec<String>,
     /// Store and commit offsets (false: the service rebuilds its state by replaying its input
     /// from the earliest offset at every start and commits nothing).
     pub commit: bool,
@@ -67,6 +70,18 @@ pub(super) fn commit_defaults(commit: bool) -> [(&'static str, &'static str); 2]
 }
 
 impl RuntimeConfig {
+    /// The largest record the producer accepts: `-X message.max.bytes`, else librdkafka's
+    /// default. Dead letters are cut to fit under it.
+    pub fn max_message_bytes(&self) -> usize {
+        self.kafka
+            .properties
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "message.max.bytes")
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .unwrap_or(1_000_000)
+    }
+
     /// The runtime loop's configuration for `service` reading `input_topic`.
     pub fn new(args: &ServiceArgs, service: &str, input_topic: &str, commit: bool, tick: Duration) -> Self {
         // The loop's own checks are registered now, not when the loop starts: a service with a
@@ -81,6 +96,7 @@ impl RuntimeConfig {
             group_id: args.group_id.clone().unwrap_or_else(|| service.to_owned()),
             input_topic: input_topic.to_owned(),
             dlq_topic: args.dlq_topic.clone().unwrap_or_else(|| format!("{input_topic}.dlq")),
+            output_topics: Vec::new(),
             commit,
             max_in_flight: args.max_in_flight.max(1),
             max_record_bytes: args.max_record_bytes,

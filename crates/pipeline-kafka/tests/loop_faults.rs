@@ -1,0 +1,316 @@
+//! The at-least-once loop off the happy path, against librdkafka's mock cluster (in-process
+//! brokers whose failures a test controls): a broker down longer than `message.timeout.ms`,
+//! a stop request while deliveries fail, and records the producer refuses. Each test checks
+//! exact outcomes: every input's output delivered (or dead-lettered), offsets committed only
+//! past acknowledged inputs.
+//!
+//! Two brokers: the input topic and the dead-letter topic lead on broker 1 (with the group
+//! coordinator), the output topic on broker 2, so broker 2 can fail while the input keeps
+//! flowing.
+
+#![allow(clippy::unwrap_used)] // a test fails loudly on the first surprise
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use pipeline_core::generate::{EventClock, EventGenerator};
+use pipeline_core::schema::{JsonEvent, SensorEvent};
+use pipeline_kafka::args::KafkaArgs;
+use pipeline_kafka::observe::Readiness;
+use pipeline_kafka::runtime::{self, InputMeta, Output, Processor, RunStats, dlq_headers};
+use pipeline_kafka::runtime::{Guarantee, RuntimeConfig};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::mocking::{MockCluster, MockCoordinator};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+const INPUT: &str = "in";
+const OUTPUT: &str = "out";
+const DLQ: &str = "in.dlq";
+const GROUP: &str = "loop-faults";
+
+/// Echoes each event to [`OUTPUT`] (one output per input) and counts what it saw.
+struct Echo {
+    /// Inputs processed.
+    processed: Arc<AtomicU64>,
+    /// Ticks seen: proof the loop's timers run.
+    ticks: Arc<AtomicU64>,
+    /// An event with this speed gets an output too large for the producer.
+    oversize_speed: f64,
+}
+
+impl Processor for Echo {
+    type Input = SensorEvent;
+
+    fn process(&mut self, event: SensorEvent, _: InputMeta<'_>, out: &mut Vec<Output>) {
+        self.processed.fetch_add(1, Ordering::Relaxed);
+        let mut payload = event.encode();
+        if event.speed == self.oversize_speed {
+            payload.resize(1_500_000, b' ');
+        }
+        out.push(Output {
+            topic: Arc::from(OUTPUT),
+            key: Some(event.event_id.to_string().into_bytes()),
+            payload,
+            headers: None,
+        });
+    }
+
+    fn on_tick(&mut self, _: &mut Vec<Output>) {
+        self.ticks.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A mock cluster laid out as the module header says.
+fn cluster() -> MockCluster<'static, DefaultProducerContext> {
+    let mock = MockCluster::new(2).unwrap();
+    for (topic, leader) in [(INPUT, 1), (DLQ, 1), (OUTPUT, 2)] {
+        mock.create_topic(topic, 2, 1).unwrap();
+        for p in 0..2 {
+            mock.partition_leader(topic, p, Some(leader)).unwrap();
+        }
+    }
+    mock.coordinator(MockCoordinator::Group(GROUP.into()), 1).unwrap();
+    mock
+}
+
+fn kafka(mock: &MockCluster<'static, DefaultProducerContext>, properties: &[(&str, &str)]) -> KafkaArgs {
+    KafkaArgs {
+        bootstrap_servers: mock.bootstrap_servers(),
+        properties: properties.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        connect_timeout: Duration::from_secs(10),
+    }
+}
+
+fn config(kafka: KafkaArgs, drain: Duration) -> RuntimeConfig {
+    let readiness = Readiness::default();
+    readiness.require("broker");
+    readiness.require("partitions_assigned");
+    RuntimeConfig {
+        service: "echo".into(),
+        kafka,
+        group_id: GROUP.into(),
+        input_topic: INPUT.into(),
+        dlq_topic: DLQ.into(),
+        output_topics: vec![OUTPUT.into()],
+        commit: true,
+        max_in_flight: 20_000,
+        max_record_bytes: 2 << 20,
+        drain_timeout: drain,
+        tick: Duration::from_millis(100),
+        checkpoint_interval: None,
+        readiness,
+        metrics: false,
+        guarantee: Guarantee::AtLeastOnce,
+        transactional_id: "echo".into(),
+        transaction_interval: Duration::from_millis(100),
+    }
+}
+
+/// Produces `n` events (and any `extra` raw values) to [`INPUT`]; returns the events' ids.
+fn fill(
+    mock: &MockCluster<'static, DefaultProducerContext>,
+    seed: u64,
+    n: usize,
+    extra: &[Vec<u8>],
+) -> HashSet<String> {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", mock.bootstrap_servers())
+        .set("message.max.bytes", "2000000")
+        .create()
+        .unwrap();
+    let mut generator = EventGenerator::new(vec![1, 2, 3], Some(seed), EventClock::Wall);
+    let mut ids = HashSet::new();
+    for i in 0..n {
+        let mut event = generator.next_event();
+        event.speed = (i % 170) as f64; // never the oversize marker unless asked
+        ids.insert(event.event_id.to_string());
+        let value = event.encode();
+        producer.send(BaseRecord::<[u8], [u8]>::to(INPUT).payload(&value[..]).partition((i % 2) as i32)).unwrap();
+    }
+    for (i, value) in extra.iter().enumerate() {
+        producer.send(BaseRecord::<[u8], [u8]>::to(INPUT).payload(&value[..]).partition((i % 2) as i32)).unwrap();
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    ids
+}
+
+/// Every record of `topic` (the mock's high watermarks are right).
+fn read(mock: &MockCluster<'static, DefaultProducerContext>, topic: &str) -> Vec<OwnedMessage> {
+    pipeline_testkit::read_all_from(&kafka(mock, &[]), topic, Duration::from_secs(30))
+}
+
+/// The group's committed offset per input partition.
+fn committed(mock: &MockCluster<'static, DefaultProducerContext>) -> HashMap<i32, i64> {
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", mock.bootstrap_servers()).set("group.id", GROUP).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..2 {
+        tpl.add_partition(INPUT, p);
+    }
+    let got = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    got.elements().iter().map(|e| (e.partition(), if let Offset::Offset(o) = e.offset() { o } else { 0 })).collect()
+}
+
+/// The event id of an input or output record.
+fn id(m: &OwnedMessage) -> String {
+    SensorEvent::decode(m.payload().unwrap(), usize::MAX).map(|e| e.event_id.to_string()).unwrap_or_default()
+}
+
+struct Running {
+    task: tokio::task::JoinHandle<Result<RunStats, runtime::RuntimeError>>,
+    cancel: CancellationToken,
+    processed: Arc<AtomicU64>,
+    ticks: Arc<AtomicU64>,
+}
+
+fn start(config: RuntimeConfig, oversize_speed: f64) -> Running {
+    let (processed, ticks) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let echo = Echo { processed: processed.clone(), ticks: ticks.clone(), oversize_speed };
+    let cancel = CancellationToken::new();
+    let stop = cancel.clone();
+    let task = tokio::spawn(async move { runtime::run(&config, echo, stop).await });
+    Running { task, cancel, processed, ticks }
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Broker 2 (the output's leader) is down for 6 s, four times `message.timeout.ms`: deliveries
+/// fail and are resent with backoff while the timers keep running and the loop keeps reading;
+/// once it is back, every event reaches the output and the committed offsets reach the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_broker_down_longer_than_the_delivery_timeout_loses_nothing_and_blocks_nothing() {
+    let mock = cluster();
+    let n = 4000;
+    let ids = fill(&mock, 1, n, &[]);
+    mock.broker_down(2).unwrap();
+    let run = start(config(kafka(&mock, &[("message.timeout.ms", "1500")]), Duration::from_secs(5)), -1.0);
+    // The outage: the loop reads everything (max_in_flight is larger), its deliveries time out
+    // and are resent with backoff; the timers keep firing.
+    wait_for("every input read", Duration::from_secs(30), || run.processed.load(Ordering::Relaxed) == n as u64).await;
+    let ticks = run.ticks.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(run.ticks.load(Ordering::Relaxed) >= ticks + 10, "ticks stalled during the outage");
+    assert_eq!(committed(&mock).values().sum::<i64>(), 0, "nothing is committed before it is delivered");
+    mock.broker_up(2).unwrap();
+    wait_for("every output", Duration::from_secs(60), || {
+        read(&mock, OUTPUT).iter().map(id).collect::<HashSet<_>>() == ids
+    })
+    .await;
+    wait_for("offsets committed to the end", Duration::from_secs(10), || {
+        committed(&mock).values().sum::<i64>() == n as i64
+    })
+    .await;
+    run.cancel.cancel();
+    let stats = run.task.await.unwrap().unwrap();
+    assert_eq!(stats.consumed, n as u64);
+    assert!(stats.retried > 0, "the outage made deliveries fail: {stats:?}");
+    assert!(stats.produced >= n as u64, "{stats:?}");
+}
+
+/// A stop request while the output's broker is down: the loop stops within its drain deadline
+/// (plus the commit), and what it committed covers only acknowledged inputs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_request_while_deliveries_fail_stops_within_the_drain_deadline() {
+    let mock = cluster();
+    let n = 1000;
+    fill(&mock, 1, n, &[]);
+    let drain = Duration::from_secs(3);
+    let run = start(config(kafka(&mock, &[("message.timeout.ms", "1000")]), drain), -1.0);
+    wait_for("the first outputs", Duration::from_secs(30), || read(&mock, OUTPUT).len() == n).await;
+    // More input while the output's broker is down: read, never delivered.
+    mock.broker_down(2).unwrap();
+    fill(&mock, 2, n, &[]);
+    wait_for("the new inputs read", Duration::from_secs(30), || run.processed.load(Ordering::Relaxed) == 2 * n as u64)
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // their deliveries time out and wait for resends
+    let asked = Instant::now();
+    run.cancel.cancel();
+    let stats = run.task.await.unwrap().unwrap();
+    let took = asked.elapsed();
+    // The bound is the drain deadline plus the final commit and unsubscribe; the old loop kept
+    // retrying for minutes here.
+    assert!(took < drain + Duration::from_secs(5), "stopping took {took:?}");
+    mock.broker_up(2).unwrap();
+    let delivered: HashSet<String> = read(&mock, OUTPUT).iter().map(id).collect();
+    let inputs = read(&mock, INPUT);
+    for (partition, next) in committed(&mock) {
+        for m in inputs.iter().filter(|m| m.partition() == partition && m.offset() < next) {
+            assert!(delivered.contains(&id(m)), "offset {} of p{partition} committed but not delivered", m.offset());
+        }
+    }
+    assert_eq!(stats.consumed, 2 * n as u64);
+    assert!(stats.retried > 0, "deliveries failed before the stop: {stats:?}");
+    assert_eq!(committed(&mock).values().sum::<i64>(), n as i64, "exactly the delivered first batch is committed");
+}
+
+/// An output over the producer's `message.max.bytes` and an oversized poison input: both are
+/// dead-lettered (cut to fit, with their original size and SHA-256), nothing stops, every
+/// other event is delivered and every offset committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_the_producer_refuses_are_dead_lettered_and_the_loop_goes_on() {
+    let mock = cluster();
+    let n = 500;
+    // The poison: valid JSON without `speed`, 1.01 MB (under --max-record-bytes).
+    let poison = format!(
+        "{{\"event_id\":\"5f0c1d3e-8b1a-4c3d-9e2f-0123456789ab\",\"event_time\":\"2026-01-02T03:04:05Z\",\
+         \"car_id\":1,\"rpm\":3100,\"gear\":3,\"pad\":\"{}\"}}",
+        "p".repeat(1_010_000)
+    )
+    .into_bytes();
+    let mut marker = EventGenerator::new(vec![9], Some(1), EventClock::Wall).next_event();
+    marker.speed = 179.5; // its output is padded past message.max.bytes
+    let ids = fill(&mock, 3, n, &[poison.clone(), marker.encode()]);
+    let run = start(config(kafka(&mock, &[]), Duration::from_secs(5)), 179.5);
+    wait_for("every output", Duration::from_secs(60), || {
+        read(&mock, OUTPUT).iter().map(id).collect::<HashSet<_>>() == ids
+    })
+    .await;
+    wait_for("two dead letters", Duration::from_secs(30), || read(&mock, DLQ).len() == 2).await;
+    wait_for("offsets committed to the end", Duration::from_secs(10), || {
+        committed(&mock).values().sum::<i64>() == n as i64 + 2
+    })
+    .await;
+    run.cancel.cancel();
+    let stats = run.task.await.unwrap().unwrap();
+    assert_eq!(stats.dead_lettered, 2, "{stats:?}");
+    let letters = read(&mock, DLQ);
+    let header = |m: &OwnedMessage, key: &str| {
+        m.headers()
+            .and_then(|h| h.iter().find(|h| h.key == key).and_then(|h| h.value))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    let refused_output = letters.iter().find(|m| header(m, dlq_headers::OUTPUT_TOPIC).is_some()).unwrap();
+    assert_eq!(header(refused_output, dlq_headers::OUTPUT_TOPIC).as_deref(), Some(OUTPUT));
+    assert_eq!(header(refused_output, dlq_headers::TRUNCATED).as_deref(), Some("true"));
+    assert_eq!(header(refused_output, dlq_headers::ORIGINAL_SIZE).as_deref(), Some("1500000"));
+    let poisoned = letters.iter().find(|m| header(m, dlq_headers::OUTPUT_TOPIC).is_none()).unwrap();
+    assert_eq!(header(poisoned, dlq_headers::ORIGINAL_SIZE), Some(poison.len().to_string()));
+    assert!(poison.starts_with(poisoned.payload().unwrap()));
+    assert!(
+        header(poisoned, dlq_headers::ERROR).unwrap().contains("speed"),
+        "{:?}",
+        header(poisoned, dlq_headers::ERROR)
+    );
+}
+
+/// A missing output topic stops the service at start, naming the topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_output_topic_is_named_at_start() {
+    let mock = cluster();
+    let mut config = config(kafka(&mock, &[]), Duration::from_secs(1));
+    config.output_topics = vec!["nowhere".into()];
+    let run = start(config, -1.0);
+    let err = run.task.await.unwrap().unwrap_err().to_string();
+    assert!(err.contains("output topic `nowhere` does not exist"), "{err}");
+}
