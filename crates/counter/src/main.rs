@@ -125,6 +125,7 @@ async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
     // Ticks drive the dashboard (every second at most) as well as the trigger.
     let tick = cli.trigger.min(Duration::from_secs(1));
     let mut runtime_config = runtime::RuntimeConfig::new(&cli.service, "counter", &cli.input_topic, false, tick);
+    runtime_config.output_topics = vec![cli.counts_topic.clone(), cli.late_topic.clone()];
     let checkpoints = if cli.checkpoint_interval.is_zero() {
         None
     } else {

@@ -63,8 +63,9 @@ impl Processor for Detector {
 }
 
 async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
-    let config =
+    let mut config =
         runtime::RuntimeConfig::new(&cli.service, "detector", &cli.input_topic, true, Duration::from_secs(3600));
+    config.output_topics = vec![cli.output_topic.clone()];
     cli.service.observe(&config.readiness, &cancel).await?;
     let processor = Detector {
         rules: AlertRules { max_speed: cli.max_speed, max_rpm: cli.max_rpm },

@@ -146,8 +146,9 @@ async fn reload_forever(
 }
 
 async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
-    let config =
+    let mut config =
         runtime::RuntimeConfig::new(&cli.service, "enricher", &cli.input_topic, true, Duration::from_secs(3600));
+    config.output_topics = vec![cli.output_topic.clone()];
     config.readiness.require("dims_loaded");
     cli.service.observe(&config.readiness, &cancel).await?;
     let store = ObjectStore::connect(&cli.s3).await;

@@ -60,6 +60,7 @@ impl<'a, P: Processor> Core<'a, P> {
                 Some(false)
             }
             Err(error) => {
+                self.processor.on_dead_letter(partition, offset);
                 self.stats.dead_lettered += 1;
                 self.metrics.dead_lettered.increment(1);
                 tracing::warn!(

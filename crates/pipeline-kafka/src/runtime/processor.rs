@@ -52,6 +52,11 @@ pub trait Processor: Send {
     /// Handles one valid input, pushing the outputs it causes (possibly none) to `out`.
     fn process(&mut self, input: Self::Input, meta: InputMeta<'_>, out: &mut Vec<Output>);
 
+    /// An input of `partition` at `offset` was poison and went to the dead-letter topic
+    /// instead of [`Processor::process`]: a processor that commits by checkpoint counts its
+    /// offset as covered (a poison record never becomes valid by being read again).
+    fn on_dead_letter(&mut self, _partition: i32, _offset: i64) {}
+
     /// Called every [`RuntimeConfig::tick`]; outputs pushed here belong to no input offset.
     fn on_tick(&mut self, _out: &mut Vec<Output>) {}
 
