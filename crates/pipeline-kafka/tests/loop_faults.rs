@@ -166,15 +166,20 @@ struct Running {
     cancel: CancellationToken,
     processed: Arc<AtomicU64>,
     ticks: Arc<AtomicU64>,
+    /// The instance's readiness (partitions assigned or not).
+    readiness: Readiness,
 }
 
 fn start(config: RuntimeConfig, oversize_speed: f64) -> Running {
+    // The loop's own log lines, shown for a failing test.
+    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("info").try_init();
     let (processed, ticks) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let echo = Echo { processed: processed.clone(), ticks: ticks.clone(), oversize_speed };
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
+    let readiness = config.readiness.clone();
     let task = tokio::spawn(async move { runtime::run(&config, echo, stop).await });
-    Running { task, cancel, processed, ticks }
+    Running { task, cancel, processed, ticks, readiness }
 }
 
 async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
@@ -313,4 +318,41 @@ async fn a_missing_output_topic_is_named_at_start() {
     let run = start(config, -1.0);
     let err = run.task.await.unwrap().unwrap_err().to_string();
     assert!(err.contains("output topic `nowhere` does not exist"), "{err}");
+}
+
+/// A second instance joins mid-stream with cooperative-sticky rebalancing, then leaves: the
+/// partitions move incrementally (the first instance keeps the one it is not asked to give up,
+/// with its in-flight state), and every event reaches the output with all offsets committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooperative_rebalancing_mid_stream_loses_nothing() {
+    let mock = cluster();
+    let cooperative = [("partition.assignment.strategy", "cooperative-sticky")];
+    let mut ids = fill(&mock, 4, 2000, &[]);
+    let first = start(config(kafka(&mock, &cooperative), Duration::from_secs(5)), -1.0);
+    wait_for("the first batch", Duration::from_secs(30), || first.processed.load(Ordering::Relaxed) == 2000).await;
+    let second = start(config(kafka(&mock, &cooperative), Duration::from_secs(5)), -1.0);
+    // Input keeps arriving through the rebalance (the mock group takes some seconds to settle).
+    let mut seed = 5;
+    while !second.readiness.is_ready() || second.processed.load(Ordering::Relaxed) == 0 {
+        ids.extend(fill(&mock, seed, 200, &[]));
+        seed += 1;
+        assert!(seed < 300, "the second instance never took a partition");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(first.readiness.is_ready(), "the first instance kept a partition (incremental, not eager)");
+    second.cancel.cancel();
+    let second_stats = second.task.await.unwrap().unwrap();
+    ids.extend(fill(&mock, 1000, 1000, &[]));
+    let total = ids.len() as i64;
+    wait_for("every output", Duration::from_secs(60), || {
+        read(&mock, OUTPUT).iter().map(id).collect::<HashSet<_>>() == ids
+    })
+    .await;
+    wait_for("offsets committed to the end", Duration::from_secs(20), || {
+        committed(&mock).values().sum::<i64>() == total
+    })
+    .await;
+    first.cancel.cancel();
+    let first_stats = first.task.await.unwrap().unwrap();
+    assert!(first_stats.consumed + second_stats.consumed >= total as u64, "{first_stats:?} {second_stats:?}");
 }

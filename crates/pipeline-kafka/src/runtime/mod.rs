@@ -4,24 +4,38 @@
 //!
 //! An input record's offset is stored (`enable.auto.offset.store=false`) only after every
 //! output it caused — enriched event, alert, dead letter — is acknowledged by the broker, and in
-//! order per partition: a later offset never passes an earlier one still in flight. librdkafka
-//! commits the stored offsets every second, synchronously when partitions are revoked, and the
-//! loop commits once more at shutdown after draining its in-flight records. So every input is
-//! reflected in the output topics before its offset is committed, and nothing is lost across a
-//! crash, a restart or a rebalance.
+//! order per partition: a later offset never passes an earlier one still in flight
+//! ([`offset_tracker`], one state per partition, so cooperative rebalancing never disturbs the
+//! partitions it keeps). librdkafka commits the stored offsets every second; a revocation first
+//! drains the revoked partitions (bounded by `drain_timeout`), stores what is acknowledged and
+//! commits synchronously; shutdown drains once, bounded the same way, and commits. So every
+//! input is reflected in the output topics before its offset is committed, and nothing is lost
+//! across a crash, a restart, a rebalance or a broker outage.
 //!
 //! Limits, all of them duplicates, never loss:
 //! - a crash (SIGKILL, OOM, power) re-processes everything after the last commit (at most about
 //!   one commit interval plus the in-flight window);
-//! - on a rebalance, inputs still in flight on revoked partitions are re-processed by the new
-//!   owner (their outputs may already be in Kafka);
+//! - inputs still unacknowledged when a drain's deadline passes (revocation, shutdown) are
+//!   re-processed by the partition's next owner (their outputs may already be in Kafka);
 //! - a delivery that fails after librdkafka's own retries (`message.timeout.ms`) is sent again by
-//!   this loop, so it can appear twice and out of order with later records of its key.
+//!   this loop with backoff (100 ms doubling to 5 s), so it can appear twice and out of order
+//!   with later records of its key.
+//!
+//! Failures never block the loop: delivery reports land in [`deliveries`] on the producer's
+//! thread, and the loop resends due retries between its other work, so the consumer keeps being
+//! polled (no fall-out from the group), other partitions keep committing, and the timers fire
+//! on time. A stop request is obeyed within `drain_timeout` in every state.
 //!
 //! Poison inputs (not UTF-8, not JSON, wrong schema, non-finite numbers, oversized) are counted,
 //! logged at warn with the reason, and sent to the dead-letter topic with their original bytes,
 //! key and headers plus `dlq.*` headers naming the source topic, partition, offset, service and
-//! error. Their offset then advances like any other: redelivery would not make them valid.
+//! error. An output the broker refuses for good (too large, invalid) is dead-lettered the same
+//! way, naming its input and the output topic. A dead letter is cut to fit the producer's
+//! `message.max.bytes` (its head kept; `dlq.truncated`, `dlq.original.size` and
+//! `dlq.original.sha256` say so). Their offsets then advance like any other. A topic that
+//! refuses everything (authorization, deleted) or a refused dead letter stops the service with
+//! one line, after `/readyz` reports `outputs failed: …`; output and dead-letter topics are
+//! checked at start.
 //!
 //! Processing is pipelined: records are produced as soon as they are transformed (librdkafka
 //! batches them) and up to `max_in_flight` inputs await acknowledgement at once.

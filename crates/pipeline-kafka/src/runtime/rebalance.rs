@@ -99,12 +99,14 @@ impl ConsumerContext for RuntimeContext {
                         Err(e) => tracing::warn!(service = %self.service, error = %e, "commit on revoke failed"),
                     }
                 }
-                self.readiness.set("partitions_assigned", false);
                 tracing::info!(service = %self.service, partitions = tpl.count(), "partitions revoked");
                 let done = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
                 if let Err(e) = done {
                     tracing::warn!(service = %self.service, error = %e, "unassign failed");
                 }
+                // Cooperative rebalancing keeps the partitions it does not revoke.
+                let kept = consumer.assignment().is_ok_and(|a| a.count() > 0);
+                self.readiness.set("partitions_assigned", kept);
             }
             other => {
                 let code: RDKafkaErrorCode = other.into();
@@ -237,7 +239,8 @@ impl Rebalancer {
         }
         let done = if cooperative { consumer.incremental_assign(&offsets) } else { consumer.assign(&offsets) };
         done.map_err(|source| RuntimeError::Subscribe { topic: config.input_topic.clone(), source })?;
-        config.readiness.set("partitions_assigned", offsets.count() > 0);
+        // An incremental assignment adds to what is kept: ready while anything is assigned.
+        config.readiness.set("partitions_assigned", !self.resumed.is_empty());
         Ok(offsets.elements().iter().map(|e| e.partition()).collect())
     }
 
