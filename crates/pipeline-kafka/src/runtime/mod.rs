@@ -48,6 +48,7 @@ mod error;
 mod exactly_once;
 mod metrics;
 mod offset_tracker;
+mod outputs;
 mod processor;
 mod rebalance;
 mod settings;
@@ -57,9 +58,10 @@ use std::sync::Arc;
 use rdkafka::consumer::Consumer;
 use tokio_util::sync::CancellationToken;
 
-use self::at_least_once::{AtLeastOnceLoop, Deliveries};
+use self::at_least_once::AtLeastOnceLoop;
 use self::core::Core;
 pub use self::dead_letter::dlq_headers;
+use self::deliveries::Deliveries;
 pub use self::error::{ProcessorError, RuntimeError};
 pub use self::metrics::RunStats;
 pub use self::processor::{InputMeta, Output, Processor, Resume};
@@ -88,7 +90,7 @@ pub async fn run<P: Processor>(
     let deliveries = Arc::new(Deliveries::default());
     let consumer = subscribe(config, &rebalance, None, Some(deliveries.clone()))?;
     let core = Core::new(config, processor, rebalance);
-    let producer = at_least_once::producer(config, &deliveries, &core.metrics)?;
+    let producer = outputs::producer(config, &deliveries, &core.metrics)?;
     let mut state = AtLeastOnceLoop {
         core,
         producer,
