@@ -250,18 +250,21 @@ mod tests {
 
     fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         let (mut t, mut model) = (OffsetTracker::<i64>::new(), HashMap::<i32, Model>::new());
-        // Next offset to push per partition: increasing across generations, so a stale ticket never matches a slot.
-        let (mut next, mut tickets) = ([0i64; 3], Vec::<Ticket>::new());
+        // Next offset to push per partition. A (re)assignment rewinds it to the last stored offset, as a
+        // consumer resumes from its committed offset: a stale ticket can then carry the offset of a new input.
+        let (mut next, mut stored, mut tickets) = ([0i64; 3], [0i64; 3], Vec::<Ticket>::new());
         for op in ops {
             let before: Vec<_> = (0..3).map(|p| (t.in_flight_on(p), predict(model.get(&p)))).collect();
             let touched = match op {
                 Op::Assign(p) => {
                     t.assign(p);
                     model.insert(p, Model::default());
+                    next[p as usize] = stored[p as usize];
                     p
                 }
                 Op::Revoke(p) => {
                     prop_assert_eq!(t.revoke(p), model.remove(&p).map_or(0, |m| m.slots.len()));
+                    next[p as usize] = stored[p as usize];
                     p
                 }
                 Op::Push(p, outputs, skip) => {
@@ -292,6 +295,7 @@ mod tests {
                         prop_assert!(Some(r) <= m.last_pushed.map(|l| l + 1), "(a) {r} past max pushed + 1");
                         prop_assert!(m.last_returned < Some(r), "(b) {r} after {:?}", m.last_returned);
                         m.last_returned = Some(r);
+                        stored[p as usize] = r;
                     }
                     p
                 }
