@@ -356,3 +356,25 @@ async fn cooperative_rebalancing_mid_stream_loses_nothing() {
     let first_stats = first.task.await.unwrap().unwrap();
     assert!(first_stats.consumed + second_stats.consumed >= total as u64, "{first_stats:?} {second_stats:?}");
 }
+
+/// A stop request with the whole cluster gone (both brokers down, the group coordinator too):
+/// the loop still stops within its drain deadline plus a few seconds for the client's close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_request_with_the_cluster_gone_stops_within_the_drain_deadline() {
+    let mock = cluster();
+    fill(&mock, 11, 500, &[]);
+    let drain = Duration::from_secs(3);
+    let run = start(config(kafka(&mock, &[("message.timeout.ms", "1000")]), drain), -1.0);
+    wait_for("every input read", Duration::from_secs(30), || run.processed.load(Ordering::Relaxed) == 500).await;
+    mock.broker_down(2).unwrap();
+    fill(&mock, 12, 500, &[]);
+    wait_for("the new inputs read", Duration::from_secs(30), || run.processed.load(Ordering::Relaxed) == 1000).await;
+    mock.broker_down(1).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let asked = Instant::now();
+    run.cancel.cancel();
+    let stats = run.task.await.unwrap().unwrap();
+    let took = asked.elapsed();
+    assert!(took < drain + Duration::from_secs(5), "stopping took {took:?}");
+    assert_eq!(stats.consumed, 1000);
+}

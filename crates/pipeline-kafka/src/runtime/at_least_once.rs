@@ -51,7 +51,11 @@ pub(super) struct AtLeastOnceLoop<'a, P: Processor> {
 }
 
 impl<P: Processor> AtLeastOnceLoop<'_, P> {
-    pub(super) async fn run(&mut self, consumer: &LoopConsumer, cancel: CancellationToken) -> Result<(), RuntimeError> {
+    pub(super) async fn run(
+        &mut self,
+        consumer: &Arc<LoopConsumer>,
+        cancel: CancellationToken,
+    ) -> Result<(), RuntimeError> {
         let config = self.core.config;
         let mut tick = tokio::time::interval(config.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -206,13 +210,15 @@ impl<P: Processor> AtLeastOnceLoop<'_, P> {
     }
 
     /// One drain, bounded by `drain_timeout` whatever the broker does: the processor's last
-    /// outputs, then deliveries (resending while time remains), the offsets of what is
-    /// acknowledged, a synchronous commit, and the processor's checkpoint if nothing is left
-    /// in flight. Undelivered records are dropped with the producer: their inputs are read
-    /// again on the next start.
-    async fn shutdown(&mut self, consumer: &LoopConsumer) -> Result<(), RuntimeError> {
+    /// outputs, then deliveries for three quarters of it (resending while time remains), the
+    /// offsets of what is acknowledged, the commit and the processor's checkpoint (if nothing is
+    /// left in flight) in the rest (at least a second each). Undelivered records are dropped with
+    /// the producer: their inputs are read again on the next start.
+    async fn shutdown(&mut self, consumer: &Arc<LoopConsumer>) -> Result<(), RuntimeError> {
         let config = self.core.config;
-        let deadline = Instant::now() + config.drain_timeout;
+        let started = Instant::now();
+        let (deliveries_until, until) = (started + config.drain_timeout * 3 / 4, started + config.drain_timeout);
+        let remaining = || until.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
         self.core.processor.on_shutdown(&mut self.core.outputs);
         let mut outcome = self.send_outputs(None, false);
         loop {
@@ -224,31 +230,51 @@ impl<P: Processor> AtLeastOnceLoop<'_, P> {
             if in_flight == 0 {
                 break;
             }
-            if now >= deadline || outcome.is_err() {
+            if now >= deliveries_until || outcome.is_err() {
                 tracing::warn!(
                     service = %config.service, in_flight,
                     "drain deadline passed with outputs unacknowledged; their inputs will be read again"
                 );
                 break;
             }
-            let nap = (deadline - now).min(HOUSEKEEPING);
+            let nap = (deliveries_until - now).min(HOUSEKEEPING);
             tokio::select! {
                 _ = self.deliveries.wake.notified() => {}
                 _ = tokio::time::sleep(nap) => {}
             }
         }
         if config.commit {
-            match consumer.commit_consumer_state(CommitMode::Sync) {
-                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-                Err(e) => tracing::warn!(service = %config.service, error = %e, "final commit failed"),
+            // A synchronous commit waits for the group coordinator: off the runtime, and bounded.
+            let committer = consumer.clone();
+            let commit = tokio::task::spawn_blocking(move || committer.commit_consumer_state(CommitMode::Sync));
+            match tokio::time::timeout(remaining(), commit).await {
+                Ok(Ok(Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)))) => {}
+                Ok(Ok(Err(e))) => tracing::warn!(service = %config.service, error = %e, "final commit failed"),
+                Ok(Err(e)) => tracing::warn!(service = %config.service, error = %e, "final commit task failed"),
+                Err(_) => tracing::warn!(
+                    service = %config.service,
+                    "final commit unanswered within the drain deadline; the next start reads from the last commit"
+                ),
             }
         }
-        if self.deliveries.lock().tokens.len() == 0 {
-            self.checkpoint(consumer, CommitMode::Sync).await;
+        if self.deliveries.lock().tokens.len() == 0
+            && tokio::time::timeout(remaining(), self.checkpoint(consumer, CommitMode::Async)).await.is_err()
+        {
+            tracing::warn!(service = %config.service, "checkpoint unfinished within the drain deadline");
         }
         consumer.unsubscribe();
         tracing::info!(service = %config.service, stats = ?self.stats(), "stopped");
         outcome
+    }
+}
+
+/// Closes the consumer (leaving the group; librdkafka waits for the coordinator) off the
+/// runtime, waiting at most `budget`: with the cluster gone, the group notices by its session
+/// timeout instead, and the process is not held up.
+pub(super) async fn close(consumer: Arc<LoopConsumer>, service: &str, budget: Duration) {
+    let closing = tokio::task::spawn_blocking(move || drop(consumer));
+    if tokio::time::timeout(budget, closing).await.is_err() {
+        tracing::warn!(%service, ?budget, "the consumer did not close in time (is the broker gone?); not waiting");
     }
 }
 

@@ -88,7 +88,7 @@ pub async fn run<P: Processor>(
         return exactly_once::run(config, &consumer, rebalance, txn, processor, cancel).await;
     }
     let deliveries = Arc::new(Deliveries::default());
-    let consumer = subscribe(config, &rebalance, None, Some(deliveries.clone()))?;
+    let consumer = Arc::new(subscribe(config, &rebalance, None, Some(deliveries.clone()))?);
     let core = Core::new(config, processor, rebalance);
     let producer = outputs::producer(config, &deliveries, &core.metrics)?;
     let mut state = AtLeastOnceLoop {
@@ -99,7 +99,9 @@ pub async fn run<P: Processor>(
         failures_reported: (0, std::time::Instant::now()),
         max_message_bytes: config.max_message_bytes(),
     };
-    state.run(&consumer, cancel).await?;
+    let outcome = state.run(&consumer, cancel).await;
+    at_least_once::close(consumer, &config.service, std::time::Duration::from_secs(1)).await;
+    outcome?;
     let stats = state.deliveries.lock();
     Ok(RunStats { produced: stats.produced, retried: stats.failures, ..state.core.stats.clone() })
 }
