@@ -10,7 +10,19 @@
 //! committed to the consumer group, so lag tools see progress; the checkpoint is the truth. A
 //! partition's new owner (after a restart, a crash or a rebalance) restores its newest
 //! checkpoint and replays from the offset it names, rebuilding exactly the values it had.
-//! Without a checkpoint it replays the partition from the earliest offset.
+//! Without a checkpoint it replays the partition from the earliest offset. A checkpoint written
+//! with another `--window`, `--watermark-delay` or `--colors` is refused with one line naming it;
+//! `--checkpoint-recovery previous` skips the newest checkpoint of each partition and replays the
+//! partitions that have no older one.
+//!
+//! Idle partitions: a partition that has received nothing for `--idle-timeout` (processing time)
+//! no longer holds back this instance's watermark: on every tick its windows advance to the
+//! largest event time the slowest active partition has reached (minus the delay), so they close
+//! without a record of its own; its next record makes it count again. With every partition idle
+//! nothing moves (a stalled reader looks the same as a quiet topic). An active partition only
+//! ever closes windows by its own records, so its partials stay a function of its input; an idle
+//! one's closing depends on wall time and the other partitions (an alert arriving later for a
+//! window closed that way is late).
 //!
 //! Scale-out: instances in one group split the partitions. Each publishes its partitions'
 //! shares of a window ("partials", keyed `<window_start>/<partition>`, with `partition` and
@@ -103,7 +115,8 @@ struct Cli {
     checkpoint_prefix: String,
 
     /// Which checkpoint this start restores: the newest, the one before it (when the newest is
-    /// damaged), or none (replay the input from the earliest offset).
+    /// damaged; a partition with no older one is replayed), or none (replay the input from the
+    /// earliest offset).
     #[arg(long, env = "CHECKPOINT_RECOVERY", value_enum, default_value_t)]
     checkpoint_recovery: Recovery,
 

@@ -5,14 +5,15 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::checkpoint::{CheckpointError, CheckpointStore, Recovery};
+use crate::checkpoint::{CheckpointError, CheckpointStore, Recovery, ReplayReason, Restore};
 use crate::dashboard::WindowsView;
 use crate::table::render_table;
 use pipeline_core::lock;
 use pipeline_core::schema::{EnrichedEvent, event_time};
-use pipeline_core::window::{AlertPoint, PartialMerge, Placement, WindowConfig, WindowStats, Windows, merge_windows};
+use pipeline_core::window::{
+    AlertPoint, PartialMerge, Placement, Progress, WindowConfig, WindowStats, Windows, frontier, merge_windows,
+};
 use pipeline_kafka::runtime::{InputMeta, Output, Processor, ProcessorError, Resume};
-use pipeline_s3::store::S3Error;
 
 /// One input partition's windows.
 #[derive(Debug)]
@@ -190,36 +191,8 @@ impl Counter {
         }));
     }
 
-    fn fresh(&self) -> PartitionWindows {
-        PartitionWindows { windows: Windows::new(self.config.clone()), next_offset: 0, counted: 0, dirty: false }
-    }
-}
-
-/// Loads a checkpoint, waiting (with backoff) while S3 is unreachable; other errors are final.
-async fn load_patiently(
-    store: &CheckpointStore,
-    partition: i32,
-    recovery: Recovery,
-    config: &WindowConfig,
-) -> Result<Option<crate::checkpoint::Checkpoint>, CheckpointError> {
-    let mut backoff = Duration::from_millis(500);
-    loop {
-        match store.load(partition, recovery, config).await {
-            Err(CheckpointError::S3(e @ S3Error::Unreachable { .. })) => {
-                tracing::warn!(partition, error = %e, retry_in = ?backoff, "checkpoint store unreachable; waiting");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-            other => return other,
-        }
-    }
-}
-
-impl Processor for Counter {
-    type Input = EnrichedEvent;
-
-    fn process(&mut self, alert: EnrichedEvent, meta: InputMeta<'_>, out: &mut Vec<Output>) {
-        let now = Instant::now();
+    /// [`Processor::process`] at processing time `now`.
+    fn process_at(&mut self, alert: EnrichedEvent, meta: InputMeta<'_>, now: Instant, out: &mut Vec<Output>) {
         let Some(part) = self.parts.get_mut(&meta.partition) else {
             tracing::error!(partition = meta.partition, "a record of a partition that was never resumed");
             return;
@@ -247,11 +220,89 @@ impl Processor for Counter {
         }
     }
 
-    fn on_tick(&mut self, out: &mut Vec<Output>) {
-        if self.last_trigger.elapsed() >= self.trigger {
+    /// [`Processor::on_tick`] at processing time `now`.
+    fn tick_at(&mut self, now: Instant, out: &mut Vec<Output>) {
+        self.close_idle(now, out);
+        if now.duration_since(self.last_trigger) >= self.trigger {
             self.trigger_now(out);
         }
         self.refresh_view();
+    }
+
+    /// Lets partitions that went idle (nothing read for `--idle-timeout`) stop holding the
+    /// watermark back: the windows of every owned partition advance to the shared frontier (the
+    /// slowest active partition's largest event time), which closes the idle ones' windows
+    /// without a new record of theirs. An active partition is never behind its own watermark, so
+    /// only idle ones move: their finals depend on wall time, the active ones' on their records.
+    /// With every partition idle nothing moves (as a Flink operator whose inputs are all idle):
+    /// that is as likely a stalled reader (a checkpoint awaiting acknowledgements, a paused
+    /// broker) as a quiet topic, and closing windows then would make the next records late.
+    fn close_idle(&mut self, now: Instant, out: &mut Vec<Output>) {
+        let progress: Vec<Progress> = self.parts.values().flat_map(|p| p.windows.progress(now)).collect();
+        if progress.iter().all(|p| p.idle) {
+            return;
+        }
+        let shared = frontier(progress);
+        let mut closed = Vec::new();
+        for (partition, part) in &mut self.parts {
+            let done = part.windows.advance_to(shared);
+            // Final windows leave the state: the next checkpoint must not bring them back.
+            part.dirty |= !done.is_empty();
+            closed.extend(done.into_iter().map(|w| (w, *partition, part.next_offset)));
+        }
+        for (w, partition, next_offset) in closed {
+            tracing::info!(window = %w.start, partition, rows = w.rows, "window final (the partition is idle)");
+            out.push(self.partial(&w, partition, next_offset));
+        }
+    }
+
+    fn fresh(&self) -> PartitionWindows {
+        PartitionWindows { windows: Windows::new(self.config.clone()), next_offset: 0, counted: 0, dirty: false }
+    }
+}
+
+/// Loads a checkpoint, waiting (with backoff) while S3 is unreachable; other errors are final.
+async fn load_patiently(
+    store: &CheckpointStore,
+    partition: i32,
+    recovery: Recovery,
+    config: &WindowConfig,
+) -> Result<Restore, CheckpointError> {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match store.load(partition, recovery, config).await {
+            Err(e) if e.is_unreachable() => {
+                tracing::warn!(partition, error = %e, retry_in = ?backoff, "checkpoint store unreachable; waiting");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            other => return other,
+        }
+    }
+}
+
+impl Processor for Counter {
+    type Input = EnrichedEvent;
+
+    fn process(&mut self, alert: EnrichedEvent, meta: InputMeta<'_>, out: &mut Vec<Output>) {
+        self.process_at(alert, meta, Instant::now(), out);
+    }
+
+    fn on_dead_letter(&mut self, partition: i32, offset: i64) {
+        // The checkpoint covers the poison record: its commit moves past it, and a restore
+        // does not read (and dead-letter) it again.
+        let Some(part) = self.parts.get_mut(&partition) else {
+            tracing::error!(partition, offset, "a dead letter of a partition that was never resumed");
+            return;
+        };
+        if offset >= part.next_offset {
+            part.next_offset = offset + 1;
+            part.dirty = true;
+        }
+    }
+
+    fn on_tick(&mut self, out: &mut Vec<Output>) {
+        self.tick_at(Instant::now(), out);
     }
 
     fn on_shutdown(&mut self, out: &mut Vec<Output>) {
@@ -267,7 +318,7 @@ impl Processor for Counter {
         };
         let recovery = if first { checkpoints.recovery } else { Recovery::Latest };
         match load_patiently(&checkpoints.store, partition, recovery, &self.config).await? {
-            Some(c) => {
+            Restore::From(c) => {
                 tracing::info!(
                     partition, next_offset = c.next_offset, windows = c.state.windows.len(), counted = c.counted,
                     written_at = %c.written_at, "restored from checkpoint"
@@ -277,8 +328,12 @@ impl Processor for Counter {
                 self.parts.insert(partition, part);
                 Ok(Resume::At(c.next_offset))
             }
-            None => {
-                tracing::info!(partition, ?recovery, "no checkpoint: replaying the partition from the earliest offset");
+            Restore::Replay(reason) => {
+                if matches!(reason, ReplayReason::NoPrevious { .. }) {
+                    tracing::warn!(partition, "{reason}");
+                } else {
+                    tracing::info!(partition, "{reason}");
+                }
                 self.parts.insert(partition, self.fresh());
                 Ok(Resume::At(0))
             }
@@ -320,3 +375,6 @@ impl Processor for Counter {
         commits
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,6 +7,11 @@
 //! back; when every partition is idle the largest event time of all is used. A window whose end
 //! is at or behind the watermark is final: it leaves the state, and an alert that would fall in
 //! it later is late (not counted, reported to the caller).
+//!
+//! Windows that keep apart (one [`Windows`] per input partition, as the counter does) can still
+//! share idleness: [`frontier`] of all their [`Windows::progress`] is the event time no active
+//! partition is behind, and [`Windows::advance_to`] it closes the windows of those that went
+//! idle, without any new record.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -15,6 +20,12 @@ use chrono::{DateTime, Utc};
 use serde::ser::{SerializeMap, Serializer};
 
 use crate::schema::event_time;
+
+mod merge;
+#[cfg(test)]
+mod tests;
+
+pub use merge::{PartialMerge, merge_windows};
 
 /// Window parameters.
 #[derive(Debug, Clone)]
@@ -147,73 +158,6 @@ impl WindowStats {
     }
 }
 
-/// Window values published per input partition, merged into whole windows.
-///
-/// Each partition's share of a window is a partial; of several values of one (window,
-/// partition), the one covering the most input (largest `input_offset`) is kept, whatever order
-/// they arrive in, so a replay after a crash or a stale value from a partition's previous owner
-/// never takes a window back. Whole windows are then the partials added up: the numbers one
-/// counter over every partition gives.
-#[derive(Debug, Clone, Default)]
-pub struct PartialMerge {
-    /// (window start, partition) → (input offset covered, that partition's share).
-    parts: BTreeMap<(DateTime<Utc>, i32), (i64, WindowStats)>,
-}
-
-impl PartialMerge {
-    /// Records one partial; returns whether it replaced what was known.
-    pub fn insert(&mut self, partition: i32, input_offset: i64, stats: WindowStats) -> bool {
-        match self.parts.entry((stats.start, partition)) {
-            std::collections::btree_map::Entry::Occupied(mut e) if e.get().0 <= input_offset => {
-                e.insert((input_offset, stats));
-                true
-            }
-            std::collections::btree_map::Entry::Occupied(_) => false,
-            std::collections::btree_map::Entry::Vacant(e) => {
-                e.insert((input_offset, stats));
-                true
-            }
-        }
-    }
-
-    /// Whole windows, oldest first; `skip` leaves some partitions out (ones the caller counts
-    /// itself).
-    pub fn merged(&self, skip: impl Fn(i32) -> bool) -> Vec<WindowStats> {
-        let mut out: BTreeMap<DateTime<Utc>, WindowStats> = BTreeMap::new();
-        for ((start, partition), (_, stats)) in &self.parts {
-            if skip(*partition) {
-                continue;
-            }
-            match out.entry(*start) {
-                std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().merge(stats),
-                std::collections::btree_map::Entry::Vacant(e) => {
-                    e.insert(stats.clone());
-                }
-            }
-        }
-        out.into_values().collect()
-    }
-
-    /// Forgets windows that end at or before `horizon`.
-    pub fn forget_before(&mut self, horizon: DateTime<Utc>) {
-        self.parts.retain(|_, (_, stats)| stats.end > horizon);
-    }
-}
-
-/// Adds `more` windows into `into` (both oldest first), window by window.
-pub fn merge_windows(into: Vec<WindowStats>, more: impl IntoIterator<Item = WindowStats>) -> Vec<WindowStats> {
-    let mut all: BTreeMap<DateTime<Utc>, WindowStats> = into.into_iter().map(|w| (w.start, w)).collect();
-    for w in more {
-        match all.entry(w.start) {
-            std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().merge(&w),
-            std::collections::btree_map::Entry::Vacant(e) => {
-                e.insert(w);
-            }
-        }
-    }
-    all.into_values().collect()
-}
-
 /// The durable part of [`Windows`] (a checkpoint's content).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WindowsState {
@@ -267,6 +211,31 @@ pub enum Placement {
 struct PartitionClock {
     max_event_time: DateTime<Utc>,
     last_seen: Instant,
+}
+
+/// One input partition's event-time progress seen at a processing instant: what a watermark is
+/// computed from, exposed so that windows kept apart can share one (see [`frontier`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Largest event time read from the partition: it holds the watermark back to this.
+    pub max_event_time: DateTime<Utc>,
+    /// Nothing read from it for [`WindowConfig::idle_timeout`]: it no longer holds the watermark
+    /// back (until its next record).
+    pub idle: bool,
+}
+
+/// The event time the watermark trails, over partitions' `progress`: the smallest largest event
+/// time of those that are not idle or, when every one is idle, the largest of all; None without
+/// any partition.
+pub fn frontier(progress: impl IntoIterator<Item = Progress>) -> Option<DateTime<Utc>> {
+    let (mut active, mut all) = (None::<DateTime<Utc>>, None::<DateTime<Utc>>);
+    for p in progress {
+        all = all.max(Some(p.max_event_time));
+        if !p.idle {
+            active = Some(active.map_or(p.max_event_time, |a| a.min(p.max_event_time)));
+        }
+    }
+    active.or(all)
 }
 
 /// The live windows and the watermark.
@@ -342,9 +311,24 @@ impl Windows {
     /// Recomputes the watermark at processing time `now` and removes the windows it passed.
     /// Returns them (final values), oldest first.
     pub fn advance(&mut self, now: Instant) -> Vec<WindowStats> {
-        let active = self.partitions.values().filter(|c| now.duration_since(c.last_seen) < self.config.idle_timeout);
-        let frontier =
-            active.map(|c| c.max_event_time).min().or_else(|| self.partitions.values().map(|c| c.max_event_time).max());
+        let frontier = frontier(self.progress(now));
+        self.advance_to(frontier)
+    }
+
+    /// Its partitions' progress at processing time `now`.
+    pub fn progress(&self, now: Instant) -> impl Iterator<Item = Progress> + '_ {
+        let idle_timeout = self.config.idle_timeout;
+        self.partitions.values().map(move |c| Progress {
+            max_event_time: c.max_event_time,
+            idle: now.saturating_duration_since(c.last_seen) >= idle_timeout,
+        })
+    }
+
+    /// Moves the watermark to `frontier` minus the delay unless it is there already (it never
+    /// goes back) and removes the windows it passed; returns them (final values), oldest first.
+    /// [`Windows::advance`] passes its own [`frontier`]; windows kept apart that share idleness
+    /// pass the [`frontier`] of all their partitions.
+    pub fn advance_to(&mut self, frontier: Option<DateTime<Utc>>) -> Vec<WindowStats> {
         let Some(frontier) = frontier else { return Vec::new() };
         let candidate = frontier - self.config.watermark_delay;
         if self.watermark.is_some_and(|wm| wm >= candidate) {
@@ -409,174 +393,5 @@ impl Windows {
     /// Forgets a partition's clock (it was revoked or its input ended).
     pub fn forget_partition(&mut self, partition: i32) {
         self.partitions.remove(&partition);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-
-    fn config(delay_min: i64) -> WindowConfig {
-        WindowConfig {
-            size: chrono::Duration::minutes(15),
-            watermark_delay: chrono::Duration::minutes(delay_min),
-            idle_timeout: Duration::from_secs(30),
-            colors: vec!["Black".into(), "White".into(), "Silver".into()],
-        }
-    }
-
-    fn pt(at: DateTime<Utc>, speed: f64, gear: i32, rpm: i32, color: Option<&str>) -> AlertPoint<'_> {
-        AlertPoint { at, speed, gear, rpm, color }
-    }
-
-    fn t(h: u32, m: u32, s: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 5, 1, h, m, s).unwrap()
-    }
-
-    #[test]
-    fn edges_belong_to_the_window_they_start() {
-        let mut w = Windows::new(config(48 * 60));
-        let now = Instant::now();
-        assert_eq!(w.add(0, pt(t(10, 0, 0), 1.0, 1, 1, None), now), Placement::Counted(t(10, 0, 0)));
-        assert_eq!(w.add(0, pt(t(10, 14, 59), 1.0, 1, 1, None), now), Placement::Counted(t(10, 0, 0)));
-        assert_eq!(w.add(0, pt(t(10, 15, 0), 1.0, 1, 1, None), now), Placement::Counted(t(10, 15, 0)));
-        let before = t(10, 0, 0) - chrono::Duration::milliseconds(1);
-        assert_eq!(w.add(0, pt(before, 1.0, 1, 1, None), now), Placement::Counted(t(9, 45, 0)));
-        let rows: Vec<_> = w.live().map(|s| (s.start, s.end, s.rows)).collect();
-        assert_eq!(
-            rows,
-            vec![(t(9, 45, 0), t(10, 0, 0), 1), (t(10, 0, 0), t(10, 15, 0), 2), (t(10, 15, 0), t(10, 30, 0), 1)]
-        );
-    }
-
-    #[test]
-    fn aggregates_count_colors_and_take_maxima() {
-        let mut w = Windows::new(config(60));
-        let now = Instant::now();
-        w.add(0, pt(t(10, 1, 0), 130.5, 3, 2000, Some("Black")), now);
-        w.add(1, pt(t(10, 2, 0), 90.0, 6, 6500, Some("white")), now);
-        w.add(2, pt(t(10, 3, 0), 100.0, 2, 1000, Some("Red")), now);
-        w.add(0, pt(t(10, 4, 0), 10.0, 1, 700, None), now);
-        let s = w.live().next().unwrap();
-        assert_eq!((s.rows, s.colors.clone(), s.max_speed, s.max_gear, s.max_rpm), (4, vec![1, 1, 0], 130.5, 6, 6500));
-        let json = String::from_utf8(s.to_json(&w.config().colors)).unwrap();
-        assert_eq!(
-            json,
-            r#"{"window_start":"2026-05-01T10:00:00.000Z","window_end":"2026-05-01T10:15:00.000Z","num_of_rows":4,"num_of_black":1,"num_of_white":1,"num_of_silver":0,"maximum_speed":130.5,"maximum_gear":6,"maximum_rpm":6500}"#
-        );
-    }
-
-    #[test]
-    fn the_watermark_finalizes_windows_and_makes_later_alerts_late() {
-        let mut w = Windows::new(config(0));
-        let now = Instant::now();
-        w.add(0, pt(t(10, 5, 0), 1.0, 1, 1, None), now);
-        assert!(w.advance(now).is_empty(), "watermark 10:05 is inside the first window");
-        w.add(0, pt(t(10, 15, 0), 1.0, 1, 1, None), now);
-        let done = w.advance(now);
-        assert_eq!(done.iter().map(|s| (s.start, s.rows)).collect::<Vec<_>>(), vec![(t(10, 0, 0), 1)]);
-        assert_eq!(w.watermark(), Some(t(10, 15, 0)));
-        assert_eq!(w.add(0, pt(t(10, 14, 59), 1.0, 1, 1, None), now), Placement::Late(t(10, 0, 0)));
-        assert_eq!(w.add(0, pt(t(10, 15, 0), 1.0, 1, 1, None), now), Placement::Counted(t(10, 15, 0)));
-        assert_eq!(w.late(), 1);
-        assert_eq!(w.live().map(|s| s.rows).collect::<Vec<_>>(), vec![2]);
-    }
-
-    #[test]
-    fn the_slowest_active_partition_holds_the_watermark_until_it_idles() {
-        let mut w = Windows::new(config(0));
-        let start = Instant::now();
-        w.add(0, pt(t(10, 1, 0), 1.0, 1, 1, None), start);
-        w.add(1, pt(t(11, 0, 0), 1.0, 1, 1, None), start);
-        assert!(w.advance(start).is_empty());
-        assert_eq!(w.watermark(), Some(t(10, 1, 0)), "partition 0 holds it back");
-        // Partition 0 goes quiet; partition 1 keeps going.
-        let later = start + Duration::from_secs(31);
-        w.add(1, pt(t(11, 1, 0), 1.0, 1, 1, None), later);
-        let done = w.advance(later);
-        assert_eq!(w.watermark(), Some(t(11, 1, 0)));
-        assert_eq!(done.iter().map(|s| s.start).collect::<Vec<_>>(), vec![t(10, 0, 0)]);
-        // The watermark never goes back when partition 0 wakes up behind it.
-        w.add(0, pt(t(10, 30, 0), 1.0, 1, 1, None), later);
-        assert!(w.advance(later).is_empty());
-        assert_eq!(w.watermark(), Some(t(11, 1, 0)));
-    }
-
-    #[test]
-    fn changed_windows_are_reported_once() {
-        let mut w = Windows::new(config(60));
-        let now = Instant::now();
-        w.add(0, pt(t(10, 1, 0), 1.0, 1, 1, None), now);
-        w.add(0, pt(t(10, 20, 0), 1.0, 1, 1, None), now);
-        assert_eq!(w.take_changed().len(), 2);
-        assert!(w.take_changed().is_empty());
-        w.add(0, pt(t(10, 21, 0), 1.0, 1, 1, None), now);
-        assert_eq!(w.take_changed().iter().map(|s| s.rows).collect::<Vec<_>>(), vec![2]);
-    }
-
-    #[test]
-    fn partials_merge_into_what_one_counter_counts() {
-        let (mut whole, mut p0, mut p1) =
-            (Windows::new(config(60)), Windows::new(config(60)), Windows::new(config(60)));
-        let now = Instant::now();
-        let alerts = [
-            (0, pt(t(10, 1, 0), 130.5, 3, 2000, Some("Black"))),
-            (1, pt(t(10, 2, 0), 90.0, 6, 6500, Some("White"))),
-            (1, pt(t(10, 20, 0), 150.0, 2, 1000, Some("Black"))),
-            (0, pt(t(10, 4, 0), 10.0, 1, 700, None)),
-        ];
-        for (partition, a) in alerts {
-            whole.add(partition, a, now);
-            if partition == 0 { &mut p0 } else { &mut p1 }.add(partition, a, now);
-        }
-        let colors = whole.config().colors.clone();
-        let mut merge = PartialMerge::default();
-        // Published out of order: an older value of partition 0's window arrives last.
-        let mut stale = p0.live().next().unwrap().clone();
-        stale.rows = 1;
-        for (partition, offset, w) in p0.live().map(|w| (0, 2, w)).chain(p1.live().map(|w| (1, 2, w))) {
-            let (parsed, partial) =
-                WindowStats::from_row(&w.to_partial_json(&colors, partition, offset), &colors).unwrap();
-            assert_eq!((&parsed, partial), (w, Some((partition, offset))), "a partial row round-trips");
-            assert!(merge.insert(partition, offset, parsed));
-        }
-        assert!(!merge.insert(0, 1, stale), "a value covering less input never wins");
-        assert_eq!(merge.merged(|_| false), whole.live().cloned().collect::<Vec<_>>());
-        let own = p1.live().cloned();
-        assert_eq!(merge_windows(merge.merged(|p| p == 1), own), whole.live().cloned().collect::<Vec<_>>());
-        merge.forget_before(t(10, 15, 0));
-        assert_eq!(merge.merged(|_| false).iter().map(|w| w.start).collect::<Vec<_>>(), vec![t(10, 15, 0)]);
-    }
-
-    #[test]
-    fn a_restored_partition_continues_exactly() {
-        let now = Instant::now();
-        let (mut straight, mut before) = (Windows::new(config(30)), Windows::new(config(30)));
-        let alerts: Vec<_> = (0..40)
-            .map(|i| pt(t(10, 0, 0) + chrono::Duration::minutes(i * 3), 100.0 + i as f64, 2, 6100, Some("Black")))
-            .collect();
-        let mut late_one = alerts[2];
-        late_one.at = t(10, 1, 0);
-        let mut finals = (Vec::new(), Vec::new());
-        for (i, a) in alerts.iter().chain([&late_one]).enumerate() {
-            straight.add(0, *a, now);
-            finals.0.extend(straight.advance(now));
-            if i < 20 {
-                before.add(0, *a, now);
-                finals.1.extend(before.advance(now));
-            }
-        }
-        let state = before.state();
-        let json = serde_json::to_vec(&state).unwrap();
-        let mut after = Windows::restore(config(30), 0, serde_json::from_slice(&json).unwrap(), now);
-        assert_eq!(after.take_changed().len(), state.windows.len(), "restored windows are published again");
-        for a in alerts[20..].iter().chain([&late_one]) {
-            after.add(0, *a, now);
-            finals.1.extend(after.advance(now));
-        }
-        assert_eq!(after.state(), straight.state());
-        assert_eq!(finals.0, finals.1);
-        assert_eq!(after.late(), 1);
     }
 }
