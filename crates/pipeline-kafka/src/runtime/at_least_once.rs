@@ -23,7 +23,7 @@ use super::core::Core;
 use super::deliveries::{Deliveries, DeliveryContext, DeliveryState, Undelivered};
 use super::error::RuntimeError;
 use super::processor::Processor;
-use super::rebalance::{LoopConsumer, store_offsets};
+use super::rebalance::{LoopConsumer, offsets_list, store_offsets};
 
 /// How often offsets are stored and due retries resent.
 pub(super) const HOUSEKEEPING: Duration = Duration::from_millis(50);
@@ -182,7 +182,7 @@ impl<P: Processor> AtLeastOnceLoop<'_, P> {
     async fn checkpoint(&mut self, consumer: &LoopConsumer, mode: CommitMode) {
         self.core.rebalance.sync_revocations(&mut self.core.processor);
         let commits = self.core.processor.checkpoint().await;
-        store_offsets_now(consumer, &self.core.config.input_topic, &commits, mode, &self.core.config.service);
+        commit_offsets(consumer, &self.core.config.input_topic, &commits, mode, &self.core.config.service);
     }
 
     fn consumer_error(&self, error: KafkaError) -> Result<(), RuntimeError> {
@@ -279,17 +279,11 @@ pub(super) async fn close(consumer: Arc<LoopConsumer>, service: &str, budget: Du
 }
 
 /// Commits `(partition, next offset)` pairs a checkpoint covers.
-fn store_offsets_now(consumer: &LoopConsumer, topic: &str, commits: &[(i32, i64)], mode: CommitMode, service: &str) {
+fn commit_offsets(consumer: &LoopConsumer, topic: &str, commits: &[(i32, i64)], mode: CommitMode, service: &str) {
     if commits.is_empty() {
         return;
     }
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for (partition, next) in commits {
-        if let Err(e) = tpl.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*next)) {
-            tracing::warn!(%service, partition, error = %e, "bad checkpoint offset");
-        }
-    }
-    match consumer.commit(&tpl, mode) {
+    match consumer.commit(&offsets_list(topic, commits), mode) {
         Ok(()) => tracing::debug!(%service, ?commits, "committed checkpointed offsets"),
         Err(e) => tracing::warn!(%service, error = %e, "committing checkpointed offsets failed"),
     }

@@ -148,15 +148,21 @@ pub(super) fn store_offsets<C: Consumer<X>, X: ConsumerContext>(consumer: &C, to
     if stores.is_empty() {
         return;
     }
-    let mut tpl = TopicPartitionList::with_capacity(stores.len());
-    for &(partition, next) in stores {
-        if tpl.add_partition_offset(topic, partition, Offset::Offset(next)).is_err() {
-            tracing::warn!(topic, partition, next, "offset out of range; not stored");
-        }
-    }
-    if let Err(e) = consumer.store_offsets(&tpl) {
+    if let Err(e) = consumer.store_offsets(&offsets_list(topic, stores)) {
         tracing::debug!(topic, error = %e, "offsets not stored (partitions no longer assigned)");
     }
+}
+
+/// `(partition, next offset)` pairs of `topic` as librdkafka's list (an offset librdkafka
+/// refuses is logged and left out).
+pub(super) fn offsets_list(topic: &str, offsets: &[(i32, i64)]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+    for &(partition, next) in offsets {
+        if tpl.add_partition_offset(topic, partition, Offset::Offset(next)).is_err() {
+            tracing::warn!(topic, partition, next, "offset out of range; left out");
+        }
+    }
+    tpl
 }
 
 /// The loop's consumer type.
