@@ -158,6 +158,35 @@ pub(super) struct DeliveryState {
     pub(super) last_error: Option<String>,
 }
 
+impl DeliveryState {
+    /// Whether the record under token `key` still counts: it has no input, or its input belongs
+    /// to a partition this instance still owns (in the same assignment).
+    fn is_current(&self, key: usize) -> bool {
+        self.tokens
+            .slots
+            .get(key)
+            .copied()
+            .flatten()
+            .is_some_and(|t| t.input.is_none_or(|i| self.tracker.is_current(i)))
+    }
+
+    /// Forgets the retries and refusals of inputs given up in a revocation: the partitions' next
+    /// owner reads those inputs again, so sending their outputs would only add duplicates.
+    pub(super) fn forget_abandoned(&mut self) -> usize {
+        let stale: Vec<usize> =
+            self.retries.iter().chain(&self.refused).map(|r| r.key).filter(|&key| !self.is_current(key)).collect();
+        if stale.is_empty() {
+            return 0;
+        }
+        self.retries.retain(|r| !stale.contains(&r.key));
+        self.refused.retain(|r| !stale.contains(&r.key));
+        for &key in &stale {
+            self.tokens.remove(key);
+        }
+        stale.len()
+    }
+}
+
 /// [`DeliveryState`] with the signals around it.
 #[derive(Debug, Default)]
 pub(super) struct Deliveries {
@@ -247,6 +276,11 @@ impl ProducerContext for DeliveryContext {
                     }
                 }
             }
+            Err((error, _)) if !state.is_current(key) => {
+                // Its input was given up in a revocation: the next owner produces it again.
+                state.tokens.remove(key);
+                state.last_error = Some(error.to_string());
+            }
             Err((error, message)) => {
                 let Some(token) = state.tokens.get_mut(key) else { return };
                 token.attempts += 1;
@@ -306,6 +340,29 @@ mod tests {
         assert_eq!(backoff(5), Duration::from_millis(3200));
         assert_eq!(backoff(6), Duration::from_secs(5));
         assert_eq!(backoff(40), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn retries_of_revoked_partitions_are_forgotten() {
+        let mut s = DeliveryState::default();
+        let kept = s.tracker.push(0, 1, 1, Instant::now()).unwrap();
+        let lost = s.tracker.push(1, 1, 1, Instant::now()).unwrap();
+        for ticket in [kept, lost] {
+            let key = s.tokens.insert(Token { input: Some(ticket), dead_letter: false, attempts: 1 });
+            s.retries.push_back(Undelivered {
+                key,
+                topic: "out".into(),
+                record_key: None,
+                payload: Vec::new(),
+                headers: None,
+                error: "timed out".into(),
+                due: Instant::now(),
+            });
+        }
+        s.tracker.revoke(1);
+        assert_eq!((s.forget_abandoned(), s.retries.len(), s.tokens.len()), (1, 1, 1));
+        assert_eq!(s.tokens.partition_of(s.retries[0].key), Some(0));
+        assert_eq!(s.forget_abandoned(), 0);
     }
 
     #[test]

@@ -96,7 +96,7 @@ pub async fn run<P: Processor>(
         producer,
         deliveries,
         checkpoint_due: false,
-        failures_reported: (0, std::time::Instant::now()),
+        failure_report: at_least_once::FailureReport::new(std::time::Instant::now()),
         max_message_bytes: config.max_message_bytes(),
     };
     let outcome = state.run(&consumer, cancel).await;

@@ -150,6 +150,12 @@ impl<M> OffsetTracker<M> {
         next
     }
 
+    /// Whether `ticket` belongs to the partition's current assignment (else its input was
+    /// abandoned to the partition's next owner).
+    pub fn is_current(&self, ticket: Ticket) -> bool {
+        self.parts.get(&ticket.partition).is_some_and(|t| t.generation == ticket.generation)
+    }
+
     /// Inputs pushed and not yet popped over all partitions, for backpressure and shutdown draining.
     pub fn in_flight(&self) -> usize {
         self.len
@@ -214,6 +220,7 @@ mod tests {
         assert_eq!((t.in_flight(), t.in_flight_on(0)), (2, 2));
         assert_eq!(t.partitions().collect::<Vec<_>>(), vec![0]);
         assert!(t.ack(a) && t.advance(0, |_| {}) == Some(9));
+        assert!(!t.is_current(old) && t.is_current(a));
     }
 
     #[derive(Debug, Clone)]

@@ -130,6 +130,7 @@ impl RuntimeContext {
         for &p in parts {
             state.tracker.revoke(p);
         }
+        state.forget_abandoned();
         drop(state);
         if abandoned > 0 {
             tracing::warn!(
