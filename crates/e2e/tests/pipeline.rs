@@ -244,6 +244,9 @@ async fn the_enricher_waits_for_its_tables_and_picks_up_new_ones() {
     let (s3, store) = pipeline_testkit::bucket("late-dims").await;
     let topic_in = pipeline_testkit::topic("in", 1).await;
     let topic_out = pipeline_testkit::topic("out", 1).await;
+    // The enricher checks its dead-letter topic at start, like its output.
+    let dlq = format!("{topic_in}.dlq");
+    pipeline_kafka::client::create_topics(&pipeline_testkit::kafka(), &[&dlq], 1, 1).await.unwrap();
     let group = pipeline_testkit::unique("enricher");
     let enricher = std::process::Command::new(e2e::bin("enricher"))
         .args(["--s3-bucket", &s3.s3_bucket, "--dims-prefix", &s3.dims_prefix])
