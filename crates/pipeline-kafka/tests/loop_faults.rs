@@ -378,3 +378,32 @@ async fn a_stop_request_with_the_cluster_gone_stops_within_the_drain_deadline() 
     assert!(took < drain + Duration::from_secs(5), "stopping took {took:?}");
     assert_eq!(stats.consumed, 1000);
 }
+
+/// The output topic starts refusing every record (authorization revoked): no dead letter can
+/// fix that, so the loop stops with one line naming the topic, `/readyz` says why first, and
+/// nothing past the last acknowledged input is committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_topic_that_refuses_everything_stops_the_service_with_one_line() {
+    let mock = cluster();
+    let ids = fill(&mock, 13, 300, &[]);
+    let first = start(config(kafka(&mock, &[]), Duration::from_secs(3)), -1.0);
+    wait_for("every output", Duration::from_secs(30), || {
+        read(&mock, OUTPUT).iter().map(id).collect::<HashSet<_>>() == ids
+    })
+    .await;
+    first.cancel.cancel();
+    first.task.await.unwrap().unwrap();
+    assert_eq!(committed(&mock).values().sum::<i64>(), 300);
+    // More input, then every produce request is refused (the mock's errors apply to any client,
+    // so the input is written first) and the service starts again.
+    fill(&mock, 14, 100, &[]);
+    mock.request_errors(
+        rdkafka::types::RDKafkaApiKey::Produce,
+        &[rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED; 50],
+    );
+    let run = start(config(kafka(&mock, &[]), Duration::from_secs(3)), -1.0);
+    let err = tokio::time::timeout(Duration::from_secs(60), run.task).await.unwrap().unwrap().unwrap_err().to_string();
+    assert!(err.contains("topic `out` refused") && err.contains("uthorization"), "{err}");
+    assert!(run.readiness.report().contains("outputs failed: topic `out` refused"), "{}", run.readiness.report());
+    assert_eq!(committed(&mock).values().sum::<i64>(), 300, "nothing past the acknowledged inputs");
+}
