@@ -229,6 +229,9 @@ impl<P: Processor> AtLeastOnceLoop<'_, P> {
                 break;
             }
             if now >= deliveries_until || outcome.is_err() {
+                let abandoned = self.deliveries.lock().tracker.in_flight() as u64;
+                metrics::counter!("pipeline_inputs_abandoned_total", "service" => config.service.clone())
+                    .increment(abandoned);
                 tracing::warn!(
                     service = %config.service, in_flight,
                     "drain deadline passed with outputs unacknowledged; their inputs will be read again"

@@ -35,7 +35,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
+use rdkafka::consumer::{Consumer, ConsumerGroupMetadata};
 use rdkafka::error::KafkaError;
 use rdkafka::message::BorrowedMessage;
 use rdkafka::producer::{FutureProducer, Producer};
@@ -43,7 +43,8 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use super::{Core, LoopConsumer, Output, Processor, Rebalancer, RunStats, RuntimeConfig, RuntimeContext, RuntimeError};
+use super::rebalance::BeforeRevoke;
+use super::{Core, LoopConsumer, Output, Processor, Rebalancer, RunStats, RuntimeConfig, RuntimeError};
 use crate::client::{self, KafkaSetupError};
 use pipeline_core::lock;
 
@@ -233,8 +234,8 @@ impl Transactions {
 
     /// From the rebalance callback: commits the open transaction before its partitions are
     /// revoked (aborting it if that fails; the new owner then re-reads its inputs).
-    pub(crate) fn finish_before_revoke(&self, consumer: &BaseConsumer<RuntimeContext>) {
-        match self.commit(consumer.group_metadata()) {
+    pub(crate) fn finish_before_revoke(&self, group: Option<ConsumerGroupMetadata>) {
+        match self.commit(group) {
             Ok(Outcome::Committed(inputs, _)) if inputs > 0 => {
                 tracing::info!(service = %self.service, inputs, "committed the open transaction before revocation");
             }
@@ -377,5 +378,11 @@ impl<P: Processor> TxnLoop<'_, P> {
             }
         }
         Ok(())
+    }
+}
+
+impl BeforeRevoke for Transactions {
+    fn before_revoke(&self, group: Option<ConsumerGroupMetadata>) {
+        self.finish_before_revoke(group);
     }
 }

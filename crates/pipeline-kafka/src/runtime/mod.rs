@@ -138,7 +138,7 @@ fn subscribe(
         assignment: rebalance.assignment.clone(),
         assigned: rebalance.assigned.clone(),
         readiness: config.readiness.clone(),
-        txn,
+        txn: txn.map(|t| t as Arc<dyn rebalance::BeforeRevoke>),
         deliveries,
         drain_timeout: config.drain_timeout,
         input_topic: config.input_topic.clone(),

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use pipeline_core::lock;
 use rdkafka::ClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata, RebalanceProtocol, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::types::RDKafkaRespErr;
@@ -17,10 +19,17 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::deliveries::Deliveries;
 use super::error::RuntimeError;
-use super::exactly_once;
 use super::processor::{Processor, Resume};
 use super::settings::RuntimeConfig;
 use crate::observe::Readiness;
+
+/// Work that must be finished before partitions are given up (exactly-once: the open
+/// transaction commits, so its inputs' offsets go with it). Called on the consumer's thread
+/// inside the rebalance callback.
+pub(super) trait BeforeRevoke: Send + Sync {
+    /// Finishes it, with the consumer's group metadata as the transaction needs.
+    fn before_revoke(&self, group: Option<ConsumerGroupMetadata>);
+}
 
 /// Consumer context: logs through tracing and commits stored offsets when partitions are
 /// revoked.
@@ -40,7 +49,7 @@ pub(super) struct RuntimeContext {
     /// Ready once partitions are assigned.
     pub(super) readiness: Readiness,
     /// Exactly-once: the open transaction, committed before partitions are given up.
-    pub(super) txn: Option<Arc<exactly_once::Transactions>>,
+    pub(super) txn: Option<Arc<dyn BeforeRevoke>>,
     /// At-least-once: the in-flight inputs, drained before partitions are given up.
     pub(super) deliveries: Option<Arc<Deliveries>>,
     /// How long a revocation waits for in-flight outputs (below the session timeout).
@@ -85,7 +94,7 @@ impl ConsumerContext for RuntimeContext {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 lock(&self.assignment).take();
                 if let Some(txn) = &self.txn {
-                    txn.finish_before_revoke(consumer);
+                    txn.before_revoke(consumer.group_metadata());
                 }
                 let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 if let Some(deliveries) = &self.deliveries {
@@ -133,6 +142,8 @@ impl RuntimeContext {
         state.forget_abandoned();
         drop(state);
         if abandoned > 0 {
+            metrics::counter!("pipeline_inputs_abandoned_total", "service" => self.service.clone())
+                .increment(abandoned as u64);
             tracing::warn!(
                 service = %self.service, ?parts, abandoned, waited = ?started.elapsed(),
                 "revoked with outputs still unacknowledged; the partitions' next owner reads those inputs again"
