@@ -234,13 +234,18 @@ impl Pipeline {
 
 /// Produces raw records (key, value) to `topic` and waits for every acknowledgement.
 pub async fn produce_raw(topic: &str, records: &[(Option<Vec<u8>>, Vec<u8>)]) {
-    let producer = pipeline_kafka::client::producer(&testkit::kafka()).expect("producer");
+    produce_raw_to(&testkit::kafka(), topic, records).await;
+}
+
+/// [`produce_raw`] on the cluster `kafka` (a broker of the test's own, or extra `-X` settings).
+pub async fn produce_raw_to(kafka: &KafkaArgs, topic: &str, records: &[(Option<Vec<u8>>, Vec<u8>)]) {
+    let producer = pipeline_kafka::client::producer(kafka).expect("producer");
     let sends = records.iter().map(|(key, value)| {
         let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(value);
         if let Some(key) = key {
             record = record.key(key);
         }
-        producer.send(record, Duration::from_secs(30))
+        producer.send(record, Duration::from_secs(60))
     });
     for result in futures::future::join_all(sends).await {
         result.expect("acknowledged");

@@ -27,7 +27,6 @@ use pipeline_testkit::{self as testkit, OwnBroker};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, OwnedMessage};
-use rdkafka::producer::FutureRecord;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -48,21 +47,6 @@ fn headers(m: &OwnedMessage) -> HashMap<String, String> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// Produces (key, value) records to `topic` on `kafka` and waits for every acknowledgement.
-async fn produce(kafka: &KafkaArgs, topic: &str, records: &[(Option<Vec<u8>>, Vec<u8>)]) {
-    let producer = pipeline_kafka::client::producer(kafka).unwrap();
-    let sends = records.iter().map(|(key, value)| {
-        let mut record = FutureRecord::<[u8], [u8]>::to(topic).payload(value);
-        if let Some(key) = key {
-            record = record.key(key);
-        }
-        producer.send(record, Duration::from_secs(60))
-    });
-    for result in futures::future::join_all(sends).await {
-        result.expect("acknowledged");
-    }
 }
 
 /// Lines of a service's log that contain `needle`.
@@ -120,7 +104,7 @@ async fn an_oversized_poison_record_is_dead_lettered_cut_to_fit_and_the_enricher
     }
     let kafka =
         KafkaArgs { properties: vec![("message.max.bytes".to_owned(), "2000000".to_owned())], ..testkit::kafka() };
-    produce(&kafka, &p.sensors, &records).await;
+    e2e::produce_raw_to(&kafka, &p.sensors, &records).await;
 
     // Every good event enriched exactly (and the alerts and windows after it).
     let (alerts, windows) = assert_exact(&p, &good).await;
