@@ -24,7 +24,8 @@
 //! Failures never block the loop: delivery reports land in [`deliveries`] on the producer's
 //! thread, and the loop resends due retries between its other work, so the consumer keeps being
 //! polled (no fall-out from the group), other partitions keep committing, and the timers fire
-//! on time. A stop request is obeyed within `drain_timeout` in every state.
+//! on time. A stop request is obeyed in every state within `drain_timeout`, plus at most a
+//! second each for the final commit and the consumer's close when the broker does not answer.
 //!
 //! Poison inputs (not UTF-8, not JSON, wrong schema, non-finite numbers, oversized) are counted,
 //! logged at warn with the reason, and sent to the dead-letter topic with their original bytes,
