@@ -202,7 +202,7 @@ impl<P: Processor> AtLeastOnceLoop<'_, P> {
     }
 
     /// What the loop did so far.
-    fn stats(&self) -> super::RunStats {
+    pub(super) fn stats(&self) -> super::RunStats {
         let state = self.deliveries.lock();
         super::RunStats { produced: state.produced, retried: state.failures, ..self.core.stats.clone() }
     }

@@ -103,8 +103,7 @@ pub async fn run<P: Processor>(
     let outcome = state.run(&consumer, cancel).await;
     at_least_once::close(consumer, &config.service, std::time::Duration::from_secs(1)).await;
     outcome?;
-    let stats = state.deliveries.lock();
-    Ok(RunStats { produced: stats.produced, retried: stats.failures, ..state.core.stats.clone() })
+    Ok(state.stats())
 }
 
 /// The broker answers, and the input, output and dead-letter topics exist: each missing one

@@ -85,13 +85,11 @@ impl<P: Processor> AtLeastOnceLoop<'_, P> {
         let Err((error, record)) = self.producer.send(record) else { return Ok(()) };
         let mut state = self.deliveries.lock();
         let Some(token) = state.tokens.get_mut(key) else { return Ok(()) };
-        let failure = match error {
-            KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => Failure::Retriable,
-            ref e => classify(e),
-        };
+        // A full local queue is retriable but no failed attempt: it takes no backoff step.
+        let failure = classify(&error);
+        let queue_full = matches!(error, KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull));
         let dead_letter = token.dead_letter;
-        if failure == Failure::Retriable && !matches!(error, KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull))
-        {
+        if failure == Failure::Retriable && !queue_full {
             token.attempts += 1;
         }
         let undelivered = Undelivered {
