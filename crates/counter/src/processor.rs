@@ -192,7 +192,7 @@ impl Counter {
     }
 
     /// [`Processor::process`] at processing time `now`.
-    fn process_at(&mut self, alert: EnrichedEvent, meta: InputMeta<'_>, now: Instant, out: &mut Vec<Output>) {
+    fn process_at(&mut self, alert: EnrichedEvent<'_>, meta: InputMeta<'_>, now: Instant, out: &mut Vec<Output>) {
         let Some(part) = self.parts.get_mut(&meta.partition) else {
             tracing::error!(partition = meta.partition, "a record of a partition that was never resumed");
             return;
@@ -282,9 +282,9 @@ async fn load_patiently(
 }
 
 impl Processor for Counter {
-    type Input = EnrichedEvent;
+    type Input<'a> = EnrichedEvent<'a>;
 
-    fn process(&mut self, alert: EnrichedEvent, meta: InputMeta<'_>, out: &mut Vec<Output>) {
+    fn process(&mut self, alert: EnrichedEvent<'_>, meta: InputMeta<'_>, out: &mut Vec<Output>) {
         self.process_at(alert, meta, Instant::now(), out);
     }
 

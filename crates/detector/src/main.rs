@@ -49,9 +49,9 @@ struct Detector {
 }
 
 impl Processor for Detector {
-    type Input = EnrichedEvent;
+    type Input<'a> = EnrichedEvent<'a>;
 
-    fn process(&mut self, event: EnrichedEvent, meta: InputMeta<'_>, out: &mut Vec<Output>) {
+    fn process(&mut self, event: EnrichedEvent<'_>, meta: InputMeta<'_>, out: &mut Vec<Output>) {
         let reasons = self.rules.check_event(&event);
         if reasons.is_empty() {
             return;

@@ -38,7 +38,7 @@ pub async fn regenerate(p: &Pipeline, seed: u64, n: usize, step_ms: i64) -> Vec<
 }
 
 /// The seed's window table computed directly from the alerts: window start → row.
-pub fn expected_windows(alerts: &[&EnrichedEvent]) -> BTreeMap<String, Value> {
+pub fn expected_windows(alerts: &[&EnrichedEvent<'_>]) -> BTreeMap<String, Value> {
     let mut rows: BTreeMap<i64, Row> = BTreeMap::new();
     for a in alerts {
         let ms = a.event_time.timestamp_millis();
@@ -100,11 +100,29 @@ pub async fn await_counts(topic: &str, expected: &BTreeMap<String, Value>) {
     }
 }
 
+/// An event type decoded to be kept past its record (an [`EnrichedEvent`] borrows from it).
+pub trait DecodeOwned: Sized {
+    /// Decodes a valid record, owning every field.
+    fn decode_owned(bytes: &[u8]) -> Self;
+}
+
+impl DecodeOwned for SensorEvent {
+    fn decode_owned(bytes: &[u8]) -> Self {
+        SensorEvent::decode(bytes, LIMIT).unwrap()
+    }
+}
+
+impl DecodeOwned for EnrichedEvent<'static> {
+    fn decode_owned(bytes: &[u8]) -> Self {
+        EnrichedEvent::decode(bytes, LIMIT).unwrap().into_owned()
+    }
+}
+
 /// Decoded records of a topic, asserting each event id appears once.
-pub async fn exactly_once<T: JsonEvent>(topic: &str, id: impl Fn(&T) -> Uuid) -> HashMap<Uuid, T> {
+pub async fn exactly_once<T: DecodeOwned>(topic: &str, id: impl Fn(&T) -> Uuid) -> HashMap<Uuid, T> {
     let mut out = HashMap::new();
     for m in read_all(topic).await {
-        let e = T::decode(m.payload().unwrap(), LIMIT).unwrap();
+        let e = T::decode_owned(m.payload().unwrap());
         assert!(out.insert(id(&e), e).is_none(), "duplicate in {topic}");
     }
     out
@@ -124,17 +142,17 @@ pub fn stop_all(services: Vec<Service>) {
 pub async fn assert_exact(p: &Pipeline, events: &[SensorEvent]) -> (usize, usize) {
     let join = p.join();
     let rules = AlertRules::default();
-    let expected: HashMap<Uuid, EnrichedEvent> =
-        events.iter().map(|e| (e.event_id, join.enrich(e.clone()).0)).collect();
-    let alerts: Vec<&EnrichedEvent> = expected.values().filter(|e| !rules.check_event(e).is_empty()).collect();
+    let expected: HashMap<Uuid, EnrichedEvent<'static>> =
+        events.iter().map(|e| (e.event_id, join.enrich(e.clone()).0.into_owned())).collect();
+    let alerts: Vec<&EnrichedEvent<'static>> = expected.values().filter(|e| !rules.check_event(e).is_empty()).collect();
 
     wait_for_count(&p.enriched, events.len() as i64, Duration::from_secs(120)).await;
-    let enriched = exactly_once::<EnrichedEvent>(&p.enriched, |e| e.event_id).await;
+    let enriched = exactly_once::<EnrichedEvent<'static>>(&p.enriched, |e| e.event_id).await;
     assert_eq!(enriched.len(), events.len(), "every event id exactly once in samples-enriched");
     assert_eq!(enriched, expected, "enriched fields equal the test's own join");
 
     wait_for_count(&p.alerts, alerts.len() as i64, Duration::from_secs(120)).await;
-    let got_alerts = exactly_once::<EnrichedEvent>(&p.alerts, |e| e.event_id).await;
+    let got_alerts = exactly_once::<EnrichedEvent<'static>>(&p.alerts, |e| e.event_id).await;
     let want: HashSet<Uuid> = alerts.iter().map(|e| e.event_id).collect();
     assert_eq!(got_alerts.keys().copied().collect::<HashSet<_>>(), want, "alerts are exactly the rule breakers");
 

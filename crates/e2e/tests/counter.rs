@@ -15,20 +15,20 @@ use pipeline_core::schema::{EnrichedEvent, JsonEvent};
 use serde_json::Value;
 
 /// `n` alerts of the seeded stream, as the detector would have written them (keyed by car).
-async fn alerts(p: &Pipeline, seed: u64, n: usize) -> Vec<EnrichedEvent> {
+async fn alerts(p: &Pipeline, seed: u64, n: usize) -> Vec<EnrichedEvent<'static>> {
     let join = p.join();
     let rules = AlertRules::default();
     let events = regenerate(p, seed, n * 2, 1_500).await;
-    let all: Vec<EnrichedEvent> = events.into_iter().map(|e| join.enrich(e).0).collect();
+    let all: Vec<EnrichedEvent<'static>> = events.into_iter().map(|e| join.enrich(e).0.into_owned()).collect();
     all.into_iter().filter(|e| !rules.check_event(e).is_empty()).take(n).collect()
 }
 
-async fn produce_alerts(p: &Pipeline, alerts: &[EnrichedEvent]) {
+async fn produce_alerts(p: &Pipeline, alerts: &[EnrichedEvent<'static>]) {
     let records: Vec<_> = alerts.iter().map(|a| (Some(a.car_id.to_string().into_bytes()), a.encode())).collect();
     produce_raw(&p.alerts, &records).await;
 }
 
-fn expected(alerts: &[EnrichedEvent]) -> BTreeMap<String, Value> {
+fn expected(alerts: &[EnrichedEvent<'static>]) -> BTreeMap<String, Value> {
     expected_windows(&alerts.iter().collect::<Vec<_>>())
 }
 
@@ -107,7 +107,7 @@ async fn a_crashed_counter_restores_its_checkpoints_and_counts_exactly() {
 
     // `previous` restores the one before it; `replay` rebuilds from the earliest offset. Both
     // count the extra alert once.
-    let with_extra: Vec<EnrichedEvent> = all.iter().chain(&on_p0).cloned().collect();
+    let with_extra: Vec<EnrichedEvent<'static>> = all.iter().chain(&on_p0).cloned().collect();
     for recovery in ["previous", "replay"] {
         let counter = p.counter(&["--checkpoint-interval", "1s", "--checkpoint-recovery", recovery]);
         await_counts(&p.counts, &expected(&with_extra)).await;
@@ -116,7 +116,7 @@ async fn a_crashed_counter_restores_its_checkpoints_and_counts_exactly() {
 }
 
 /// The partition an alert landed on (read back from the topic).
-fn partition_of(p: &Pipeline, alert: &EnrichedEvent) -> i32 {
+fn partition_of(p: &Pipeline, alert: &EnrichedEvent<'static>) -> i32 {
     let records = pipeline_testkit::read_all(&p.alerts, Duration::from_secs(60));
     records
         .iter()

@@ -166,7 +166,7 @@ async fn the_dashboard_shows_alert_counts_live() {
     let events = regenerate(&p, 31, 1_200, 9_000).await; // 3 hours: a dozen windows
     let join = p.join();
     let rules = AlertRules::default();
-    let enriched: Vec<_> = events.iter().map(|e| join.enrich(e.clone()).0).collect();
+    let enriched: Vec<_> = events.iter().map(|e| join.enrich(e.clone()).0.into_owned()).collect();
     for (burst, upto) in [(1, 500), (2, events.len())] {
         let skip = if burst == 1 { 0 } else { 500 };
         let chunk: Vec<_> = events[skip..upto]

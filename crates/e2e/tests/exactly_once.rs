@@ -20,10 +20,10 @@ use serde_json::Value;
 use uuid::Uuid;
 
 /// Each event id once: panics on a duplicate.
-fn once(records: &[rdkafka::message::OwnedMessage], topic: &str) -> HashMap<Uuid, EnrichedEvent> {
+fn once(records: &[rdkafka::message::OwnedMessage], topic: &str) -> HashMap<Uuid, EnrichedEvent<'static>> {
     let mut out = HashMap::new();
     for m in records {
-        let e = EnrichedEvent::decode(m.payload().unwrap(), LIMIT).unwrap();
+        let e = EnrichedEvent::decode(m.payload().unwrap(), LIMIT).unwrap().into_owned();
         assert!(out.insert(e.event_id, e).is_none(), "a duplicate in {topic} for a read-committed reader");
     }
     out
@@ -80,9 +80,9 @@ async fn every_event_exactly_once_through_restarts_and_rebalances() {
     let join = p.join();
     let rules = AlertRules::default();
     let events = regenerate(&p, 13, N, 500).await;
-    let expected: HashMap<Uuid, EnrichedEvent> =
-        events.iter().map(|e| (e.event_id, join.enrich(e.clone()).0)).collect();
-    let alerts: Vec<&EnrichedEvent> = expected.values().filter(|e| !rules.check_event(e).is_empty()).collect();
+    let expected: HashMap<Uuid, EnrichedEvent<'static>> =
+        events.iter().map(|e| (e.event_id, join.enrich(e.clone()).0.into_owned())).collect();
+    let alerts: Vec<&EnrichedEvent<'static>> = expected.values().filter(|e| !rules.check_event(e).is_empty()).collect();
 
     let read = |topic: String, n: usize| {
         let kafka = kafka.clone();

@@ -36,7 +36,7 @@ async fn ten_thousand_events_flow_exactly() {
     // A sample alert carries its reasons.
     let alert = read_all(&p.alerts).await.into_iter().next().expect("some alert");
     let v: Value = serde_json::from_slice(alert.payload().unwrap()).unwrap();
-    let e = EnrichedEvent::decode(alert.payload().unwrap(), LIMIT).unwrap();
+    let e = EnrichedEvent::decode(alert.payload().unwrap(), LIMIT).unwrap().into_owned();
     let reasons: Vec<&str> = AlertRules::default().check_event(&e).names().collect();
     assert_eq!(v["alert_reasons"], json!(reasons));
     stop_all(services);
@@ -191,12 +191,12 @@ async fn boundary_events_match_the_seed() {
     produce_raw(&p.sensors, &records).await;
     assert_exact(&p, &events).await;
 
-    let enriched = exactly_once::<EnrichedEvent>(&p.enriched, |e| e.event_id).await;
+    let enriched = exactly_once::<EnrichedEvent<'static>>(&p.enriched, |e| e.event_id).await;
     let unknown = &enriched[&events[8].event_id];
     assert_eq!((unknown.driver_id, unknown.brand_name.as_deref(), unknown.color_name.as_deref()), (None, None, None));
     assert_eq!(enriched[&events[10].event_id].expected_gear, expected_gear(-0.5));
     assert_eq!(enriched[&events[10].event_id].expected_gear, 0);
-    let alerts = exactly_once::<EnrichedEvent>(&p.alerts, |e| e.event_id).await;
+    let alerts = exactly_once::<EnrichedEvent<'static>>(&p.alerts, |e| e.event_id).await;
     let alert_ids: HashSet<Uuid> = alerts.keys().copied().collect();
     let want: HashSet<Uuid> = [1, 3, 5, 6, 7, 9].iter().map(|&i| events[i].event_id).collect();
     assert_eq!(alert_ids, want);
@@ -277,8 +277,8 @@ async fn the_enricher_waits_for_its_tables_and_picks_up_new_ones() {
     let color = |t: &pipeline_core::join::DimTables, id: i32| {
         t.colors.iter().find(|c| c.color_id == id).unwrap().color_name.clone()
     };
-    let got = exactly_once::<EnrichedEvent>(&topic_out, |e| e.event_id).await;
-    assert_eq!(got[&first.event_id].color_name, Some(color(&tables, car.color_id)));
+    let got = exactly_once::<EnrichedEvent<'static>>(&topic_out, |e| e.event_id).await;
+    assert_eq!(got[&first.event_id].color_name.as_deref(), Some(color(&tables, car.color_id).as_str()));
 
     // Repaint the car: after a refresh, new events carry the new color.
     let new_color = if car.color_id == 4 { 1 } else { 4 };
@@ -288,8 +288,8 @@ async fn the_enricher_waits_for_its_tables_and_picks_up_new_ones() {
     let second = ev(20.0);
     produce_raw(&topic_in, &[(None, second.encode())]).await;
     wait_for_count(&topic_out, 2, Duration::from_secs(60)).await;
-    let got = exactly_once::<EnrichedEvent>(&topic_out, |e| e.event_id).await;
-    assert_eq!(got[&second.event_id].color_name, Some(color(&tables, new_color)));
+    let got = exactly_once::<EnrichedEvent<'static>>(&topic_out, |e| e.event_id).await;
+    assert_eq!(got[&second.event_id].color_name.as_deref(), Some(color(&tables, new_color).as_str()));
 
     let out = enricher.terminate();
     assert!(out.status.success());
@@ -351,14 +351,14 @@ async fn a_second_instance_joining_and_leaving_loses_nothing() {
 
     let events = regenerate(&p, 4, N, 100).await;
     let join = p.join();
-    let expected: HashMap<Uuid, EnrichedEvent> =
-        events.iter().map(|e| (e.event_id, join.enrich(e.clone()).0)).collect();
+    let expected: HashMap<Uuid, EnrichedEvent<'static>> =
+        events.iter().map(|e| (e.event_id, join.enrich(e.clone()).0.into_owned())).collect();
     let deadline = Instant::now() + Duration::from_secs(120);
     let (got, records) = loop {
         let records = read_all(&p.enriched).await;
-        let mut got: HashMap<Uuid, EnrichedEvent> = HashMap::new();
+        let mut got: HashMap<Uuid, EnrichedEvent<'static>> = HashMap::new();
         for m in &records {
-            let e = EnrichedEvent::decode(m.payload().unwrap(), LIMIT).unwrap();
+            let e = EnrichedEvent::decode(m.payload().unwrap(), LIMIT).unwrap().into_owned();
             if let Some(previous) = got.insert(e.event_id, e.clone()) {
                 assert_eq!(previous, e, "a duplicate is the same event");
             }

@@ -159,7 +159,7 @@ struct Read {
     /// Records read.
     records: usize,
     /// Each event by id.
-    events: HashMap<Uuid, EnrichedEvent>,
+    events: HashMap<Uuid, EnrichedEvent<'static>>,
     /// How many records each id has.
     copies: HashMap<Uuid, usize>,
 }
@@ -180,10 +180,10 @@ async fn read_events(kafka: &KafkaArgs, topic: &str) -> Read {
     let (k, t) = (kafka.clone(), topic.to_owned());
     let records =
         tokio::task::spawn_blocking(move || testkit::read_all_from(&k, &t, Duration::from_secs(120))).await.unwrap();
-    let mut events: HashMap<Uuid, EnrichedEvent> = HashMap::new();
+    let mut events: HashMap<Uuid, EnrichedEvent<'static>> = HashMap::new();
     let mut copies: HashMap<Uuid, usize> = HashMap::new();
     for m in &records {
-        let e = EnrichedEvent::decode(m.payload().unwrap(), LIMIT).unwrap();
+        let e = EnrichedEvent::decode(m.payload().unwrap(), LIMIT).unwrap().into_owned();
         *copies.entry(e.event_id).or_default() += 1;
         if let Some(previous) = events.insert(e.event_id, e.clone()) {
             assert_eq!(previous, e, "{topic}: a duplicate is the same event");
@@ -290,9 +290,9 @@ async fn a_broker_paused_past_the_message_timeout_mid_backlog_loses_nothing() {
     let events = regenerate(&p, 23, N, 1000).await;
     let join = p.join();
     let rules = AlertRules::default();
-    let expected: HashMap<Uuid, EnrichedEvent> =
-        events.iter().map(|e| (e.event_id, join.enrich(e.clone()).0)).collect();
-    let want_alerts: HashMap<Uuid, EnrichedEvent> =
+    let expected: HashMap<Uuid, EnrichedEvent<'static>> =
+        events.iter().map(|e| (e.event_id, join.enrich(e.clone()).0.into_owned())).collect();
+    let want_alerts: HashMap<Uuid, EnrichedEvent<'static>> =
         expected.iter().filter(|(_, e)| !rules.check_event(e).is_empty()).map(|(k, v)| (*k, v.clone())).collect();
     eprintln!("{N} events pre-filled in {:.1} s; {} alerts expected", generated.as_secs_f64(), want_alerts.len());
 
@@ -447,11 +447,11 @@ async fn a_broker_paused_past_the_message_timeout_mid_backlog_loses_nothing() {
 /// The alerts of `n` seeded events (about 90 % of them break a rule), as the detector writes
 /// them. 200 ms apart, so that the whole stream spans far less than the 48 h watermark delay
 /// (no window closes, no alert is late).
-async fn alerts_of(p: &Pipeline, seed: u64, n: usize) -> Vec<EnrichedEvent> {
+async fn alerts_of(p: &Pipeline, seed: u64, n: usize) -> Vec<EnrichedEvent<'static>> {
     let join = p.join();
     let rules = AlertRules::default();
     let events = regenerate(p, seed, n, 200).await;
-    events.into_iter().map(|e| join.enrich(e).0).filter(|e| !rules.check_event(e).is_empty()).collect()
+    events.into_iter().map(|e| join.enrich(e).0.into_owned()).filter(|e| !rules.check_event(e).is_empty()).collect()
 }
 
 /// Tables printed so far in the counter's stdout: the sum of their `num_of_rows` column each.

@@ -60,10 +60,11 @@ struct Enricher {
 }
 
 impl Processor for Enricher {
-    type Input = SensorEvent;
+    type Input<'a> = SensorEvent;
 
     fn process(&mut self, event: SensorEvent, _: InputMeta<'_>, out: &mut Vec<Output>) {
-        let (enriched, known) = self.dims.load().enrich(event);
+        let dims = self.dims.load();
+        let (enriched, known) = dims.enrich(event);
         if !known {
             self.unknown += 1;
             if self.unknown_logged.len() < 1000 && self.unknown_logged.insert(enriched.car_id) {
@@ -73,10 +74,13 @@ impl Processor for Enricher {
                 );
             }
         }
+        // The record owns its payload: one buffer of the right size, written in place.
+        let mut payload = Vec::with_capacity(320);
+        enriched.encode_into(&mut payload);
         out.push(Output {
             topic: self.output.clone(),
             key: Some(enriched.car_id.to_string().into_bytes()),
-            payload: enriched.encode(),
+            payload,
             headers: None,
         });
     }

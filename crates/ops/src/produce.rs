@@ -15,10 +15,10 @@ use crate::cli::{ProduceArgs, SchemaChoice, TopicNames};
 /// the rules it broke. (`pipeline_core::schema::AlertEvent` only serializes, borrowing the
 /// event; this is its owned, decodable mirror.)
 #[derive(Debug, Serialize, Deserialize)]
-struct Alert {
-    /// The enriched event that broke a rule.
-    #[serde(flatten)]
-    event: EnrichedEvent,
+struct Alert<'a> {
+    /// The enriched event that broke a rule (its names borrowed from the record).
+    #[serde(flatten, borrow)]
+    event: EnrichedEvent<'a>,
     /// Which rules it broke, at least one.
     alert_reasons: Vec<Reason>,
 }
@@ -35,7 +35,7 @@ enum Reason {
     Gear,
 }
 
-impl JsonEvent for Alert {
+impl<'a> JsonEvent<'a> for Alert<'a> {
     const SCHEMA: &'static str = "alert";
 
     fn validate(&self) -> Result<(), DecodeError> {
@@ -55,7 +55,7 @@ impl JsonEvent for Alert {
 #[serde(transparent)]
 struct AnyJson(serde_json::Value);
 
-impl JsonEvent for AnyJson {
+impl JsonEvent<'_> for AnyJson {
     const SCHEMA: &'static str = "JSON";
 
     fn validate(&self) -> Result<(), DecodeError> {

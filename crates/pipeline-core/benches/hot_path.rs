@@ -34,7 +34,7 @@ fn inputs() -> (JoinIndex, Vec<Vec<u8>>, Vec<Vec<u8>>) {
 }
 
 /// The enricher's work on one record: decode, join, encode into `buf`.
-fn enrich_into(join: &JoinIndex, raw: &[u8], buf: &mut Vec<u8>) -> EnrichedEvent {
+fn enrich_into<'j>(join: &'j JoinIndex, raw: &[u8], buf: &mut Vec<u8>) -> EnrichedEvent<'j> {
     let (e, _) = join.enrich(SensorEvent::decode(raw, LIMIT).unwrap());
     buf.clear();
     e.encode_into(buf);
@@ -42,7 +42,7 @@ fn enrich_into(join: &JoinIndex, raw: &[u8], buf: &mut Vec<u8>) -> EnrichedEvent
 }
 
 /// The detector's work on one decoded event: check, and encode an alert into `buf` if any.
-fn detect_into(rules: &AlertRules, e: &EnrichedEvent, buf: &mut Vec<u8>) {
+fn detect_into(rules: &AlertRules, e: &EnrichedEvent<'_>, buf: &mut Vec<u8>) {
     let reasons = rules.check_event(e);
     if !reasons.is_empty() {
         buf.clear();

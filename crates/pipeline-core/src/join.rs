@@ -2,6 +2,7 @@
 //!
 //! Pure: storing the tables (Parquet in S3) is `pipeline-s3`'s business.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use rand::rngs::StdRng;
@@ -148,11 +149,11 @@ impl JoinIndex {
     }
 
     /// `event` joined with the dimensions (left join: an unknown car gets null fields) plus
-    /// its expected gear. Returns whether the car was known.
-    pub fn enrich(&self, e: SensorEvent) -> (EnrichedEvent, bool) {
+    /// its expected gear. Returns whether the car was known. The names borrow from the index
+    /// (no copy per event).
+    pub fn enrich(&self, e: SensorEvent) -> (EnrichedEvent<'_>, bool) {
         let info = self.get(e.car_id);
-        let known = info.is_some();
-        let info = info.cloned().unwrap_or_default();
+        let name = |f: fn(&CarInfo) -> &Option<String>| info.and_then(|i| f(i).as_deref()).map(Cow::Borrowed);
         let enriched = EnrichedEvent {
             event_id: e.event_id,
             event_time: e.event_time,
@@ -160,13 +161,13 @@ impl JoinIndex {
             speed: e.speed,
             rpm: e.rpm,
             gear: e.gear,
-            driver_id: info.driver_id,
-            brand_name: info.brand_name,
-            model_name: info.model_name,
-            color_name: info.color_name,
+            driver_id: info.and_then(|i| i.driver_id),
+            brand_name: name(|i| &i.brand_name),
+            model_name: name(|i| &i.model_name),
+            color_name: name(|i| &i.color_name),
             expected_gear: expected_gear(e.speed),
         };
-        (enriched, known)
+        (enriched, info.is_some())
     }
 
     /// How many cars are known.

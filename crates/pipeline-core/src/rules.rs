@@ -40,7 +40,7 @@ impl AlertRules {
     }
 
     /// [`AlertRules::check`] on an enriched event (using the `expected_gear` it carries).
-    pub fn check_event(&self, e: &EnrichedEvent) -> AlertReasons {
+    pub fn check_event(&self, e: &EnrichedEvent<'_>) -> AlertReasons {
         self.check(e.speed, e.rpm, e.gear, e.expected_gear)
     }
 }

@@ -8,13 +8,24 @@
 //!
 //! Decoding validates what the JSON grammar cannot: a non-finite speed is rejected with a reason,
 //! so a poison record is dead-lettered instead of reaching the rules or the windows.
+//!
+//! The codec is on every record's path, so it avoids work per event: an event borrows its
+//! strings from the record it was decoded from ([`EnrichedEvent`]'s lifetime), the layout the
+//! pipeline writes is read by a small hand reader (`json_read`, serde_json decides everything
+//! else), and encoding appends straight into the caller's buffer (`json_write`).
 
+use std::borrow::Cow;
 use std::fmt;
 
-use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize, Serializer};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 use uuid::Uuid;
+
+pub mod event_time;
+mod json_read;
+mod json_write;
+#[cfg(test)]
+mod tests;
 
 /// Why a record could not be decoded. The text is what lands in the dead-letter header, so it
 /// names the problem precisely (serde_json's messages carry the field and column).
@@ -40,27 +51,42 @@ pub enum DecodeError {
     Invalid { field: &'static str, detail: String },
 }
 
-/// A JSON event type with its validation.
-pub trait JsonEvent: Serialize + DeserializeOwned {
+/// A JSON event type with its validation, decoded from a record that lives for `'a` (so it may
+/// borrow from it; an owned type implements it for every `'a`).
+pub trait JsonEvent<'a>: Serialize + Deserialize<'a> {
     /// Short schema name used in error messages.
     const SCHEMA: &'static str;
 
     /// Checks what deserialization cannot (finite numbers).
     fn validate(&self) -> Result<(), DecodeError>;
 
+    /// A faster reader for some inputs, tried before the UTF-8 check and serde_json: None
+    /// leaves the input to them, so it must accept only valid UTF-8 that serde_json accepts,
+    /// as the same value.
+    fn decode_fast(_bytes: &'a [u8]) -> Option<Self> {
+        None
+    }
+
     /// Decodes and validates one record value of at most `limit` bytes.
-    fn decode(bytes: &[u8], limit: usize) -> Result<Self, DecodeError> {
+    fn decode(bytes: &'a [u8], limit: usize) -> Result<Self, DecodeError> {
         if bytes.len() > limit {
             return Err(DecodeError::Oversized { size: bytes.len(), limit });
         }
         if bytes.is_empty() {
             return Err(DecodeError::Empty);
         }
-        let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::NotUtf8(e.to_string()))?;
-        let event: Self = serde_json::from_str(text).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => DecodeError::Schema { schema: Self::SCHEMA, detail: e.to_string() },
-            _ => DecodeError::Syntax(e.to_string()),
-        })?;
+        let event = match Self::decode_fast(bytes) {
+            Some(event) => event,
+            None => {
+                let text = std::str::from_utf8(bytes).map_err(|e| DecodeError::NotUtf8(e.to_string()))?;
+                serde_json::from_str(text).map_err(|e| match e.classify() {
+                    serde_json::error::Category::Data => {
+                        DecodeError::Schema { schema: Self::SCHEMA, detail: e.to_string() }
+                    }
+                    _ => DecodeError::Syntax(e.to_string()),
+                })?
+            }
+        };
         event.validate()?;
         Ok(event)
     }
@@ -106,19 +132,30 @@ pub struct SensorEvent {
     pub gear: i32,
 }
 
-impl JsonEvent for SensorEvent {
+impl JsonEvent<'_> for SensorEvent {
     const SCHEMA: &'static str = "sensor event";
 
     fn validate(&self) -> Result<(), DecodeError> {
         finite_speed(self.speed)
+    }
+
+    fn decode_fast(bytes: &[u8]) -> Option<Self> {
+        json_read::sensor(bytes)
+    }
+
+    fn encode_into(&self, buf: &mut Vec<u8>) {
+        json_write::sensor(buf, self);
     }
 }
 
 /// A sensor event joined with the dimension tables, as the enricher produces it to
 /// `samples-enriched`. The dimension fields are `null` when the join found no row (the seed's
 /// joins are left joins).
+///
+/// The names borrow (`'a`) from the join's tables when enriched, or from the record when
+/// decoded: no string is copied per event. `EnrichedEvent<'static>` owns them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EnrichedEvent {
+pub struct EnrichedEvent<'a> {
     /// Copied from the sensor event.
     pub event_id: Uuid,
     /// Copied from the sensor event.
@@ -136,24 +173,83 @@ pub struct EnrichedEvent {
     #[serde(default)]
     pub driver_id: Option<i64>,
     /// `car_models.car_brand` of the car's model, null when car or model is unknown.
-    #[serde(default)]
-    pub brand_name: Option<String>,
+    #[serde(default, borrow, deserialize_with = "borrowed_str")]
+    pub brand_name: Option<Cow<'a, str>>,
     /// `car_models.car_model` of the car's model, null when car or model is unknown.
-    #[serde(default)]
-    pub model_name: Option<String>,
+    #[serde(default, borrow, deserialize_with = "borrowed_str")]
+    pub model_name: Option<Cow<'a, str>>,
     /// `car_colors.color_name` of the car, null when car or color is unknown.
-    #[serde(default)]
-    pub color_name: Option<String>,
+    #[serde(default, borrow, deserialize_with = "borrowed_str")]
+    pub color_name: Option<Cow<'a, str>>,
     /// The gear the speed calls for (`rules::expected_gear`).
     pub expected_gear: i32,
 }
 
-impl JsonEvent for EnrichedEvent {
+impl EnrichedEvent<'_> {
+    /// The same event owning its strings (to keep it past its record).
+    pub fn into_owned(self) -> EnrichedEvent<'static> {
+        let own = |s: Option<Cow<'_, str>>| s.map(|s| Cow::Owned(s.into_owned()));
+        EnrichedEvent {
+            brand_name: own(self.brand_name),
+            model_name: own(self.model_name),
+            color_name: own(self.color_name),
+            ..self
+        }
+    }
+}
+
+impl<'a> JsonEvent<'a> for EnrichedEvent<'a> {
     const SCHEMA: &'static str = "enriched event";
 
     fn validate(&self) -> Result<(), DecodeError> {
         finite_speed(self.speed)
     }
+
+    fn decode_fast(bytes: &'a [u8]) -> Option<Self> {
+        json_read::enriched(bytes)
+    }
+
+    fn encode_into(&self, buf: &mut Vec<u8>) {
+        json_write::enriched(buf, self);
+    }
+}
+
+/// An optional string borrowed from the input when it has no escapes (serde's own `Option<Cow>`
+/// always copies). Messages as `Option<String>`'s: "expected a string".
+fn borrowed_str<'de: 'a, 'a, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'a, str>>, D::Error> {
+    struct Str;
+    impl<'de> de::Visitor<'de> for Str {
+        type Value = Cow<'de, str>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Cow::Borrowed(v))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v.to_owned()))
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Cow::Owned(v))
+        }
+    }
+    struct Opt;
+    impl<'de> de::Visitor<'de> for Opt {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("option")
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_string(Str).map(Some)
+        }
+    }
+    d.deserialize_option(Opt)
 }
 
 /// Which rules an event broke. Serialized as the list of names, in this order:
@@ -195,7 +291,7 @@ impl Serialize for AlertReasons {
 pub struct AlertEvent<'a> {
     /// The enriched event that broke a rule.
     #[serde(flatten)]
-    pub event: &'a EnrichedEvent,
+    pub event: &'a EnrichedEvent<'a>,
     /// Which rules it broke.
     pub alert_reasons: AlertReasons,
 }
@@ -203,133 +299,6 @@ pub struct AlertEvent<'a> {
 impl AlertEvent<'_> {
     /// Appends the JSON encoding to `buf`.
     pub fn encode_into(&self, buf: &mut Vec<u8>) {
-        serde_json::to_writer(&mut *buf, self).expect("alert serialization is infallible");
-    }
-}
-
-/// (De)serializes `event_time`: written as RFC 3339 UTC with milliseconds and `Z`, read from
-/// any RFC 3339 timestamp (or one without offset, taken as UTC).
-pub mod event_time {
-    use super::*;
-    use serde::{Deserializer, Serializer, de};
-
-    /// Formats a timestamp the way every event carries it.
-    pub fn format(t: &DateTime<Utc>) -> String {
-        t.to_rfc3339_opts(SecondsFormat::Millis, true)
-    }
-
-    /// Parses an RFC 3339 timestamp with any offset and fraction; no offset means UTC.
-    pub fn parse(s: &str) -> Result<DateTime<Utc>, String> {
-        if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-            return Ok(t.with_timezone(&Utc));
-        }
-        NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
-            .map(|t| t.and_utc())
-            .map_err(|_| format!("`{s}` is not an RFC 3339 timestamp"))
-    }
-
-    /// serde `serialize_with`.
-    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format(t))
-    }
-
-    /// serde `deserialize_with`.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
-        struct Visitor;
-        impl de::Visitor<'_> for Visitor {
-            type Value = DateTime<Utc>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an RFC 3339 timestamp string")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                parse(v).map_err(E::custom)
-            }
-        }
-        d.deserialize_str(Visitor)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-
-    const LIMIT: usize = 1 << 20;
-
-    fn sample() -> SensorEvent {
-        SensorEvent {
-            event_id: Uuid::parse_str("5f0c1d3e-8b1a-4c3d-9e2f-0123456789ab").unwrap(),
-            event_time: Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap() + chrono::Duration::milliseconds(67),
-            car_id: 1234567,
-            speed: 88.25,
-            rpm: 3100,
-            gear: 3,
-        }
-    }
-
-    #[test]
-    fn sensor_event_json_has_the_seed_fields_in_order() {
-        let json = String::from_utf8(sample().encode()).unwrap();
-        assert_eq!(
-            json,
-            r#"{"event_id":"5f0c1d3e-8b1a-4c3d-9e2f-0123456789ab","event_time":"2026-01-02T03:04:05.067Z","car_id":1234567,"speed":88.25,"rpm":3100,"gear":3}"#
-        );
-        assert_eq!(SensorEvent::decode(json.as_bytes(), LIMIT).unwrap(), sample());
-    }
-
-    #[test]
-    fn event_time_accepts_python_offsets_and_microseconds() {
-        let t = event_time::parse("2026-01-02T03:04:05.067123+00:00").unwrap();
-        assert_eq!(t.timestamp_micros() % 1_000_000, 67_123);
-        let t2 = event_time::parse("2026-01-02T05:04:05.067+02:00").unwrap();
-        assert_eq!(event_time::format(&t2), "2026-01-02T03:04:05.067Z");
-        let naive = event_time::parse("2026-01-02T03:04:05.5").unwrap();
-        assert_eq!(event_time::format(&naive), "2026-01-02T03:04:05.500Z");
-        assert!(event_time::parse("yesterday").is_err());
-    }
-
-    #[test]
-    fn enriched_event_nulls_round_trip_and_may_be_absent() {
-        let json = r#"{"event_id":"5f0c1d3e-8b1a-4c3d-9e2f-0123456789ab","event_time":"2026-01-02T03:04:05Z","car_id":1,"speed":1.0,"rpm":900,"gear":1,"expected_gear":1}"#;
-        let e = EnrichedEvent::decode(json.as_bytes(), LIMIT).unwrap();
-        assert_eq!((e.driver_id, e.color_name.as_deref()), (None, None));
-        let out = String::from_utf8(e.encode()).unwrap();
-        assert!(
-            out.contains(
-                r#""gear":1,"driver_id":null,"brand_name":null,"model_name":null,"color_name":null,"expected_gear":1}"#
-            ),
-            "{out}"
-        );
-    }
-
-    #[test]
-    fn poison_records_are_rejected_with_a_reason() {
-        let cases: &[(&[u8], &str)] = &[
-            (b"", "no value"),
-            (b"\xff\xfe{}", "not UTF-8"),
-            (b"{\"event_id\":", "not valid JSON"),
-            (b"[1,2,3]", "does not match"),
-            (br#"{"event_id":"5f0c1d3e-8b1a-4c3d-9e2f-0123456789ab","event_time":"2026-01-02T03:04:05Z","car_id":1,"rpm":900,"gear":1}"#, "missing field `speed`"),
-            (br#"{"event_id":"5f0c1d3e-8b1a-4c3d-9e2f-0123456789ab","event_time":"2026-01-02T03:04:05Z","car_id":"x","speed":1,"rpm":900,"gear":1}"#, "invalid type"),
-            (br#"{"event_id":"not-a-uuid","event_time":"2026-01-02T03:04:05Z","car_id":1,"speed":1,"rpm":900,"gear":1}"#, "does not match"),
-            (br#"{"event_id":"5f0c1d3e-8b1a-4c3d-9e2f-0123456789ab","event_time":"noon","car_id":1,"speed":1,"rpm":900,"gear":1}"#, "not an RFC 3339"),
-            (br#"{"event_id":"5f0c1d3e-8b1a-4c3d-9e2f-0123456789ab","event_time":"2026-01-02T03:04:05Z","car_id":1,"speed":NaN,"rpm":900,"gear":1}"#, "not valid JSON"),
-            (br#"{"event_id":"5f0c1d3e-8b1a-4c3d-9e2f-0123456789ab","event_time":"2026-01-02T03:04:05Z","car_id":1,"speed":1e999,"rpm":900,"gear":1}"#, "out of range"),
-        ];
-        for (bytes, reason) in cases {
-            let err = SensorEvent::decode(bytes, LIMIT).unwrap_err().to_string();
-            assert!(err.contains(reason), "{:?}: `{err}` lacks `{reason}`", String::from_utf8_lossy(bytes));
-        }
-        let big = vec![b' '; 2048];
-        assert_eq!(SensorEvent::decode(&big, 1024).unwrap_err(), DecodeError::Oversized { size: 2048, limit: 1024 });
-    }
-
-    #[test]
-    fn non_finite_speed_is_rejected_by_validation() {
-        for speed in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
-            let e = SensorEvent { speed, ..sample() };
-            let err = e.validate().unwrap_err().to_string();
-            assert!(err.starts_with("invalid speed:"), "{err}");
-        }
+        json_write::alert(buf, self);
     }
 }

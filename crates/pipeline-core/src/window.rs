@@ -191,8 +191,8 @@ pub struct AlertPoint<'a> {
     pub color: Option<&'a str>,
 }
 
-impl<'a> From<&'a crate::schema::EnrichedEvent> for AlertPoint<'a> {
-    fn from(e: &'a crate::schema::EnrichedEvent) -> Self {
+impl<'a> From<&'a crate::schema::EnrichedEvent<'_>> for AlertPoint<'a> {
+    fn from(e: &'a crate::schema::EnrichedEvent<'_>) -> Self {
         Self { at: e.event_time, speed: e.speed, gear: e.gear, rpm: e.rpm, color: e.color_name.as_deref() }
     }
 }

@@ -44,7 +44,7 @@ struct Echo {
 }
 
 impl Processor for Echo {
-    type Input = SensorEvent;
+    type Input<'a> = SensorEvent;
 
     fn process(&mut self, event: SensorEvent, _: InputMeta<'_>, out: &mut Vec<Output>) {
         self.processed.fetch_add(1, Ordering::Relaxed);

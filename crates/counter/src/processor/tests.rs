@@ -27,7 +27,7 @@ fn t(h: u32, m: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 5, 1, h, m, 0).unwrap()
 }
 
-fn alert(at: DateTime<Utc>, speed: f64) -> EnrichedEvent {
+fn alert(at: DateTime<Utc>, speed: f64) -> EnrichedEvent<'static> {
     EnrichedEvent {
         event_id: uuid::Uuid::nil(),
         event_time: at,

@@ -444,8 +444,8 @@ async fn verify(
     let join = p.join();
     let rules = AlertRules::default();
     let events = regenerate(p, cli.seed, cli.events, step_ms).await;
-    let expected: HashMap<Uuid, EnrichedEvent> =
-        events.iter().map(|e| (e.event_id, join.enrich(e.clone()).0)).collect();
+    let expected: HashMap<Uuid, EnrichedEvent<'static>> =
+        events.iter().map(|e| (e.event_id, join.enrich(e.clone()).0.into_owned())).collect();
     let want_alerts: HashSet<Uuid> =
         expected.values().filter(|e| !rules.check_event(e).is_empty()).map(|e| e.event_id).collect();
 
@@ -474,7 +474,7 @@ async fn verify(
 
     let mut seen: HashMap<Uuid, usize> = HashMap::new();
     for m in &enriched {
-        let e = EnrichedEvent::decode(m.payload().unwrap(), LIMIT).unwrap();
+        let e = EnrichedEvent::decode(m.payload().unwrap(), LIMIT).unwrap().into_owned();
         *seen.entry(e.event_id).or_default() += 1;
         if expected.get(&e.event_id) != Some(&e) {
             s.wrong += 1;
@@ -485,7 +485,7 @@ async fn verify(
     let mut seen_alerts: HashMap<Uuid, usize> = HashMap::new();
     let mut points = Vec::new();
     for m in &alerts {
-        let a = EnrichedEvent::decode(m.payload().unwrap(), LIMIT).unwrap();
+        let a = EnrichedEvent::decode(m.payload().unwrap(), LIMIT).unwrap().into_owned();
         *seen_alerts.entry(a.event_id).or_default() += 1;
         if !want_alerts.contains(&a.event_id) {
             s.wrong += 1;

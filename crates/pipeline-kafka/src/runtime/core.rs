@@ -53,7 +53,7 @@ impl<'a, P: Processor> Core<'a, P> {
         self.metrics.consumed.increment(1);
         let payload = message.payload().unwrap_or_default();
         let (partition, offset) = (message.partition(), message.offset());
-        match P::Input::decode(payload, self.config.max_record_bytes) {
+        match <P::Input<'_>>::decode(payload, self.config.max_record_bytes) {
             Ok(event) => {
                 let meta = InputMeta { payload, key: message.key(), partition, offset };
                 self.processor.process(event, meta, &mut self.outputs);

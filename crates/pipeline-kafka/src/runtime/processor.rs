@@ -46,11 +46,12 @@ pub struct InputMeta<'a> {
 
 /// The transform of a service.
 pub trait Processor: Send {
-    /// The decoded input type.
-    type Input: JsonEvent;
+    /// The decoded input type, which may borrow from the record it was decoded from (`'a`):
+    /// an event's strings are not copied out of the record.
+    type Input<'a>: JsonEvent<'a>;
 
     /// Handles one valid input, pushing the outputs it causes (possibly none) to `out`.
-    fn process(&mut self, input: Self::Input, meta: InputMeta<'_>, out: &mut Vec<Output>);
+    fn process(&mut self, input: Self::Input<'_>, meta: InputMeta<'_>, out: &mut Vec<Output>);
 
     /// An input of `partition` at `offset` was poison and went to the dead-letter topic
     /// instead of [`Processor::process`]: a processor that commits by checkpoint counts its
