@@ -85,6 +85,11 @@ pub struct ServiceArgs {
     #[arg(long, env = "MAX_IN_FLIGHT", default_value_t = 20_000)]
     pub max_in_flight: usize,
 
+    /// Most bytes of outputs (values and keys) awaiting acknowledgement at once: with large
+    /// records the count alone would let memory grow without bound.
+    #[arg(long, env = "MAX_IN_FLIGHT_BYTES", default_value_t = 16 << 20)]
+    pub max_in_flight_bytes: usize,
+
     /// Input records larger than this many bytes are dead-lettered unparsed.
     #[arg(long, env = "MAX_RECORD_BYTES", default_value_t = 1 << 20)]
     pub max_record_bytes: usize,

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -45,19 +46,28 @@ pub enum KafkaSetupError {
 }
 
 /// Producer defaults: acknowledged by all in-sync replicas, batched (linger 50 ms, up to 10 000
-/// records or 1 MiB a batch), a deep local queue so bursts never block the caller.
+/// records or 1 MiB a batch), a deep local queue so bursts never block the caller. Each value is
+/// measured on the local stack (BENCHMARKS.md, "librdkafka's idle cost"):
 ///
-/// The linger is measured, not guessed: the local Nisshi broker writes every produce request to
-/// S3, so its cost is per request. At 1 500 events/s over 3 partitions, linger 5 ms gave 703
-/// acknowledged events/s (the broker fell behind and requests timed out), 20 ms 1 328/s and
-/// 50 ms 1 483/s. Override with `-X linger.ms=…` where latency matters more.
-///
-/// Idempotent: the broker drops a batch librdkafka retries after a lost acknowledgement, so
-/// retries never duplicate or reorder records (the generator's "idempotent producer"; the
-/// transactional producer builds on it).
+/// - `linger.ms` 50: the local Nisshi broker writes every produce request to S3, so its cost is
+///   per request. At 1 500 events/s over 3 partitions, linger 5 ms gave 703 acknowledged
+///   events/s (the broker fell behind and requests timed out), 20 ms 1 328/s and 50 ms 1 483/s.
+///   Override with `-X linger.ms=…` where latency matters more.
+/// - `enable.idempotence` false, `max.in.flight.requests.per.connection` 1: librdkafka 2.12's
+///   idempotent producer sends a partition's next batch only once the previous one is
+///   acknowledged, and while it waits with a batch whose linger has passed its broker thread
+///   polls without sleeping. Whenever a produce round trip exceeds the linger (a busy broker),
+///   each producer burns a core, which starves the broker further: at 5 000 events/s the
+///   generator used 3.6 CPU-s instead of 0.45 and the enricher 3.4 instead of 0.26, produce
+///   round trips rose from 10 ms to 91 ms (1.2 s max). Nisshi also answered an idempotent
+///   producer at full speed with `OutOfOrderSequenceNumber`. One request in flight per
+///   connection keeps each partition's order across retries; a retry after a lost
+///   acknowledgement can duplicate a batch, which at-least-once delivery admits anyway. The
+///   exactly-once mode's transactional producer turns idempotence back on (it needs it).
 pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     ("acks", "all"),
-    ("enable.idempotence", "true"),
+    ("enable.idempotence", "false"),
+    ("max.in.flight.requests.per.connection", "1"),
     ("linger.ms", "50"),
     ("batch.num.messages", "10000"),
     ("batch.size", "1048576"),
@@ -65,6 +75,18 @@ pub const PRODUCER_DEFAULTS: &[(&str, &str)] = &[
     ("queue.buffering.max.kbytes", "1048576"),
     ("message.timeout.ms", "60000"),
 ];
+
+/// A transactional producer's configuration: [`PRODUCER_DEFAULTS`] under the user's `-X`
+/// overrides, with `transactional.id` and the idempotence transactions need (the defaults turn
+/// it off; librdkafka refuses a transactional id without it).
+pub fn transactional_config(args: &KafkaArgs, transactional_id: &str) -> ClientConfig {
+    let mut config = args.client_config(PRODUCER_DEFAULTS);
+    config
+        .set("transactional.id", transactional_id)
+        .set("enable.idempotence", "true")
+        .set("max.in.flight.requests.per.connection", "5");
+    config
+}
 
 /// Builds a producer with [`PRODUCER_DEFAULTS`] under the user's `-X` overrides.
 pub fn producer(args: &KafkaArgs) -> Result<FutureProducer, KafkaSetupError> {

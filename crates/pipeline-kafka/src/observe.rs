@@ -7,7 +7,8 @@
 //!
 //! Metric names follow Prometheus conventions (`_total` counters, `_seconds` units), each
 //! labelled with `service`; `pipeline_consumer_lag{topic, partition}` comes from librdkafka's
-//! statistics (high watermark from the broker minus the loop's position).
+//! statistics (high watermark from the broker minus the loop's position), as do
+//! `pipeline_kafka_requests_total` and `pipeline_kafka_broker_wakeups_total` (per client).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -84,6 +85,28 @@ impl Readiness {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, Check>> {
         pipeline_core::lock(&self.checks)
+    }
+}
+
+/// Exports librdkafka's own counters from one client's statistics, summed over its brokers:
+/// `pipeline_kafka_requests_total{service, client, request}` (requests sent, by type) and
+/// `pipeline_kafka_broker_wakeups_total{service, client}` (broker-thread wake-ups). Wake-ups
+/// climbing while requests stay flat is a broker thread polling without work, the cost
+/// `PRODUCER_DEFAULTS` documents.
+pub fn record_client_statistics(service: &str, client: &'static str, statistics: &rdkafka::Statistics) {
+    let mut requests: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut wakeups = 0;
+    for broker in statistics.brokers.values() {
+        wakeups += broker.wakeups.unwrap_or(0);
+        for (request, sent) in &broker.req {
+            *requests.entry(request).or_default() += sent;
+        }
+    }
+    let labels = [("service", service.to_owned()), ("client", client.to_owned())];
+    metrics::counter!("pipeline_kafka_broker_wakeups_total", &labels).absolute(wakeups);
+    for (request, sent) in requests.into_iter().filter(|(_, sent)| *sent > 0) {
+        let labels = [("service", service.to_owned()), ("client", client.to_owned()), ("request", request.to_owned())];
+        metrics::counter!("pipeline_kafka_requests_total", &labels).absolute(sent.max(0) as u64);
     }
 }
 

@@ -4,10 +4,15 @@ use tracing_subscriber::EnvFilter;
 
 use crate::args::LogFormat;
 
-/// Installs the global tracing subscriber: `RUST_LOG` filters (default `info`), to stderr so
-/// stdout stays free for a service's own output (the counter's table).
+/// The filter without `RUST_LOG`. librdkafka's own lines (target `librdkafka`) pass at debug
+/// level: it writes them only for the contexts named by `-X debug=…`, so they cost nothing
+/// otherwise and `-X debug=broker,protocol` shows without touching `RUST_LOG`.
+const DEFAULT_FILTER: &str = "info,rdkafka=warn,aws=warn,librdkafka=debug";
+
+/// Installs the global tracing subscriber: `RUST_LOG` filters (default [`DEFAULT_FILTER`]), to
+/// stderr so stdout stays free for a service's own output (the counter's table).
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn,aws=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     // Colors only on a terminal: log files stay plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()

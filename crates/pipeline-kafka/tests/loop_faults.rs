@@ -41,6 +41,8 @@ struct Echo {
     ticks: Arc<AtomicU64>,
     /// An event with this speed gets an output too large for the producer.
     oversize_speed: f64,
+    /// When non-zero, every output's value is padded to this many bytes.
+    pad_to: usize,
 }
 
 impl Processor for Echo {
@@ -51,6 +53,8 @@ impl Processor for Echo {
         let mut payload = event.encode();
         if event.speed == self.oversize_speed {
             payload.resize(1_500_000, b' ');
+        } else if self.pad_to > 0 {
+            payload.resize(self.pad_to, b' ');
         }
         out.push(Output {
             topic: Arc::from(OUTPUT),
@@ -99,6 +103,7 @@ fn config(kafka: KafkaArgs, drain: Duration) -> RuntimeConfig {
         output_topics: vec![OUTPUT.into()],
         commit: true,
         max_in_flight: 20_000,
+        max_in_flight_bytes: 16 << 20,
         max_record_bytes: 2 << 20,
         drain_timeout: drain,
         tick: Duration::from_millis(100),
@@ -171,10 +176,14 @@ struct Running {
 }
 
 fn start(config: RuntimeConfig, oversize_speed: f64) -> Running {
+    start_padded(config, oversize_speed, 0)
+}
+
+fn start_padded(config: RuntimeConfig, oversize_speed: f64, pad_to: usize) -> Running {
     // The loop's own log lines, shown for a failing test.
     let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("info").try_init();
     let (processed, ticks) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let echo = Echo { processed: processed.clone(), ticks: ticks.clone(), oversize_speed };
+    let echo = Echo { processed: processed.clone(), ticks: ticks.clone(), oversize_speed, pad_to };
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
     let readiness = config.readiness.clone();
@@ -221,6 +230,36 @@ async fn an_output_broker_down_longer_than_the_delivery_timeout_loses_nothing_an
     assert_eq!(stats.consumed, n as u64);
     assert!(stats.retried > 0, "the outage made deliveries fail: {stats:?}");
     assert!(stats.produced >= n as u64, "{stats:?}");
+}
+
+/// The bytes awaiting acknowledgement bound reading as the count does: with the output's
+/// broker down, the loop reads exactly as many inputs as fit under `max_in_flight_bytes`
+/// (each output 1 000 value bytes + a 36-byte key), far fewer than `max_in_flight`; once the
+/// broker is back, everything flows and is committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_awaiting_acknowledgement_are_bounded_by_bytes_too() {
+    let mock = cluster();
+    let n = 200;
+    let ids = fill(&mock, 1, n, &[]);
+    mock.broker_down(2).unwrap();
+    let mut config = config(kafka(&mock, &[("message.timeout.ms", "1000")]), Duration::from_secs(5));
+    config.max_in_flight_bytes = 10 * 1036;
+    let run = start_padded(config, -1.0, 1000);
+    wait_for("the first inputs", Duration::from_secs(30), || run.processed.load(Ordering::Relaxed) > 0).await;
+    // Deliveries time out and are retried meanwhile; the bound holds through the retries.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(run.processed.load(Ordering::Relaxed), 10, "reading stops once 10 outputs' bytes are in flight");
+    mock.broker_up(2).unwrap();
+    wait_for("every output", Duration::from_secs(60), || {
+        read(&mock, OUTPUT).iter().map(id).collect::<HashSet<_>>() == ids
+    })
+    .await;
+    wait_for("offsets committed to the end", Duration::from_secs(10), || {
+        committed(&mock).values().sum::<i64>() == n as i64
+    })
+    .await;
+    run.cancel.cancel();
+    assert_eq!(run.task.await.unwrap().unwrap().consumed, n as u64);
 }
 
 /// A stop request while the output's broker is down: the loop stops within its drain deadline

@@ -31,8 +31,7 @@ fn txn() -> KafkaArgs {
 
 /// A transactional producer with the project's producer defaults, transactions initialised.
 fn txn_producer(transactional_id: &str) -> FutureProducer {
-    let producer: FutureProducer =
-        txn().client_config(PRODUCER_DEFAULTS).set("transactional.id", transactional_id).create().unwrap();
+    let producer: FutureProducer = client::transactional_config(&txn(), transactional_id).create().unwrap();
     producer.init_transactions(T).unwrap();
     producer
 }

@@ -6,8 +6,8 @@
 //! (one batched store per round), resends the records whose backoff has passed, dead-letters
 //! what the broker refused for good, and stops on a refusal no dead letter can fix. Its timers
 //! come before the consumer in the `select!`, so a backlog never starves them. Reading pauses
-//! while `max_in_flight` inputs await acknowledgement, or while a checkpoint waits for every
-//! output so far.
+//! while `max_in_flight` inputs (or `max_in_flight_bytes` of outputs) await acknowledgement,
+//! or while a checkpoint waits for every output so far.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -48,6 +48,8 @@ pub(super) struct AtLeastOnceLoop<'a, P: Processor> {
     pub(super) failure_report: FailureReport,
     /// The largest record the producer accepts (`message.max.bytes`), for dead letters.
     pub(super) max_message_bytes: usize,
+    /// Token keys of the outputs being sent, reused from input to input.
+    pub(super) output_keys: Vec<usize>,
 }
 
 impl<P: Processor> AtLeastOnceLoop<'_, P> {
@@ -70,7 +72,10 @@ impl<P: Processor> AtLeastOnceLoop<'_, P> {
         let assigned = self.core.rebalance.assigned.clone();
         let deliveries = self.deliveries.clone();
         let outcome = loop {
-            let can_read = !self.checkpoint_due && self.deliveries.lock().tracker.in_flight() < config.max_in_flight;
+            let can_read = !self.checkpoint_due && {
+                let state = self.deliveries.lock();
+                state.tracker.in_flight() < config.max_in_flight && state.tokens.bytes() < config.max_in_flight_bytes
+            };
             // Biased, and the consumer last: under any backlog the timers still fire on time.
             let step = tokio::select! {
                 biased;

@@ -66,6 +66,8 @@ pub(super) struct Token {
     pub(super) dead_letter: bool,
     /// Failed deliveries so far, for the backoff.
     pub(super) attempts: u32,
+    /// The record's key and value bytes, counted against `--max-in-flight-bytes`.
+    pub(super) bytes: u32,
 }
 
 /// A record to send again (or to dead-letter), owned: the report's message is borrowed.
@@ -95,11 +97,14 @@ pub(super) struct Tokens {
     slots: Vec<Option<Token>>,
     /// Free slots.
     free: Vec<usize>,
+    /// Sum of the stored tokens' `bytes`.
+    bytes: usize,
 }
 
 impl Tokens {
     /// Stores `token`, returning its key.
     pub(super) fn insert(&mut self, token: Token) -> usize {
+        self.bytes += token.bytes as usize;
         match self.free.pop() {
             Some(key) => {
                 self.slots[key] = Some(token);
@@ -120,8 +125,9 @@ impl Tokens {
     /// Takes the token at `key` out.
     pub(super) fn remove(&mut self, key: usize) -> Option<Token> {
         let token = self.slots.get_mut(key)?.take();
-        if token.is_some() {
+        if let Some(t) = &token {
             self.free.push(key);
+            self.bytes -= t.bytes as usize;
         }
         token
     }
@@ -134,6 +140,11 @@ impl Tokens {
     /// Records in flight (handed to the producer or waiting for a resend).
     pub(super) fn len(&self) -> usize {
         self.slots.len() - self.free.len()
+    }
+
+    /// Key and value bytes of the records in flight.
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
     }
 }
 
@@ -255,9 +266,16 @@ pub(super) struct DeliveryContext {
     pub(super) produced: metrics::Counter,
     /// `pipeline_produce_retries_total`.
     pub(super) retried: metrics::Counter,
+    /// Service name, the label of the producer's statistics.
+    pub(super) service: String,
 }
 
-impl ClientContext for DeliveryContext {}
+impl ClientContext for DeliveryContext {
+    /// The producer's requests and broker-thread wake-ups (statistics are on with metrics).
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        crate::observe::record_client_statistics(&self.service, "producer", &statistics);
+    }
+}
 
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = usize;
@@ -348,7 +366,7 @@ mod tests {
         let kept = s.tracker.push(0, 1, 1, Instant::now()).unwrap();
         let lost = s.tracker.push(1, 1, 1, Instant::now()).unwrap();
         for ticket in [kept, lost] {
-            let key = s.tokens.insert(Token { input: Some(ticket), dead_letter: false, attempts: 1 });
+            let key = s.tokens.insert(Token { input: Some(ticket), dead_letter: false, attempts: 1, bytes: 0 });
             s.retries.push_back(Undelivered {
                 key,
                 topic: "out".into(),
@@ -368,10 +386,11 @@ mod tests {
     #[test]
     fn token_keys_are_reused() {
         let mut t = Tokens::default();
-        let token = Token { input: None, dead_letter: false, attempts: 0 };
+        let token = Token { input: None, dead_letter: false, attempts: 0, bytes: 100 };
         let (a, b) = (t.insert(token), t.insert(token));
-        assert_eq!((a, b, t.len()), (0, 1, 2));
+        assert_eq!((a, b, t.len(), t.bytes()), (0, 1, 2, 200));
         assert!(t.remove(a).is_some() && t.remove(a).is_none());
-        assert_eq!((t.insert(token), t.len()), (0, 2));
+        assert_eq!(t.bytes(), 100);
+        assert_eq!((t.insert(token), t.len(), t.bytes()), (0, 2, 200));
     }
 }

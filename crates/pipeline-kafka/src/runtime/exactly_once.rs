@@ -95,11 +95,8 @@ impl Transactions {
     /// A transactional producer with `config.transactional_id`, initialized (which fences any
     /// earlier producer with the same id and aborts its open transaction).
     pub(crate) async fn start(config: &RuntimeConfig) -> Result<Arc<Self>, RuntimeError> {
-        let mut producer_config = config.kafka.client_config(client::PRODUCER_DEFAULTS);
-        producer_config
-            .set("transactional.id", &config.transactional_id)
-            .set("transaction.timeout.ms", "60000")
-            .set("client.id", &config.service);
+        let mut producer_config = client::transactional_config(&config.kafka, &config.transactional_id);
+        producer_config.set("transaction.timeout.ms", "60000").set("client.id", &config.service);
         let producer: FutureProducer = producer_config.create().map_err(KafkaSetupError::Config)?;
         let p = producer.clone();
         tokio::task::spawn_blocking(move || p.init_transactions(CALL_TIMEOUT))

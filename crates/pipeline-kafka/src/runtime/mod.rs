@@ -99,6 +99,7 @@ pub async fn run<P: Processor>(
         checkpoint_due: false,
         failure_report: at_least_once::FailureReport::new(std::time::Instant::now()),
         max_message_bytes: config.max_message_bytes(),
+        output_keys: Vec::new(),
     };
     let outcome = state.run(&consumer, cancel).await;
     at_least_once::close(consumer, &config.service, std::time::Duration::from_secs(1)).await;

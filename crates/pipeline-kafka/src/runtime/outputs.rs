@@ -27,41 +27,52 @@ pub(super) fn producer(
         deliveries: deliveries.clone(),
         produced: metrics.produced.clone(),
         retried: metrics.retried.clone(),
+        service: config.service.clone(),
     };
-    Ok(config
-        .kafka
-        .client_config(client::PRODUCER_DEFAULTS)
-        .create_with_context(context)
-        .map_err(client::KafkaSetupError::Config)?)
+    let mut producer_config = config.kafka.client_config(client::PRODUCER_DEFAULTS);
+    if config.metrics {
+        producer_config.set("statistics.interval.ms", "2000");
+    }
+    Ok(producer_config.create_with_context(context).map_err(client::KafkaSetupError::Config)?)
 }
 
 impl<P: Processor> AtLeastOnceLoop<'_, P> {
     /// Hands the buffered outputs to the producer, tracking them against `input`.
     pub(super) fn send_outputs(&mut self, input: Option<(i32, i64)>, dead_letter: bool) -> Result<(), RuntimeError> {
-        let ticket = match input.filter(|_| self.core.config.commit) {
-            Some((partition, offset)) => {
-                let count = self.core.outputs.len() as u32;
-                match self.deliveries.lock().tracker.push(partition, offset, count, Instant::now()) {
-                    Ok(ticket) => Some(ticket),
-                    // A re-read after a seek: the input is tracked already; never store past it.
-                    Err(e) => {
-                        tracing::debug!(service = %self.core.config.service, error = %e, "input already tracked");
-                        None
+        // One lock for the input and all its outputs' tokens; the keys go to a reused buffer.
+        let mut keys = std::mem::take(&mut self.output_keys);
+        {
+            let mut state = self.deliveries.lock();
+            let ticket = match input.filter(|_| self.core.config.commit) {
+                Some((partition, offset)) => {
+                    let count = self.core.outputs.len() as u32;
+                    match state.tracker.push(partition, offset, count, Instant::now()) {
+                        Ok(ticket) => Some(ticket),
+                        // A re-read after a seek: the input is tracked already; never store past it.
+                        Err(e) => {
+                            tracing::debug!(service = %self.core.config.service, error = %e, "input already tracked");
+                            None
+                        }
                     }
                 }
-            }
-            None => None,
-        };
-        // Drained and put back: the buffer keeps its capacity for the next input.
+                None => None,
+            };
+            keys.extend(self.core.outputs.iter().map(|output| {
+                let bytes = output.payload.len() + output.key.as_ref().map_or(0, Vec::len);
+                let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+                state.tokens.insert(Token { input: ticket, dead_letter, attempts: 0, bytes })
+            }));
+        }
+        // Drained and put back: the buffers keep their capacity for the next input.
         let mut outputs = std::mem::take(&mut self.core.outputs);
         let mut result = Ok(());
-        for output in outputs.drain(..) {
-            let key = self.deliveries.lock().tokens.insert(Token { input: ticket, dead_letter, attempts: 0 });
+        for (output, key) in outputs.drain(..).zip(keys.drain(..)) {
             if result.is_ok() {
                 result = self.send_record(key, &output.topic, output.key.as_deref(), &output.payload, output.headers);
             }
         }
         self.core.outputs = outputs;
+        self.output_keys = keys;
         result
     }
 

@@ -60,8 +60,10 @@ pub(super) struct RuntimeContext {
 
 impl ClientContext for RuntimeContext {
     /// librdkafka's statistics (every 2 s with metrics on): consumer lag per assigned
-    /// partition, the broker's high watermark minus the position the loop has read to.
+    /// partition, the broker's high watermark minus the position the loop has read to, and the
+    /// client's request and wake-up counts.
     fn stats(&self, statistics: rdkafka::Statistics) {
+        crate::observe::record_client_statistics(&self.service, "consumer", &statistics);
         for (topic, t) in &statistics.topics {
             for (partition, p) in t.partitions.iter().filter(|(id, p)| **id >= 0 && p.desired) {
                 if p.hi_offset >= 0 && p.app_offset >= 0 {
