@@ -1,17 +1,18 @@
 //! `generator run`: random telemetry for the cars in S3, produced to Kafka.
 //!
 //! Delivery: at-least-once from the producer's side. Records are enqueued without waiting
-//! (librdkafka batches them) and every delivery report is collected; the run ends only when
-//! every enqueued record is acknowledged or has failed, and the summary counts both. A failed
+//! (librdkafka batches them; at most [`MAX_IN_FLIGHT`] records and [`MAX_IN_FLIGHT_BYTES`]
+//! await a report) and every delivery report is counted on the producer's thread; the run ends
+//! only when every enqueued record is acknowledged or has failed, and the summary counts both. A failed
 //! delivery is reported, not retried by hand (librdkafka already retried it until
 //! `message.timeout.ms`), and makes the exit status non-zero.
 
 use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use futures::FutureExt;
-use futures::stream::{FuturesUnordered, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use pipeline_core::generate::{EventClock, EventGenerator};
 use pipeline_core::join::Car;
@@ -19,38 +20,65 @@ use pipeline_core::schema::JsonEvent;
 use pipeline_kafka::client;
 use pipeline_s3::dims::load_table;
 use pipeline_s3::store::ObjectStore;
-use rdkafka::producer::{DeliveryFuture, Producer};
+use rdkafka::ClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::RunArgs;
 
 /// Most records awaiting a delivery report at once; beyond it the loop waits for reports.
-const MAX_IN_FLIGHT: usize = 200_000;
+const MAX_IN_FLIGHT: u64 = 100_000;
 
-/// Counts of delivery reports.
+/// Most record bytes (values and keys) awaiting a delivery report at once: with the count
+/// bound, what keeps the generator's memory small at full speed.
+const MAX_IN_FLIGHT_BYTES: u64 = 16 << 20;
+
+/// Delivery reports, counted on the producer's own thread: no future per record.
 #[derive(Debug, Default)]
 struct Deliveries {
     /// Acknowledged by the broker.
-    sent: u64,
+    sent: AtomicU64,
     /// Failed after librdkafka's retries.
-    failed: u64,
+    failed: AtomicU64,
+    /// Key and value bytes of the reported records (sent or failed).
+    bytes: AtomicU64,
+    /// Woken on every report: the loop waits on it while the bounds are reached.
+    reported: tokio::sync::Notify,
 }
 
 impl Deliveries {
-    fn record(&mut self, report: <DeliveryFuture as std::future::Future>::Output) {
-        match report {
-            Ok(Ok(_)) => self.sent += 1,
-            Ok(Err((e, _))) => {
-                self.failed += 1;
-                if self.failed <= 10 {
+    /// Records reported so far, sent or failed.
+    fn reported(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed) + self.failed.load(Ordering::Relaxed)
+    }
+}
+
+/// The producer's context: counts each delivery report into [`Deliveries`].
+struct CountingContext(Arc<Deliveries>);
+
+impl ClientContext for CountingContext {}
+
+impl ProducerContext for CountingContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        let d = &self.0;
+        let message = match result {
+            Ok(message) => {
+                d.sent.fetch_add(1, Ordering::Relaxed);
+                message
+            }
+            Err((e, message)) => {
+                if d.failed.fetch_add(1, Ordering::Relaxed) < 10 {
                     tracing::warn!(error = %e, "delivery failed");
                 }
+                message
             }
-            Err(_canceled) => {
-                self.failed += 1;
-                tracing::warn!("delivery report lost: the producer was dropped");
-            }
-        }
+        };
+        let size = message.payload_len() + message.key_len();
+        d.bytes.fetch_add(size as u64, Ordering::Relaxed);
+        d.reported.notify_one();
     }
 }
 
@@ -102,7 +130,12 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> anyhow::Result<()>
     tracing::info!(cars = car_ids.len(), table = %store.url(&args.s3.dims_prefix), "loaded cars");
 
     client::check_cluster(&args.kafka, Some(&args.topic)).await?;
-    let producer = client::producer(&args.kafka)?;
+    let deliveries = Arc::new(Deliveries::default());
+    let producer: ThreadedProducer<CountingContext> = args
+        .kafka
+        .client_config(client::PRODUCER_DEFAULTS)
+        .create_with_context(CountingContext(deliveries.clone()))
+        .map_err(client::KafkaSetupError::Config)?;
 
     let clock = match args.start_time {
         Some(start) => EventClock::Synthetic {
@@ -115,9 +148,9 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> anyhow::Result<()>
     let interval = (args.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / args.rate));
 
     let mut progress = Progress::new(args.count);
-    let mut deliveries = Deliveries::default();
-    let mut in_flight = FuturesUnordered::new();
+    let (mut enqueued, mut enqueued_bytes) = (0u64, 0u64);
     let mut payload = Vec::with_capacity(256);
+    let mut key = String::with_capacity(16);
     let started = tokio::time::Instant::now();
 
     while args.count.is_none_or(|n| generator.generated() < n) && !cancel.is_cancelled() {
@@ -132,39 +165,49 @@ pub async fn run(args: RunArgs, cancel: CancellationToken) -> anyhow::Result<()>
         let event = generator.next_event();
         payload.clear();
         event.encode_into(&mut payload);
-        let key = event.car_id.to_string();
-        let delivery = client::enqueue(&producer, &args.topic, Some(key.as_bytes()), &payload, None)
-            .await
-            .context("enqueueing a record")?;
-        in_flight.push(delivery);
-        while in_flight.len() >= MAX_IN_FLIGHT {
-            if let Some(report) = in_flight.next().await {
-                deliveries.record(report);
+        key.clear();
+        std::fmt::Write::write_fmt(&mut key, format_args!("{}", event.car_id)).expect("writing to a String");
+        let mut record = BaseRecord::to(&args.topic).key(key.as_bytes()).payload(&payload[..]);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                // librdkafka's own queue is full: wait for reports to make room.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    let _ = tokio::time::timeout(Duration::from_millis(5), deliveries.reported.notified()).await;
+                }
+                Err((e, _)) => return Err(e).context("enqueueing a record"),
             }
         }
-        while let Some(Some(report)) = in_flight.next().now_or_never() {
-            deliveries.record(report);
+        enqueued += 1;
+        enqueued_bytes += (payload.len() + key.len()) as u64;
+        // Bounded by count and bytes: wait for reports (each wakes this loop).
+        while enqueued - deliveries.reported() >= MAX_IN_FLIGHT
+            || enqueued_bytes - deliveries.bytes.load(Ordering::Relaxed) >= MAX_IN_FLIGHT_BYTES
+        {
+            let _ = tokio::time::timeout(Duration::from_millis(100), deliveries.reported.notified()).await;
         }
-        progress.update(deliveries.sent);
+        progress.update(deliveries.sent.load(Ordering::Relaxed));
     }
 
     // Drain: every enqueued record gets its report (bounded by message.timeout.ms).
-    while let Some(report) = in_flight.next().await {
-        deliveries.record(report);
-        progress.update(deliveries.sent);
+    while deliveries.reported() < enqueued {
+        let _ = tokio::time::timeout(Duration::from_millis(100), deliveries.reported.notified()).await;
+        progress.update(deliveries.sent.load(Ordering::Relaxed));
     }
     producer.flush(Duration::from_secs(10)).context("flushing the producer")?;
     progress.finish();
+    let (sent, failed) = (deliveries.sent.load(Ordering::Relaxed), deliveries.failed.load(Ordering::Relaxed));
 
     let secs = started.elapsed().as_secs_f64();
     println!(
         "generator: sent {} events to {} ({} failed) in {:.2} s, {:.0} events/s",
-        deliveries.sent,
+        sent,
         args.topic,
-        deliveries.failed,
+        failed,
         secs,
-        deliveries.sent as f64 / secs.max(1e-9)
+        sent as f64 / secs.max(1e-9)
     );
-    anyhow::ensure!(deliveries.failed == 0, "{} events were not delivered to {}", deliveries.failed, args.topic);
+    anyhow::ensure!(failed == 0, "{failed} events were not delivered to {}", args.topic);
     Ok(())
 }
