@@ -4,8 +4,11 @@
 //!
 //! At-least-once: an input's offset is committed only after its enriched event is acknowledged
 //! (see `pipeline_kafka::runtime`). The tables are loaded at start (waiting, with backoff, while
-//! S3 or a table is missing) and re-read every `--dims-refresh`; a reload swaps them atomically
-//! between two events, and a failed reload keeps the tables in use.
+//! S3 or a table is missing); every `--dims-poll` a LIST of their objects tells whether they
+//! changed, and only then are they read and swapped in atomically between two events (`dims`).
+//! Every record carries the version it was joined with in its `dims.version` header.
+
+mod dims;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -13,14 +16,17 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use clap::Parser;
-use pipeline_core::join::{DimTables, JoinIndex};
 use pipeline_core::schema::{JsonEvent, SensorEvent};
 use pipeline_kafka::args::ServiceArgs;
 use pipeline_kafka::runtime::{self, InputMeta, Output, Processor};
 use pipeline_s3::S3Args;
-use pipeline_s3::dims::load_tables;
 use pipeline_s3::store::ObjectStore;
 use tokio_util::sync::CancellationToken;
+
+use crate::dims::{Dims, Poller};
+
+/// `--dims-poll`'s default.
+const DEFAULT_DIMS_POLL: Duration = Duration::from_secs(10);
 
 /// Enriches sensor events with the dimension tables.
 #[derive(Debug, Parser)]
@@ -42,19 +48,46 @@ struct Cli {
     #[arg(long, env = "ENRICHED_TOPIC", default_value = "samples-enriched")]
     output_topic: String,
 
-    /// How often the dimension tables are re-read from S3.
-    #[arg(long, env = "DIMS_REFRESH", default_value = "5m", value_parser = humantime::parse_duration)]
-    dims_refresh: Duration,
+    /// How often the dimension tables are checked for a change: one LIST per table, no read;
+    /// they are read and swapped in only when their objects changed [default: 10s].
+    #[arg(long, env = "DIMS_POLL", value_parser = humantime::parse_duration)]
+    dims_poll: Option<Duration>,
+
+    /// Deprecated alias of --dims-poll (it was a full reload every interval; a reload now
+    /// happens only on a change). Used when --dims-poll / DIMS_POLL is not set, with a warning.
+    #[arg(long, env = "DIMS_REFRESH", hide = true, value_parser = humantime::parse_duration)]
+    dims_refresh: Option<Duration>,
+}
+
+impl Cli {
+    /// The poll interval: `--dims-poll`, else the deprecated `--dims-refresh`, else 10 s.
+    fn dims_poll(&self) -> Duration {
+        match (self.dims_poll, self.dims_refresh) {
+            (Some(poll), _) => poll,
+            (None, Some(refresh)) => {
+                tracing::warn!(
+                    every = ?refresh,
+                    "--dims-refresh / DIMS_REFRESH is deprecated: use --dims-poll / DIMS_POLL (the tables are \
+                     now checked for a change every interval and read only when they changed)"
+                );
+                refresh
+            }
+            (None, None) => DEFAULT_DIMS_POLL,
+        }
+    }
 }
 
 /// The join as a runtime processor.
 struct Enricher {
-    /// The current tables, swapped whole by the reload task.
-    dims: Arc<ArcSwap<JoinIndex>>,
+    /// The current tables, swapped whole by the poll task.
+    dims: Arc<ArcSwap<Dims>>,
     /// Destination topic.
     output: Arc<str>,
     /// Events whose car is not in `cars` (they still flow on, with null fields).
     unknown: u64,
+    /// `pipeline_unknown_car_events_total`, registered once: an increment is one atomic add,
+    /// no registry lookup per event.
+    unknown_metric: metrics::Counter,
     /// Unknown car ids already logged, so each is logged once.
     unknown_logged: HashSet<i64>,
 }
@@ -64,9 +97,10 @@ impl Processor for Enricher {
 
     fn process(&mut self, event: SensorEvent, _: InputMeta<'_>, out: &mut Vec<Output>) {
         let dims = self.dims.load();
-        let (enriched, known) = dims.enrich(event);
+        let (enriched, known) = dims.index.enrich(event);
         if !known {
             self.unknown += 1;
+            self.unknown_metric.increment(1);
             if self.unknown_logged.len() < 1000 && self.unknown_logged.insert(enriched.car_id) {
                 tracing::warn!(
                     car_id = enriched.car_id,
@@ -81,71 +115,13 @@ impl Processor for Enricher {
             topic: self.output.clone(),
             key: Some(enriched.car_id.to_string().into_bytes()),
             payload,
-            headers: None,
+            // The version's prepared header, copied (librdkafka owns each record's headers).
+            headers: Some(dims.headers.clone()),
         });
     }
 
     fn on_shutdown(&mut self, _: &mut Vec<Output>) {
-        tracing::info!(unknown_car_events = self.unknown, "enricher stopping");
-    }
-}
-
-/// Row counts and load time of the tables in use (the dims' age is `time() - loaded`).
-fn record_dims(t: &DimTables) {
-    for (table, rows) in [("cars", t.cars.len()), ("car_models", t.models.len()), ("car_colors", t.colors.len())] {
-        metrics::gauge!("pipeline_dims_rows", "table" => table).set(rows as f64);
-    }
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    metrics::gauge!("pipeline_dims_loaded_timestamp_seconds").set(now.as_secs_f64());
-}
-
-/// Loads the tables, retrying with backoff (1 s doubling to 30 s) until they load or `cancel`.
-async fn load_until_ready(store: &ObjectStore, prefix: &str, cancel: &CancellationToken) -> Option<JoinIndex> {
-    let mut backoff = Duration::from_secs(1);
-    loop {
-        match load_tables(store, prefix).await {
-            Ok(tables) => {
-                record_dims(&tables);
-                let index = JoinIndex::new(&tables);
-                tracing::info!(
-                    cars = tables.cars.len(),
-                    models = tables.models.len(),
-                    colors = tables.colors.len(),
-                    "dimension tables loaded"
-                );
-                return Some(index);
-            }
-            Err(e) => tracing::warn!(error = %e, retry_in = ?backoff, "dimension tables not available yet"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = cancel.cancelled() => return None,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
-    }
-}
-
-/// Re-reads the tables every `every`; a failure keeps the current ones.
-async fn reload_forever(
-    store: ObjectStore,
-    prefix: String,
-    every: Duration,
-    dims: Arc<ArcSwap<JoinIndex>>,
-    cancel: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = cancel.cancelled() => return,
-        }
-        match load_tables(&store, &prefix).await {
-            Ok(tables) => {
-                record_dims(&tables);
-                dims.store(Arc::new(JoinIndex::new(&tables)));
-                tracing::info!(cars = tables.cars.len(), "dimension tables reloaded");
-            }
-            Err(e) => tracing::warn!(error = %e, "reloading the dimension tables failed; keeping the ones in use"),
-        }
+        tracing::info!(unknown_car_events = self.unknown, dims_version = %self.dims.load().version, "enricher stopping");
     }
 }
 
@@ -153,17 +129,21 @@ async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
     let mut config =
         runtime::RuntimeConfig::new(&cli.service, "enricher", &cli.input_topic, true, Duration::from_secs(3600));
     config.output_topics = vec![cli.output_topic.clone()];
-    config.readiness.require("dims_loaded");
+    config.readiness.require(dims::READY_CHECK);
     cli.service.observe(&config.readiness, &cancel).await?;
     let store = ObjectStore::connect(&cli.s3).await;
-    let Some(index) = load_until_ready(&store, &cli.s3.dims_prefix, &cancel).await else {
+    let Some(poller) = Poller::start(store, cli.s3.dims_prefix.clone(), config.readiness.clone(), &cancel).await else {
         return Ok(());
     };
-    config.readiness.set("dims_loaded", true);
-    let dims = Arc::new(ArcSwap::from_pointee(index));
-    tokio::spawn(reload_forever(store, cli.s3.dims_prefix.clone(), cli.dims_refresh, dims.clone(), cancel.clone()));
-    let processor =
-        Enricher { dims, output: Arc::from(cli.output_topic.as_str()), unknown: 0, unknown_logged: HashSet::new() };
+    let dims = poller.current();
+    tokio::spawn(poller.run(cli.dims_poll(), cancel.clone()));
+    let processor = Enricher {
+        dims,
+        output: Arc::from(cli.output_topic.as_str()),
+        unknown: 0,
+        unknown_metric: metrics::counter!("pipeline_unknown_car_events_total"),
+        unknown_logged: HashSet::new(),
+    };
     runtime::run(&config, processor, cancel).await?;
     Ok(())
 }
@@ -172,4 +152,26 @@ async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     pipeline_kafka::shutdown::serve("enricher", cli.service.log_format, |cancel| run(cli, cancel)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn poll(args: &[&str]) -> Duration {
+        let cli = Cli::try_parse_from([&["enricher"][..], args].concat()).expect("flags");
+        cli.dims_poll()
+    }
+
+    #[test]
+    fn dims_poll_defaults_to_ten_seconds_and_the_old_flag_still_works() {
+        // Built from flags only: DIMS_POLL / DIMS_REFRESH in the test environment would win.
+        if std::env::var_os("DIMS_POLL").is_some() || std::env::var_os("DIMS_REFRESH").is_some() {
+            return;
+        }
+        assert_eq!(poll(&[]), Duration::from_secs(10));
+        assert_eq!(poll(&["--dims-poll", "500ms"]), Duration::from_millis(500));
+        assert_eq!(poll(&["--dims-refresh", "2s"]), Duration::from_secs(2), "deprecated alias");
+        assert_eq!(poll(&["--dims-refresh", "2s", "--dims-poll", "1s"]), Duration::from_secs(1));
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! With `--metrics-addr` set, a service serves `GET /metrics`, `GET /healthz` (the process
 //! answers) and `GET /readyz` (200 once every readiness check passed — broker reachable,
-//! partitions assigned, dims loaded for the enricher — else 503 naming what is missing).
+//! partitions assigned, dims loaded for the enricher — else 503 naming what is missing; a
+//! degraded check still passes, its line saying why: `dims_loaded degraded: <reason>`).
 //! Without it, the metric calls are no-ops and nothing listens.
 //!
 //! Metric names follow Prometheus conventions (`_total` counters, `_seconds` units), each
@@ -31,7 +32,8 @@ pub enum ObserveError {
     Recorder(String),
 }
 
-/// Named readiness checks; ready when there is at least one and all pass.
+/// Named readiness checks; ready when there is at least one and all pass (a degraded check
+/// passes).
 #[derive(Debug, Clone, Default)]
 pub struct Readiness {
     /// Check name → its state.
@@ -47,6 +49,9 @@ enum Check {
     Waiting,
     /// Failed for good, with the reason an operator reads on `/readyz` (the service is stopping).
     Failed(String),
+    /// Passing, but running on something stale (the enricher's last good tables while the new
+    /// ones cannot be read): ready, so traffic keeps flowing, with the reason on `/readyz`.
+    Degraded(String),
 }
 
 impl Readiness {
@@ -65,13 +70,20 @@ impl Readiness {
         self.lock().insert(check, Check::Failed(reason.into()));
     }
 
-    /// Whether every check passes.
-    pub fn is_ready(&self) -> bool {
-        let checks = self.lock();
-        !checks.is_empty() && checks.values().all(|c| *c == Check::Ok)
+    /// Marks a check degraded: it still passes (`/readyz` stays 200) and shows `reason`;
+    /// [`Readiness::set`] with `true` clears it.
+    pub fn degrade(&self, check: &'static str, reason: impl Into<String>) {
+        self.lock().insert(check, Check::Degraded(reason.into()));
     }
 
-    /// One line per check: `name ok`, `name waiting` or `name failed: reason`.
+    /// Whether every check passes (degraded ones included).
+    pub fn is_ready(&self) -> bool {
+        let checks = self.lock();
+        !checks.is_empty() && checks.values().all(|c| matches!(c, Check::Ok | Check::Degraded(_)))
+    }
+
+    /// One line per check: `name ok`, `name waiting`, `name degraded: reason` or
+    /// `name failed: reason`.
     pub fn report(&self) -> String {
         self.lock()
             .iter()
@@ -79,6 +91,7 @@ impl Readiness {
                 Check::Ok => format!("{name} ok\n"),
                 Check::Waiting => format!("{name} waiting\n"),
                 Check::Failed(reason) => format!("{name} failed: {reason}\n"),
+                Check::Degraded(reason) => format!("{name} degraded: {reason}\n"),
             })
             .collect()
     }
@@ -179,5 +192,26 @@ mod tests {
             r.report(),
             "broker ok\noutputs failed: topic `out` refused the records: authorization failed\npartitions_assigned ok\n"
         );
+    }
+
+    #[test]
+    fn a_degraded_check_stays_ready_and_says_why_until_cleared() {
+        let r = Readiness::default();
+        r.require("broker");
+        r.require("dims_loaded");
+        r.set("broker", true);
+        r.set("dims_loaded", true);
+        assert!(r.is_ready());
+        r.degrade("dims_loaded", "table `cars` not found");
+        assert!(r.is_ready(), "degraded is still ready");
+        assert_eq!(r.report(), "broker ok\ndims_loaded degraded: table `cars` not found\n");
+        r.set("dims_loaded", true);
+        assert!(r.is_ready());
+        assert_eq!(r.report(), "broker ok\ndims_loaded ok\n");
+        r.degrade("dims_loaded", "again");
+        r.fail("outputs", "refused");
+        assert!(!r.is_ready(), "a failed check wins over a degraded one");
+        r.set("broker", false);
+        assert_eq!(r.report(), "broker waiting\ndims_loaded degraded: again\noutputs failed: refused\n");
     }
 }

@@ -248,7 +248,7 @@ pub fn table_dir<T: Table>(prefix: &str) -> String {
 }
 
 /// Whether a key in a table directory is a data file (Spark/Hadoop side files are not).
-fn is_data_file(dir: &str, key: &str) -> bool {
+pub(crate) fn is_data_file(dir: &str, key: &str) -> bool {
     let name = &key[dir.len()..];
     !name.is_empty() && !name.contains('/') && !name.starts_with(['_', '.']) && !name.ends_with(".crc")
 }

@@ -1,9 +1,11 @@
 //! The pipeline's object-store side: an S3 client whose errors name the endpoint, bucket, key
 //! and next step (`store`), its flags (`args`), and the dimension tables as Spark-style
-//! Parquet directories (`dims`).
+//! Parquet directories (`dims`) and their versions: a LIST-only change check, a
+//! version digest and the reload state machine (`dims_watch`).
 
 pub mod args;
 pub mod dims;
+pub mod dims_watch;
 pub mod store;
 
 pub use args::S3Args;

@@ -53,6 +53,21 @@ pub enum S3Error {
     Other { op: &'static str, endpoint: String, bucket: String, key: String, detail: String },
 }
 
+/// One object as a LIST shows it: enough to tell whether it changed without reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Full key in the bucket.
+    pub key: String,
+    /// The store's entity tag, quotes removed (changes whenever the bytes do); None when the
+    /// store sends none.
+    pub e_tag: Option<String>,
+    /// Size in bytes (part of the fallback identity when there is no ETag).
+    pub size: i64,
+    /// Last-modified time as (seconds since the epoch, nanoseconds), when the store sends it
+    /// (the fallback identity's other half).
+    pub last_modified: Option<(i64, u32)>,
+}
+
 /// One bucket on one S3 endpoint.
 #[derive(Debug, Clone)]
 pub struct ObjectStore {
@@ -212,6 +227,24 @@ impl ObjectStore {
             keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
         }
         Ok(keys)
+    }
+
+    /// Every object under `prefix` with its ETag, size and last-modified time, in the store's
+    /// (lexicographic) order: what a change check needs, from LIST alone (no GET).
+    pub async fn list_objects(&self, prefix: &str) -> Result<Vec<ObjectInfo>, S3Error> {
+        let mut objects = Vec::new();
+        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
+        while let Some(page) = pages.try_next().await.map_err(|e| self.classify("ListObjectsV2", prefix, e))? {
+            objects.extend(page.contents().iter().filter_map(|o| {
+                Some(ObjectInfo {
+                    key: o.key()?.to_owned(),
+                    e_tag: o.e_tag().map(|t| t.trim_matches('"').to_owned()),
+                    size: o.size().unwrap_or(0),
+                    last_modified: o.last_modified().map(|t| (t.secs(), t.subsec_nanos())),
+                })
+            }));
+        }
+        Ok(objects)
     }
 
     /// Deletes one object (no error if it is already gone).
