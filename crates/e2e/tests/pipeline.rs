@@ -251,7 +251,7 @@ async fn the_enricher_waits_for_its_tables_and_picks_up_new_ones() {
     let enricher = std::process::Command::new(e2e::bin("enricher"))
         .args(["--s3-bucket", &s3.s3_bucket, "--dims-prefix", &s3.dims_prefix])
         .args(["--input-topic", &topic_in, "--output-topic", &topic_out])
-        .args(["--group-id", &group, "--dims-refresh", "1s"])
+        .args(["--group-id", &group, "--dims-poll", "1s"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -217,7 +217,7 @@ impl Services<'_> {
         let endpoint = self.proxy.endpoint();
         let service = match role {
             Role::Enricher => {
-                args.extend(["--s3-endpoint", &endpoint, "--dims-refresh", "2s"]);
+                args.extend(["--s3-endpoint", &endpoint, "--dims-poll", "2s"]);
                 self.p.enricher(&args)
             }
             Role::Detector => self.p.detector(&args),
