@@ -316,3 +316,6 @@ fn human(ms: i64) -> String {
         .map(|ms| humantime::format_duration(std::time::Duration::from_millis(ms)).to_string())
         .unwrap_or_else(|_| format!("{ms}ms"))
 }
+
+#[cfg(test)]
+mod tests;

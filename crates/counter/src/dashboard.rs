@@ -5,6 +5,10 @@
 //! a stacked bar chart of alerts per window split by color, with the maxima. The JSON rows are
 //! the same objects the counter publishes to `alert-counts`, so what the page shows can be
 //! checked against the topic. Only `GET` routes exist: nothing on the page changes state.
+//!
+//! `windows` keeps the seed's columns only (what readers of the seed's rows compare); `rows`
+//! holds the same windows with the emit columns (`revision`, `final`, `watermark`,
+//! `late_alerts`), which the page shows beside each window.
 
 use std::sync::Arc;
 
@@ -17,7 +21,7 @@ use serde::ser::{SerializeMap, Serializer};
 use tokio::sync::watch;
 
 use pipeline_core::schema::event_time;
-use pipeline_core::window::{WindowStats, color_column};
+use pipeline_core::window::{Row, RowMeta, WindowStats, color_column};
 
 /// The page, served as is.
 const PAGE: &str = include_str!("dashboard.html");
@@ -29,6 +33,8 @@ pub struct WindowsView {
     pub colors: Vec<String>,
     /// Live windows, oldest first.
     pub windows: Vec<WindowStats>,
+    /// Each window's row meta, in the same order (missing ones read as revision 0, open).
+    pub emit: Vec<RowMeta>,
     /// The counter's watermark (None before the first alert).
     pub watermark: Option<DateTime<Utc>>,
     /// Late alerts seen so far.
@@ -41,7 +47,8 @@ pub struct WindowsView {
 
 impl WindowsView {
     /// `{"updated_at", "watermark", "late_alerts", "counted_alerts", "colors": [...],
-    /// "windows": [<alert-counts row>...]}`.
+    /// "windows": [<alert-counts row, the seed's columns>...], "rows": [<the same with revision,
+    /// final, watermark, late_alerts>...]}`.
     pub fn to_json(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256 + self.windows.len() * 256);
         let mut ser = serde_json::Serializer::new(&mut out);
@@ -50,7 +57,7 @@ impl WindowsView {
     }
 
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(6))?;
+        let mut map = s.serialize_map(Some(7))?;
         map.serialize_entry("updated_at", &self.updated.as_ref().map(event_time::format))?;
         map.serialize_entry("watermark", &self.watermark.as_ref().map(event_time::format))?;
         map.serialize_entry("late_alerts", &self.late)?;
@@ -63,6 +70,16 @@ impl WindowsView {
             .map(|w| serde_json::from_slice(&w.to_json(&self.colors)).expect("a window row is JSON"))
             .collect();
         map.serialize_entry("windows", &rows)?;
+        let rows: Vec<serde_json::Value> = self
+            .windows
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let row = Row { stats: w.clone(), meta: self.emit.get(i).copied().unwrap_or_default() };
+                serde_json::from_slice(&row.to_json(&self.colors)).expect("a window row is JSON")
+            })
+            .collect();
+        map.serialize_entry("rows", &rows)?;
         map.end()
     }
 }
@@ -102,6 +119,7 @@ mod tests {
         let view = WindowsView {
             colors: vec!["Black".into(), "White".into()],
             windows: vec![w.clone()],
+            emit: Vec::new(),
             watermark: None,
             late: 4,
             counted: 3,

@@ -41,7 +41,9 @@
 //! `/api/windows`.
 //!
 //! Alerts for windows the watermark has already passed are late: counted, logged, and sent
-//! unchanged to `--late-topic`. Poison records go to the dead-letter topic like in every
+//! unchanged to `--late-topic`; a final window still kept (one more watermark delay) has its row
+//! published again with `late_alerts` raised. `--emit` (`counter::emit`) picks which rows a
+//! trigger publishes and prints. Poison records go to the dead-letter topic like in every
 //! service.
 
 use std::sync::Arc;
@@ -51,6 +53,7 @@ use anyhow::Context;
 use clap::{CommandFactory, FromArgMatches, Parser};
 use counter::checkpoint::{CheckpointStore, Recovery};
 use counter::dashboard::{self, WindowsView};
+use counter::emit::EmitMode;
 use pipeline_core::window::WindowConfig;
 use pipeline_kafka::args::ServiceArgs;
 use pipeline_kafka::runtime;
@@ -120,6 +123,13 @@ struct Cli {
     #[arg(long, env = "CHECKPOINT_RECOVERY", value_enum, default_value_t)]
     checkpoint_recovery: Recovery,
 
+    /// Which window rows a trigger emits: `complete` (the seed's: publishes changed windows,
+    /// prints every live one), `updates` (prints only changed ones), `final` (a window once the
+    /// watermark passes its end, again only as a late-alert correction). Rows carry `revision`,
+    /// `final`, `watermark` and `late_alerts` in every mode.
+    #[arg(long = "emit", env = "COUNTER_EMIT", value_enum, default_value_t)]
+    emit: EmitMode,
+
     /// Don't print the table (publish only).
     #[arg(long, env = "COUNTER_QUIET")]
     quiet: bool,
@@ -159,7 +169,8 @@ async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
         !cli.quiet,
         cli.trigger,
         view,
-    );
+    )
+    .with_emit(cli.emit);
     let peers = tokio::spawn(peers::follow(
         cli.service.kafka.clone(),
         cli.counts_topic.clone(),

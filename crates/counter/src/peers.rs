@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pipeline_core::window::{PartialMerge, WindowStats};
+use pipeline_core::window::{PartialMerge, Row};
 use pipeline_kafka::args::KafkaArgs;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -37,9 +37,9 @@ pub async fn follow(
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             message = consumer.recv() => match message {
-                Ok(m) => match WindowStats::from_row(m.payload().unwrap_or_default(), &colors) {
-                    Ok((stats, Some((partition, offset)))) => {
-                        pipeline_core::lock(&merge).insert(partition, offset, stats);
+                Ok(m) => match Row::from_json(m.payload().unwrap_or_default(), &colors) {
+                    Ok((row, Some((partition, offset)))) => {
+                        pipeline_core::lock(&merge).insert_row(partition, offset, row);
                     }
                     Ok((_, None)) => {}
                     Err(e) => tracing::debug!(error = %e, offset = m.offset(), "not a partial window row"),

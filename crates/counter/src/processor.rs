@@ -1,17 +1,18 @@
 //! The counter's processor: per input partition, event-time windows restored from and saved to
 //! S3 checkpoints, published as partial windows keyed by (window, partition).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::{CheckpointError, CheckpointStore, Recovery, ReplayReason, Restore};
 use crate::dashboard::WindowsView;
-use crate::table::render_table;
+use crate::emit::EmitMode;
+use crate::table::render_rows;
 use pipeline_core::lock;
 use pipeline_core::schema::{EnrichedEvent, event_time};
 use pipeline_core::window::{
-    AlertPoint, PartialMerge, Placement, Progress, WindowConfig, WindowStats, Windows, frontier, merge_windows,
+    AlertPoint, PartialMerge, Placement, Progress, Row, WindowConfig, Windows, frontier, merge_rows,
 };
 use pipeline_kafka::runtime::{InputMeta, Output, Processor, ProcessorError, Resume};
 
@@ -63,6 +64,11 @@ pub struct Counter {
     pub trigger: Duration,
     /// When that last happened.
     last_trigger: Instant,
+    /// Which rows a trigger publishes and prints (`--emit`).
+    pub emit: EmitMode,
+    /// Windows this counter published a row of since the last trigger (what an `updates` or
+    /// `final` table prints).
+    touched: BTreeSet<chrono::DateTime<chrono::Utc>>,
     /// Where the dashboard's snapshot goes (refreshed on every tick, at most every second).
     pub view: tokio::sync::watch::Sender<Arc<WindowsView>>,
     /// Gauges of the window state.
@@ -107,6 +113,8 @@ impl Counter {
             print,
             trigger,
             last_trigger: Instant::now(),
+            emit: EmitMode::default(),
+            touched: BTreeSet::new(),
             view,
             metrics: CounterMetrics {
                 watermark: metrics::gauge!("pipeline_watermark_timestamp_seconds", "service" => "counter"),
@@ -117,21 +125,35 @@ impl Counter {
         }
     }
 
-    fn partial(&self, w: &WindowStats, partition: i32, next_offset: i64) -> Output {
+    /// With emit mode `mode` (the default is the seed's `complete`).
+    pub fn with_emit(mut self, mode: EmitMode) -> Self {
+        self.emit = mode;
+        self
+    }
+
+    /// The counts topic's record of one partition's row of a window.
+    fn partial(&mut self, row: &Row, partition: i32, next_offset: i64) -> Output {
+        self.touched.insert(row.stats.start);
         Output {
             topic: self.counts_topic.clone(),
-            key: Some(format!("{}/{partition}", event_time::format(&w.start)).into_bytes()),
-            payload: w.to_partial_json(&self.config.colors, partition, next_offset),
+            key: Some(format!("{}/{partition}", event_time::format(&row.stats.start)).into_bytes()),
+            payload: row.to_partial_json(&self.config.colors, partition, next_offset),
             headers: None,
         }
     }
 
-    /// The whole-window table: the owned partitions' fresh state plus the other partitions'
-    /// latest published partials.
-    pub fn merged(&self) -> Vec<WindowStats> {
-        let own: Vec<WindowStats> = self.parts.values().flat_map(|p| p.windows.live().cloned()).collect();
-        let peers = lock(&self.peers).merged(|p| self.parts.contains_key(&p));
-        merge_windows(peers, own)
+    /// The whole windows: the owned partitions' fresh state (live windows, plus with `finals`
+    /// the final ones still kept) plus the other partitions' latest published partials.
+    pub fn merged(&self, finals: bool) -> Vec<Row> {
+        let mut own = Vec::new();
+        for part in self.parts.values() {
+            own.extend(part.windows.live_rows());
+            if finals {
+                own.extend(part.windows.final_rows());
+            }
+        }
+        let peers = lock(&self.peers).merged_rows(|p| self.parts.contains_key(&p));
+        merge_rows(peers, own)
     }
 
     /// Smallest watermark of the owned partitions.
@@ -143,22 +165,29 @@ impl Counter {
         self.parts.values().map(|p| p.windows.late()).sum()
     }
 
-    /// Publishes the changed windows and prints the table.
+    /// Publishes what the emit mode publishes at a trigger and prints its table.
     fn trigger_now(&mut self, out: &mut Vec<Output>) {
         self.last_trigger = Instant::now();
-        let mut changed = Vec::new();
+        let mut rows = Vec::new();
         for (partition, part) in &mut self.parts {
-            changed.extend(part.windows.take_changed().into_iter().map(|w| (w, *partition, part.next_offset)));
+            let published = part.windows.publish(self.emit.publishes_open());
+            // Their revisions moved: the next checkpoint must carry them.
+            part.dirty |= !published.is_empty();
+            rows.extend(published.into_iter().map(|r| (r, *partition, part.next_offset)));
         }
-        for (w, partition, next_offset) in changed {
-            out.push(self.partial(&w, partition, next_offset));
+        for (row, partition, next_offset) in rows {
+            let record = self.partial(&row, partition, next_offset);
+            out.push(record);
         }
+        let own = |p: i32| self.parts.contains_key(&p);
+        let mut touched = lock(&self.peers).take_touched(own);
+        touched.append(&mut self.touched);
         if self.print {
-            let merged = self.merged();
+            let merged = self.emit.table(|| self.merged(false), || self.merged(true), &touched);
             let watermark = self.watermark().map_or_else(|| "none".to_owned(), |w| event_time::format(&w));
             println!(
                 "{}\nwindows: {}  watermark: {}  late alerts: {}  partitions: {:?}",
-                render_table(&merged.iter().collect::<Vec<_>>(), &self.config.colors),
+                render_rows(&merged, &self.config.colors),
                 merged.len(),
                 watermark,
                 self.late(),
@@ -169,21 +198,25 @@ impl Counter {
 
     /// Refreshes the dashboard and the gauges; forgets peer windows past every watermark.
     fn refresh_view(&self) {
-        let merged = self.merged();
+        let merged = self.merged(false);
         self.metrics.open_windows.set(merged.len() as f64);
         let watermark = self.watermark();
         if let Some(w) = watermark {
             self.metrics.watermark.set(w.timestamp_millis() as f64 / 1000.0);
         }
         if let Some(newest) = merged.last() {
-            lock(&self.peers).forget_before(newest.start - self.config.watermark_delay - self.config.size);
+            // Two delays: peers keep their final windows for corrections one delay longer.
+            let horizon = newest.stats.start - self.config.watermark_delay * 2 - self.config.size;
+            lock(&self.peers).forget_before(horizon);
         }
         if self.view.receiver_count() == 0 {
             return;
         }
+        let shown = self.emit.dashboard(|| merged, || self.merged(true));
         self.view.send_replace(Arc::new(WindowsView {
             colors: self.config.colors.clone(),
-            windows: merged,
+            emit: shown.iter().map(|r| r.meta).collect(),
+            windows: shown.into_iter().map(|r| r.stats).collect(),
             watermark,
             late: self.late(),
             counted: self.parts.values().map(|p| p.counted).sum(),
@@ -213,10 +246,11 @@ impl Counter {
             }
         }
         // Windows the watermark passes are final: publish their last values before they go.
-        let (next_offset, done) = (part.next_offset, part.windows.advance(now));
-        for w in done {
-            tracing::info!(window = %w.start, partition = meta.partition, rows = w.rows, "window final");
-            out.push(self.partial(&w, meta.partition, next_offset));
+        let (next_offset, done) = (part.next_offset, part.windows.advance_rows(now));
+        for row in done {
+            tracing::info!(window = %row.stats.start, partition = meta.partition, rows = row.stats.rows, "window final");
+            let record = self.partial(&row, meta.partition, next_offset);
+            out.push(record);
         }
     }
 
@@ -245,14 +279,15 @@ impl Counter {
         let shared = frontier(progress);
         let mut closed = Vec::new();
         for (partition, part) in &mut self.parts {
-            let done = part.windows.advance_to(shared);
+            let done = part.windows.advance_to_rows(shared);
             // Final windows leave the state: the next checkpoint must not bring them back.
             part.dirty |= !done.is_empty();
             closed.extend(done.into_iter().map(|w| (w, *partition, part.next_offset)));
         }
-        for (w, partition, next_offset) in closed {
-            tracing::info!(window = %w.start, partition, rows = w.rows, "window final (the partition is idle)");
-            out.push(self.partial(&w, partition, next_offset));
+        for (row, partition, next_offset) in closed {
+            tracing::info!(window = %row.stats.start, partition, rows = row.stats.rows, "window final (the partition is idle)");
+            let record = self.partial(&row, partition, next_offset);
+            out.push(record);
         }
     }
 
@@ -376,5 +411,7 @@ impl Processor for Counter {
     }
 }
 
+#[cfg(test)]
+mod emit_tests;
 #[cfg(test)]
 mod tests;

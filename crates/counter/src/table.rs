@@ -1,16 +1,36 @@
 //! The counter's console table: the live windows in the seed's columns.
 
-use pipeline_core::window::{WindowStats, color_column};
+use pipeline_core::schema::event_time;
+use pipeline_core::window::{Row, WindowStats, color_column};
+
+/// Rows as the seed's console table with the emit columns after the seed's (`revision`,
+/// `final`, `watermark`, `late_alerts`): a script reading the seed's columns by position still
+/// finds them where they were.
+pub fn render_rows(rows: &[Row], colors: &[String]) -> String {
+    let windows: Vec<&WindowStats> = rows.iter().map(|r| &r.stats).collect();
+    let meta = rows.iter().map(|r| {
+        let watermark = r.meta.watermark.as_ref().map_or_else(|| "none".to_owned(), event_time::format);
+        [r.meta.revision.to_string(), r.meta.is_final.to_string(), watermark, r.meta.late_alerts.to_string()]
+    });
+    build(&windows, colors, Some(meta.collect()))
+}
 
 /// The live windows as the seed's console table.
 pub fn render_table(windows: &[&WindowStats], colors: &[String]) -> String {
+    build(windows, colors, None)
+}
+
+fn build(windows: &[&WindowStats], colors: &[String], meta: Option<Vec<[String; 4]>>) -> String {
     let mut table = comfy_table::Table::new();
     table.load_preset(comfy_table::presets::ASCII_FULL_CONDENSED);
     let mut header = vec!["window_start".to_owned(), "window_end".to_owned(), "num_of_rows".to_owned()];
     header.extend(colors.iter().map(|c| color_column(c)));
     header.extend(["maximum_speed", "maximum_gear", "maximum_rpm"].map(str::to_owned));
+    if meta.is_some() {
+        header.extend(["revision", "final", "watermark", "late_alerts"].map(str::to_owned));
+    }
     table.set_header(header);
-    for w in windows {
+    for (i, w) in windows.iter().enumerate() {
         let mut row = vec![
             w.start.format("%Y-%m-%d %H:%M:%S").to_string(),
             w.end.format("%Y-%m-%d %H:%M:%S").to_string(),
@@ -18,6 +38,9 @@ pub fn render_table(windows: &[&WindowStats], colors: &[String]) -> String {
         ];
         row.extend(w.colors.iter().map(u64::to_string));
         row.extend([w.max_speed.to_string(), w.max_gear.to_string(), w.max_rpm.to_string()]);
+        if let Some(meta) = meta.as_ref().and_then(|m| m.get(i)) {
+            row.extend(meta.iter().cloned());
+        }
         table.add_row(row);
     }
     for i in 2..table.column_count() {

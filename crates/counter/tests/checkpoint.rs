@@ -35,7 +35,14 @@ fn state(rows: u64) -> WindowsState {
         max_gear: 5,
         max_rpm: 6400,
     };
-    WindowsState { max_event_time: Some(start), watermark: None, late: 2, windows: vec![w] }
+    WindowsState {
+        max_event_time: Some(start),
+        watermark: None,
+        late: 2,
+        windows: vec![w],
+        finals: Vec::new(),
+        marks: Vec::new(),
+    }
 }
 
 #[tokio::test]

@@ -264,3 +264,13 @@ pub async fn wait_for_count(topic: &str, n: i64, timeout: Duration) {
     let got = tokio::task::spawn_blocking(move || testkit::wait_for_count(&t, n, timeout)).await.expect("waiter");
     assert!(got >= n, "{topic}: {got} records after {timeout:?}, expected {n}");
 }
+
+/// Produces raw values to one `partition` of `topic` and waits for every acknowledgement (a
+/// test that needs an alert on a given partition, whatever its key hashes to).
+pub async fn produce_to_partition(topic: &str, partition: i32, values: &[Vec<u8>]) {
+    let producer = pipeline_kafka::client::producer(&testkit::kafka()).expect("producer");
+    for value in values {
+        let record = FutureRecord::<[u8], [u8]>::to(topic).partition(partition).payload(value);
+        producer.send(record, Duration::from_secs(60)).await.expect("acknowledged");
+    }
+}

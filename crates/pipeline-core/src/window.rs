@@ -8,6 +8,14 @@
 //! is at or behind the watermark is final: it leaves the state, and an alert that would fall in
 //! it later is late (not counted, reported to the caller).
 //!
+//! Rows ([`Row`]): every value a window publishes carries a [`RowMeta`]: its revision per
+//! window (1, 2, … each time a published value differs from the previous one), whether it is
+//! final, the watermark it was computed at, and its late alerts. The watermark delay is this
+//! operator's allowed lateness: a window is final exactly when it closes, so its counts never
+//! change afterwards; what a late alert can still change is the final row's `late_alerts`. For
+//! that, final windows are kept (with their revision) until the watermark is one more delay
+//! past their end; a late alert for one of them makes its row unpublished again (a correction).
+//!
 //! Windows that keep apart (one [`Windows`] per input partition, as the counter does) can still
 //! share idleness: [`frontier`] of all their [`Windows::progress`] is the event time no active
 //! partition is behind, and [`Windows::advance_to`] it closes the windows of those that went
@@ -17,15 +25,21 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use serde::ser::{SerializeMap, Serializer};
 
-use crate::schema::event_time;
-
+#[cfg(test)]
+mod emit_tests;
+mod ledger;
 mod merge;
+mod row;
+mod stats;
 #[cfg(test)]
 mod tests;
 
-pub use merge::{PartialMerge, merge_windows};
+use ledger::Ledger;
+pub use ledger::{FinalWindow, Mark};
+pub use merge::{PartialMerge, merge_rows, merge_windows};
+pub use row::{Row, RowMeta};
+pub use stats::{WindowStats, color_column};
 
 /// Window parameters.
 #[derive(Debug, Clone)]
@@ -40,124 +54,6 @@ pub struct WindowConfig {
     pub colors: Vec<String>,
 }
 
-/// The aggregate of one window.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct WindowStats {
-    /// Inclusive start.
-    pub start: DateTime<Utc>,
-    /// Exclusive end.
-    pub end: DateTime<Utc>,
-    /// Alerts counted.
-    pub rows: u64,
-    /// Alerts per configured color, in [`WindowConfig::colors`] order.
-    pub colors: Vec<u64>,
-    /// Largest speed.
-    pub max_speed: f64,
-    /// Largest gear.
-    pub max_gear: i32,
-    /// Largest rpm.
-    pub max_rpm: i32,
-}
-
-impl WindowStats {
-    fn new(start: DateTime<Utc>, size: chrono::Duration, colors: usize) -> Self {
-        Self {
-            start,
-            end: start + size,
-            rows: 0,
-            colors: vec![0; colors],
-            max_speed: f64::NEG_INFINITY,
-            max_gear: i32::MIN,
-            max_rpm: i32::MIN,
-        }
-    }
-
-    /// The seed's row: `window_start, window_end, num_of_rows, num_of_<color>…, maximum_speed,
-    /// maximum_gear, maximum_rpm`, as JSON.
-    pub fn to_json(&self, colors: &[String]) -> Vec<u8> {
-        self.row_json(colors, None)
-    }
-
-    /// The seed's row for one input partition's share of the window, plus `partition` and
-    /// `input_offset` (the next offset of that partition not counted in it).
-    pub fn to_partial_json(&self, colors: &[String], partition: i32, input_offset: i64) -> Vec<u8> {
-        self.row_json(colors, Some((partition, input_offset)))
-    }
-
-    fn row_json(&self, colors: &[String], partial: Option<(i32, i64)>) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256);
-        let mut ser = serde_json::Serializer::new(&mut out);
-        self.serialize_row(colors, partial, &mut ser).expect("serializing into a Vec cannot fail");
-        out
-    }
-
-    /// Parses a row of [`WindowStats::to_json`] or [`WindowStats::to_partial_json`]; returns
-    /// the partial's (partition, input_offset) when it has them.
-    pub fn from_row(row: &[u8], colors: &[String]) -> Result<(Self, Option<(i32, i64)>), String> {
-        let v: serde_json::Value = serde_json::from_slice(row).map_err(|e| format!("not JSON: {e}"))?;
-        let field = |name: &str| v.get(name).ok_or_else(|| format!("no `{name}`"));
-        let time = |name: &str| {
-            field(name)?.as_str().ok_or_else(|| format!("`{name}` is not a string")).and_then(event_time::parse)
-        };
-        let int = |name: &str| field(name)?.as_i64().ok_or_else(|| format!("`{name}` is not an integer"));
-        let stats = Self {
-            start: time("window_start")?,
-            end: time("window_end")?,
-            rows: u64::try_from(int("num_of_rows")?).map_err(|e| e.to_string())?,
-            colors: colors
-                .iter()
-                .map(|c| int(&color_column(c)).and_then(|n| u64::try_from(n).map_err(|e| e.to_string())))
-                .collect::<Result<_, _>>()?,
-            max_speed: field("maximum_speed")?.as_f64().ok_or("`maximum_speed` is not a number")?,
-            max_gear: i32::try_from(int("maximum_gear")?).map_err(|e| e.to_string())?,
-            max_rpm: i32::try_from(int("maximum_rpm")?).map_err(|e| e.to_string())?,
-        };
-        let partial = match (v.get("partition"), v.get("input_offset")) {
-            (Some(p), Some(o)) => Some((
-                p.as_i64().and_then(|p| i32::try_from(p).ok()).ok_or("`partition` is not a partition")?,
-                o.as_i64().ok_or("`input_offset` is not an offset")?,
-            )),
-            _ => None,
-        };
-        Ok((stats, partial))
-    }
-
-    /// Adds `other` (the same window, other alerts) into this one: counts add, maxima take
-    /// the larger.
-    pub fn merge(&mut self, other: &WindowStats) {
-        self.rows += other.rows;
-        for (mine, theirs) in self.colors.iter_mut().zip(&other.colors) {
-            *mine += theirs;
-        }
-        self.max_speed = self.max_speed.max(other.max_speed);
-        self.max_gear = self.max_gear.max(other.max_gear);
-        self.max_rpm = self.max_rpm.max(other.max_rpm);
-    }
-
-    fn serialize_row<S: Serializer>(
-        &self,
-        colors: &[String],
-        partial: Option<(i32, i64)>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        let mut map = s.serialize_map(Some(9 + colors.len()))?;
-        map.serialize_entry("window_start", &event_time::format(&self.start))?;
-        map.serialize_entry("window_end", &event_time::format(&self.end))?;
-        map.serialize_entry("num_of_rows", &self.rows)?;
-        for (name, count) in colors.iter().zip(&self.colors) {
-            map.serialize_entry(&color_column(name), count)?;
-        }
-        map.serialize_entry("maximum_speed", &self.max_speed)?;
-        map.serialize_entry("maximum_gear", &self.max_gear)?;
-        map.serialize_entry("maximum_rpm", &self.max_rpm)?;
-        if let Some((partition, input_offset)) = partial {
-            map.serialize_entry("partition", &partition)?;
-            map.serialize_entry("input_offset", &input_offset)?;
-        }
-        map.end()
-    }
-}
-
 /// The durable part of [`Windows`] (a checkpoint's content).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WindowsState {
@@ -169,11 +65,15 @@ pub struct WindowsState {
     pub late: u64,
     /// Live windows, oldest first.
     pub windows: Vec<WindowStats>,
-}
-
-/// `num_of_<lowercase color>`.
-pub fn color_column(color: &str) -> String {
-    format!("num_of_{}", color.to_lowercase().replace(' ', "_"))
+    /// Final windows still kept for late-alert corrections, oldest first. Absent from
+    /// checkpoints written before emit modes: none kept.
+    #[serde(default)]
+    pub finals: Vec<FinalWindow>,
+    /// Revisions of the windows in `windows` and `finals`. Absent from checkpoints written
+    /// before emit modes: every window then starts unpublished at revision 0, so its next row
+    /// is revision 1.
+    #[serde(default)]
+    pub marks: Vec<Mark>,
 }
 
 /// What the windows need of one alert.
@@ -252,6 +152,8 @@ pub struct Windows {
     watermark: Option<DateTime<Utc>>,
     /// Alerts that arrived for final windows.
     late: u64,
+    /// Revisions, and final windows kept for corrections.
+    ledger: Ledger,
 }
 
 impl Windows {
@@ -264,6 +166,7 @@ impl Windows {
             partitions: HashMap::new(),
             watermark: None,
             late: 0,
+            ledger: Ledger::default(),
         }
     }
 
@@ -289,6 +192,7 @@ impl Windows {
         let start = self.window_start(at);
         if self.watermark.is_some_and(|wm| start + self.config.size <= wm) {
             self.late += 1;
+            self.ledger.late(start);
             return Placement::Late(start);
         }
         let (size, n) = (self.config.size, self.config.colors.len());
@@ -305,14 +209,21 @@ impl Windows {
         w.max_gear = w.max_gear.max(gear);
         w.max_rpm = w.max_rpm.max(rpm);
         self.changed.insert(start);
+        self.ledger.touch(start);
         Placement::Counted(start)
     }
 
     /// Recomputes the watermark at processing time `now` and removes the windows it passed.
     /// Returns them (final values), oldest first.
     pub fn advance(&mut self, now: Instant) -> Vec<WindowStats> {
+        self.advance_rows(now).into_iter().map(|r| r.stats).collect()
+    }
+
+    /// [`Windows::advance`], as the final rows published for the windows it closed (each a new
+    /// revision, `final`).
+    pub fn advance_rows(&mut self, now: Instant) -> Vec<Row> {
         let frontier = frontier(self.progress(now));
-        self.advance_to(frontier)
+        self.advance_to_rows(frontier)
     }
 
     /// Its partitions' progress at processing time `now`.
@@ -329,6 +240,13 @@ impl Windows {
     /// [`Windows::advance`] passes its own [`frontier`]; windows kept apart that share idleness
     /// pass the [`frontier`] of all their partitions.
     pub fn advance_to(&mut self, frontier: Option<DateTime<Utc>>) -> Vec<WindowStats> {
+        self.advance_to_rows(frontier).into_iter().map(|r| r.stats).collect()
+    }
+
+    /// [`Windows::advance_to`], as the final rows published for the windows it closed (each a
+    /// new revision, `final`). Closing is published at once in every emit mode: it is the one
+    /// moment a final mode reader waits for.
+    pub fn advance_to_rows(&mut self, frontier: Option<DateTime<Utc>>) -> Vec<Row> {
         let Some(frontier) = frontier else { return Vec::new() };
         let candidate = frontier - self.config.watermark_delay;
         if self.watermark.is_some_and(|wm| wm >= candidate) {
@@ -340,10 +258,58 @@ impl Windows {
             if entry.get().end > candidate {
                 break;
             }
-            self.changed.remove(entry.key());
-            done.push(entry.remove());
+            let start = *entry.key();
+            self.changed.remove(&start);
+            self.ledger.finals.insert(start, FinalWindow { stats: entry.remove(), late_alerts: 0 });
+            self.ledger.touch(start);
+            done.extend(self.publish_row(start));
         }
+        // Kept one more delay: a final window's row can then still report alerts late by up to
+        // twice the delay; later ones only reach the late topic and the total.
+        self.ledger.forget_finals(candidate - self.config.watermark_delay);
         done
+    }
+
+    /// The row of window `start` as it stands (live or kept final), with the revision it has or
+    /// will have once published; None for a window it does not hold.
+    pub fn row(&self, start: DateTime<Utc>) -> Option<Row> {
+        let (stats, is_final, late_alerts) = match (self.live.get(&start), self.ledger.finals.get(&start)) {
+            (Some(w), _) => (w.clone(), false, 0),
+            (None, Some(f)) => (f.stats.clone(), true, f.late_alerts),
+            (None, None) => return None,
+        };
+        let meta = RowMeta { revision: self.ledger.revision(start), is_final, watermark: self.watermark, late_alerts };
+        Some(Row { stats, meta })
+    }
+
+    /// Rows of the live windows, oldest first (not published by this).
+    pub fn live_rows(&self) -> impl Iterator<Item = Row> + '_ {
+        self.live.keys().filter_map(|s| self.row(*s))
+    }
+
+    /// Rows of the final windows still kept, oldest first (not published by this).
+    pub fn final_rows(&self) -> impl Iterator<Item = Row> + '_ {
+        self.ledger.finals.keys().filter_map(|s| self.row(*s))
+    }
+
+    fn publish_row(&mut self, start: DateTime<Utc>) -> Option<Row> {
+        self.ledger.publish(start);
+        self.row(start)
+    }
+
+    /// The rows a trigger publishes, oldest first, each marked published: corrections of final
+    /// windows (their `late_alerts` changed), and with `open` the live windows changed since the
+    /// last trigger or restored since (a value published again unchanged keeps its revision).
+    /// Resets [`Windows::take_changed`].
+    pub fn publish(&mut self, open: bool) -> Vec<Row> {
+        let changed = std::mem::take(&mut self.changed);
+        let mut starts: std::collections::BTreeSet<DateTime<Utc>> =
+            self.ledger.finals.keys().copied().filter(|s| self.ledger.unpublished(*s)).collect();
+        if open {
+            starts.extend(changed);
+            starts.extend(self.live.keys().copied().filter(|s| self.ledger.unpublished(*s)));
+        }
+        starts.into_iter().filter_map(|s| self.publish_row(s)).collect()
     }
 
     /// Windows changed since the last call, oldest first.
@@ -373,6 +339,8 @@ impl Windows {
             watermark: self.watermark,
             late: self.late,
             windows: self.live.values().cloned().collect(),
+            finals: self.ledger.finals.values().cloned().collect(),
+            marks: self.ledger.marks.values().copied().collect(),
         }
     }
 
@@ -387,6 +355,15 @@ impl Windows {
         w.late = state.late;
         w.live = state.windows.into_iter().map(|s| (s.start, s)).collect();
         w.changed = w.live.keys().copied().collect();
+        w.ledger.finals = state.finals.into_iter().map(|f| (f.stats.start, f)).collect();
+        w.ledger.marks = state.marks.into_iter().map(|m| (m.start, m)).collect();
+        // A checkpoint without revisions (older format): its windows were published without
+        // them; their next row is revision 1.
+        for start in w.live.keys().chain(w.ledger.finals.keys()) {
+            if !w.ledger.marks.contains_key(start) {
+                w.ledger.marks.insert(*start, Mark { start: *start, revision: 0, unpublished: true });
+            }
+        }
         w
     }
 

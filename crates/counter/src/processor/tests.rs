@@ -12,7 +12,7 @@ use super::Counter;
 use crate::dashboard::WindowsView;
 
 /// 15-minute windows, no watermark delay, idle after 30 s; the trigger never fires by itself.
-fn counter() -> Counter {
+pub(super) fn counter() -> Counter {
     let config = WindowConfig {
         size: chrono::Duration::minutes(15),
         watermark_delay: chrono::Duration::zero(),
@@ -23,11 +23,11 @@ fn counter() -> Counter {
     Counter::new(config, "alerts".into(), None, "counts", "late", false, Duration::from_secs(3600), view)
 }
 
-fn t(h: u32, m: u32) -> DateTime<Utc> {
+pub(super) fn t(h: u32, m: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 5, 1, h, m, 0).unwrap()
 }
 
-fn alert(at: DateTime<Utc>, speed: f64) -> EnrichedEvent<'static> {
+pub(super) fn alert(at: DateTime<Utc>, speed: f64) -> EnrichedEvent<'static> {
     EnrichedEvent {
         event_id: uuid::Uuid::nil(),
         event_time: at,
@@ -44,25 +44,28 @@ fn alert(at: DateTime<Utc>, speed: f64) -> EnrichedEvent<'static> {
 }
 
 /// Feeds one alert of `partition` at `offset`, read at `now`; returns the outputs.
-fn feed(c: &mut Counter, partition: i32, offset: i64, at: DateTime<Utc>, now: Instant) -> Vec<Output> {
+pub(super) fn feed(c: &mut Counter, partition: i32, offset: i64, at: DateTime<Utc>, now: Instant) -> Vec<Output> {
     let mut out = Vec::new();
     let meta = InputMeta { payload: b"{}", key: None, partition, offset };
     c.process_at(alert(at, 100.0 + offset as f64), meta, now, &mut out);
     out
 }
 
-fn tick(c: &mut Counter, now: Instant) -> Vec<Output> {
+pub(super) fn tick(c: &mut Counter, now: Instant) -> Vec<Output> {
     let mut out = Vec::new();
     c.tick_at(now, &mut out);
     out
 }
 
 /// (topic, key, payload) of each output, as text.
-fn shown(out: &[Output]) -> Vec<(String, String, String)> {
+pub(super) fn shown(out: &[Output]) -> Vec<(String, String, String)> {
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     out.iter().map(|o| (o.topic.to_string(), text(o.key.as_deref().unwrap_or_default()), text(&o.payload))).collect()
 }
 
+/// A final row of one partition's share, revision 1 (never published before it closed), as
+/// published when the watermark reached `watermark`.
+#[allow(clippy::too_many_arguments)]
 fn partial(
     start: &str,
     end: &str,
@@ -70,17 +73,18 @@ fn partial(
     speed: &str,
     partition: i32,
     input_offset: i64,
+    watermark: &str,
 ) -> (String, String, String) {
     (
         "counts".into(),
         format!("{start}/{partition}"),
         format!(
-            r#"{{"window_start":"{start}","window_end":"{end}","num_of_rows":{rows},"num_of_black":{rows},"num_of_white":0,"maximum_speed":{speed},"maximum_gear":3,"maximum_rpm":6100,"partition":{partition},"input_offset":{input_offset}}}"#
+            r#"{{"window_start":"{start}","window_end":"{end}","num_of_rows":{rows},"num_of_black":{rows},"num_of_white":0,"maximum_speed":{speed},"maximum_gear":3,"maximum_rpm":6100,"partition":{partition},"input_offset":{input_offset},"revision":1,"final":true,"watermark":"{watermark}","late_alerts":0}}"#
         ),
     )
 }
 
-async fn owning(partitions: &[i32]) -> Counter {
+pub(super) async fn owning(partitions: &[i32]) -> Counter {
     let mut c = counter();
     for p in partitions {
         assert_eq!(c.resume(*p).await.unwrap(), Resume::At(0));
@@ -96,7 +100,8 @@ async fn an_idle_partition_stops_holding_the_watermark_back_on_a_tick_and_counts
     assert!(feed(&mut c, 1, 0, t(10, 2), t0).is_empty());
     // Partition 1 moves on and closes its own 10:00 window; partition 0 goes quiet.
     let closed = feed(&mut c, 1, 1, t(11, 0), t0 + Duration::from_secs(1));
-    let p1_first = partial("2026-05-01T10:00:00.000Z", "2026-05-01T10:15:00.000Z", 1, "100.0", 1, 2);
+    let p1_first =
+        partial("2026-05-01T10:00:00.000Z", "2026-05-01T10:15:00.000Z", 1, "100.0", 1, 2, "2026-05-01T11:00:00.000Z");
     assert_eq!(shown(&closed), vec![p1_first]);
     assert!(feed(&mut c, 1, 2, t(11, 5), t0 + Duration::from_secs(20)).is_empty());
     assert!(tick(&mut c, t0 + Duration::from_secs(29)).is_empty(), "partition 0 is not idle yet");
@@ -104,7 +109,8 @@ async fn an_idle_partition_stops_holding_the_watermark_back_on_a_tick_and_counts
 
     // 31 s without a record: partition 0 is idle; a tick alone closes its window by partition 1's progress.
     let closed = tick(&mut c, t0 + Duration::from_secs(31));
-    let p0_first = partial("2026-05-01T10:00:00.000Z", "2026-05-01T10:15:00.000Z", 1, "100.0", 0, 1);
+    let p0_first =
+        partial("2026-05-01T10:00:00.000Z", "2026-05-01T10:15:00.000Z", 1, "100.0", 0, 1, "2026-05-01T11:05:00.000Z");
     assert_eq!(shown(&closed), vec![p0_first]);
     assert_eq!(c.watermark(), Some(t(11, 5)));
     assert!(c.parts[&0].dirty, "the closed window changes the partition's checkpoint");
@@ -113,7 +119,8 @@ async fn an_idle_partition_stops_holding_the_watermark_back_on_a_tick_and_counts
     // Partition 0 wakes up: its record counts (its window is open) and it holds the watermark back again.
     assert!(feed(&mut c, 0, 1, t(11, 2), t0 + Duration::from_secs(40)).is_empty());
     let closed = feed(&mut c, 1, 3, t(12, 0), t0 + Duration::from_secs(41));
-    let p1_second = partial("2026-05-01T11:00:00.000Z", "2026-05-01T11:15:00.000Z", 2, "102.0", 1, 4);
+    let p1_second =
+        partial("2026-05-01T11:00:00.000Z", "2026-05-01T11:15:00.000Z", 2, "102.0", 1, 4, "2026-05-01T12:00:00.000Z");
     assert_eq!(shown(&closed), vec![p1_second]);
     assert!(tick(&mut c, t0 + Duration::from_secs(42)).is_empty(), "partition 0 is active again");
     assert_eq!(c.watermark(), Some(t(11, 5)), "partition 0 holds the watermark back again");
@@ -121,7 +128,8 @@ async fn an_idle_partition_stops_holding_the_watermark_back_on_a_tick_and_counts
 
     // Idle again: its window closes on a tick, with everything it counted.
     let closed = tick(&mut c, t0 + Duration::from_millis(70_500));
-    let p0_second = partial("2026-05-01T11:00:00.000Z", "2026-05-01T11:15:00.000Z", 1, "101.0", 0, 2);
+    let p0_second =
+        partial("2026-05-01T11:00:00.000Z", "2026-05-01T11:15:00.000Z", 1, "101.0", 0, 2, "2026-05-01T12:00:00.000Z");
     assert_eq!(shown(&closed), vec![p0_second]);
 
     // A record for a window closed that way is late; with every partition idle nothing moves.
