@@ -9,46 +9,14 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use chrono::{TimeZone, Utc};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use pipeline_core::generate::{EventClock, EventGenerator};
-use pipeline_core::join::{DimTables, JoinIndex};
 use pipeline_core::rules::AlertRules;
-use pipeline_core::schema::{AlertEvent, EnrichedEvent, JsonEvent, SensorEvent};
-use pipeline_core::window::{AlertPoint, WindowConfig, Windows};
+use pipeline_core::schema::{EnrichedEvent, JsonEvent};
+use pipeline_core::window::AlertPoint;
 
-const N: usize = 10_000;
-const LIMIT: usize = 1 << 20;
+mod common;
 
-fn inputs() -> (JoinIndex, Vec<Vec<u8>>, Vec<Vec<u8>>) {
-    let tables = DimTables::seed(20, 1);
-    let join = JoinIndex::new(&tables);
-    let clock = EventClock::Synthetic {
-        start: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
-        step: chrono::Duration::milliseconds(100),
-    };
-    let mut g = EventGenerator::new(tables.cars.iter().map(|c| c.car_id).collect(), Some(1), clock);
-    let sensors: Vec<SensorEvent> = (0..N).map(|_| g.next_event()).collect();
-    let enriched = sensors.iter().map(|e| join.enrich(e.clone()).0.encode()).collect();
-    (join, sensors.iter().map(JsonEvent::encode).collect(), enriched)
-}
-
-/// The enricher's work on one record: decode, join, encode into `buf`.
-fn enrich_into<'j>(join: &'j JoinIndex, raw: &[u8], buf: &mut Vec<u8>) -> EnrichedEvent<'j> {
-    let (e, _) = join.enrich(SensorEvent::decode(raw, LIMIT).unwrap());
-    buf.clear();
-    e.encode_into(buf);
-    e
-}
-
-/// The detector's work on one decoded event: check, and encode an alert into `buf` if any.
-fn detect_into(rules: &AlertRules, e: &EnrichedEvent<'_>, buf: &mut Vec<u8>) {
-    let reasons = rules.check_event(e);
-    if !reasons.is_empty() {
-        buf.clear();
-        AlertEvent { event: e, alert_reasons: reasons }.encode_into(buf);
-    }
-}
+use common::{LIMIT, N, detect_into, enrich_into, inputs};
 
 fn hot_path(c: &mut Criterion) {
     let (join, sensors, enriched) = inputs();
@@ -76,13 +44,7 @@ fn hot_path(c: &mut Criterion) {
     });
 
     group.bench_function("counter: decode alert, window update", |b| {
-        let config = WindowConfig {
-            size: chrono::Duration::minutes(15),
-            watermark_delay: chrono::Duration::hours(48),
-            idle_timeout: std::time::Duration::from_secs(30),
-            colors: vec!["Black".into(), "White".into(), "Silver".into()],
-        };
-        let mut windows = Windows::new(config);
+        let mut windows = common::windows();
         let now = Instant::now();
         b.iter(|| {
             for (i, raw) in enriched.iter().enumerate() {

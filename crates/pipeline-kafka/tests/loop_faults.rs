@@ -166,6 +166,21 @@ fn id(m: &OwnedMessage) -> String {
     SensorEvent::decode(m.payload().unwrap(), usize::MAX).map(|e| e.event_id.to_string()).unwrap_or_default()
 }
 
+/// Waits until the output holds exactly the events `ids` and the group has committed every input.
+async fn every_output_delivered_and_committed(
+    mock: &MockCluster<'static, DefaultProducerContext>,
+    ids: &HashSet<String>,
+) {
+    wait_for("every output", Duration::from_secs(60), || {
+        read(mock, OUTPUT).iter().map(id).collect::<HashSet<_>>() == *ids
+    })
+    .await;
+    wait_for("offsets committed to the end", Duration::from_secs(10), || {
+        committed(mock).values().sum::<i64>() == ids.len() as i64
+    })
+    .await;
+}
+
 struct Running {
     task: tokio::task::JoinHandle<Result<RunStats, runtime::RuntimeError>>,
     cancel: CancellationToken,
@@ -217,14 +232,7 @@ async fn an_output_broker_down_longer_than_the_delivery_timeout_loses_nothing_an
     assert!(run.ticks.load(Ordering::Relaxed) >= ticks + 10, "ticks stalled during the outage");
     assert_eq!(committed(&mock).values().sum::<i64>(), 0, "nothing is committed before it is delivered");
     mock.broker_up(2).unwrap();
-    wait_for("every output", Duration::from_secs(60), || {
-        read(&mock, OUTPUT).iter().map(id).collect::<HashSet<_>>() == ids
-    })
-    .await;
-    wait_for("offsets committed to the end", Duration::from_secs(10), || {
-        committed(&mock).values().sum::<i64>() == n as i64
-    })
-    .await;
+    every_output_delivered_and_committed(&mock, &ids).await;
     run.cancel.cancel();
     let stats = run.task.await.unwrap().unwrap();
     assert_eq!(stats.consumed, n as u64);
@@ -250,14 +258,7 @@ async fn outputs_awaiting_acknowledgement_are_bounded_by_bytes_too() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(run.processed.load(Ordering::Relaxed), 10, "reading stops once 10 outputs' bytes are in flight");
     mock.broker_up(2).unwrap();
-    wait_for("every output", Duration::from_secs(60), || {
-        read(&mock, OUTPUT).iter().map(id).collect::<HashSet<_>>() == ids
-    })
-    .await;
-    wait_for("offsets committed to the end", Duration::from_secs(10), || {
-        committed(&mock).values().sum::<i64>() == n as i64
-    })
-    .await;
+    every_output_delivered_and_committed(&mock, &ids).await;
     run.cancel.cancel();
     assert_eq!(run.task.await.unwrap().unwrap().consumed, n as u64);
 }
