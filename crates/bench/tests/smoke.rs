@@ -26,7 +26,14 @@ fn tiny_end_to_end_bench_completes_with_exact_counts() {
     let phases: Vec<(&str, f64, u64)> = report.phases.iter().map(|p| (p.system.as_str(), p.rate, p.events)).collect();
     assert_eq!(
         phases,
-        vec![("pipeline", 0.0, 2000), ("relay", 0.0, 2000), ("pipeline", 5000.0, 500), ("relay", 5000.0, 500)]
+        vec![
+            ("pipeline", 0.0, 2000),
+            ("relay", 0.0, 2000),
+            ("bare", 0.0, 2000),
+            ("pipeline", 5000.0, 500),
+            ("relay", 5000.0, 500),
+            ("bare", 5000.0, 500)
+        ]
     );
     for p in &report.phases {
         assert!(p.exact, "{p:?}");
@@ -38,10 +45,22 @@ fn tiny_end_to_end_bench_completes_with_exact_counts() {
         assert!(p.latency.p50_ms <= p.latency.p99_ms && p.latency.p99_ms <= p.latency.max_ms, "{p:?}");
         for q in &p.processes {
             assert!(q.peak_rss_mib > 0.0 && q.cpu_s >= 0.0, "{q:?}");
+            let per_event = q.cpu_s * 1e6 / p.events as f64;
+            assert!((q.cpu_us_per_event - per_event).abs() < 1e-6, "{q:?}");
         }
+        let total: f64 = p.processes.iter().map(|q| q.cpu_us_per_event).sum();
+        assert!((p.cpu_us_per_event - total).abs() < 1e-6, "{p:?}");
+        assert!(p.cpu_us_per_event_without_source < p.cpu_us_per_event, "{p:?}");
+        assert!(p.input_per_s > 0.0 && p.output_per_s > 0.0, "{p:?}");
+        assert_eq!(p.keeps_up.is_some(), p.rate > 0.0, "{p:?}");
     }
-    // The pipeline and the relay count the same alerts of the same events.
+    // The three systems count the same alerts of the same events.
     assert_eq!(report.phases[0].expected_final, report.phases[1].expected_final);
+    assert_eq!(report.phases[0].expected_final, report.phases[2].expected_final);
+    let names: Vec<&str> = report.phases[2].processes.iter().map(|q| q.name.as_str()).collect();
+    assert_eq!(names, ["bare-source", "bare-hop1", "bare-hop2", "bare-sink"]);
+    assert_eq!(report.rates.len(), 2);
+    assert!(report.rates.iter().all(|r| r.vs_relay.is_some() && r.vs_bare.is_some()), "{:?}", report.rates);
     let names: Vec<&str> = report.phases[0].processes.iter().map(|q| q.name.as_str()).collect();
     assert_eq!(names, ["generator", "enricher", "detector", "counter"]);
     for q in &report.phases[0].processes[1..] {
@@ -52,6 +71,10 @@ fn tiny_end_to_end_bench_completes_with_exact_counts() {
     // The printed table carries the same figures and one summary line.
     assert_eq!(stdout.lines().filter(|l| l.starts_with("summary: throughput ")).count(), 1, "{stdout}");
     assert!(stdout.contains("counts exact"), "{stdout}");
+    for offered in ["full speed: ", "5000/s: "] {
+        let line = stdout.lines().find(|l| l.trim_start().starts_with(offered)).unwrap_or_else(|| panic!("{stdout}"));
+        assert!(line.contains("CPU µs/event pipeline") && line.contains("pipeline ÷ bare"), "{line}");
+    }
     for p in &report.phases {
         let offered = if p.rate == 0.0 { "full speed".to_owned() } else { format!("{:.0}/s", p.rate) };
         let row = stdout

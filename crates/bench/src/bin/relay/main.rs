@@ -11,12 +11,17 @@
 //!   librdkafka commits stored offsets every second (the services' settings). With
 //!   `--only-alerts` it drops the records that end with that space, so each topic of the relay
 //!   holds as many records as the pipeline's (N, N, alerts).
+//! - `relay bare-hop`: the same hop at the physical floor of this client (see [`bare`]): a
+//!   `BaseConsumer` and a `BaseProducer`, no futures; per batch poll, produce, flush, then store
+//!   the batch's offsets.
 //! - `relay sink`: the counter's counterpart: counts records (no parsing, commits nothing) and
 //!   prints `reached <count> <unix ms>` on stdout when the count reaches `--expect`, then
 //!   `final <count>` when stopped.
 //!
 //! Hops and the sink print `assigned <partitions>` once their group join has given them
 //! partitions. SIGINT/SIGTERM stop every role.
+
+mod bare;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -61,6 +66,9 @@ enum Role {
     Source(SourceArgs),
     /// Consume one topic and produce the same bytes to another.
     Hop(HopArgs),
+    /// The same hop with a plain BaseConsumer and BaseProducer: poll a batch, produce it, flush,
+    /// then store its offsets.
+    BareHop(bare::BareHopArgs),
     /// Count the records of a topic.
     Sink(SinkArgs),
 }
@@ -144,13 +152,20 @@ fn unix_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-fn consumer(kafka: &KafkaArgs, group: &str, commit: bool, topic: &str) -> anyhow::Result<StreamConsumer<Announce>> {
+/// The services' consumer settings: `CONSUMER_DEFAULTS` (offsets stored by the program) and,
+/// with `commit`, librdkafka committing the stored offsets every second.
+fn consumer_config(kafka: &KafkaArgs, group: &str, commit: bool) -> rdkafka::ClientConfig {
     let mut config = kafka.client_config(pipeline_kafka::runtime::CONSUMER_DEFAULTS);
     config
         .set("group.id", group)
         .set("client.id", "relay")
         .set("enable.auto.commit", if commit { "true" } else { "false" })
         .set("auto.commit.interval.ms", "1000");
+    config
+}
+
+fn consumer(kafka: &KafkaArgs, group: &str, commit: bool, topic: &str) -> anyhow::Result<StreamConsumer<Announce>> {
+    let config = consumer_config(kafka, group, commit);
     let consumer: StreamConsumer<Announce> = config.create_with_context(Announce).context("consumer")?;
     consumer.subscribe(&[topic]).context("subscribe")?;
     Ok(consumer)
@@ -337,6 +352,10 @@ async fn main() -> std::process::ExitCode {
         match cli.role {
             Role::Source(args) => source(args, cancel).await,
             Role::Hop(args) => hop(args, cancel).await,
+            Role::BareHop(args) => {
+                client::check_cluster(&args.hop.kafka, Some(&args.hop.input)).await?;
+                tokio::task::spawn_blocking(move || bare::hop(&args, &cancel)).await.context("bare hop panicked")?
+            }
             Role::Sink(args) => sink(args, cancel).await,
         }
     })
