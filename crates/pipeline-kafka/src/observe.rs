@@ -119,7 +119,7 @@ pub fn record_client_statistics(service: &str, client: &'static str, statistics:
     metrics::counter!("pipeline_kafka_broker_wakeups_total", &labels).absolute(wakeups);
     for (request, sent) in requests.into_iter().filter(|(_, sent)| *sent > 0) {
         let labels = [("service", service.to_owned()), ("client", client.to_owned()), ("request", request.to_owned())];
-        metrics::counter!("pipeline_kafka_requests_total", &labels).absolute(sent.max(0) as u64);
+        metrics::counter!("pipeline_kafka_requests_total", &labels).absolute(sent as u64);
     }
 }
 

@@ -3,7 +3,10 @@
 //! Three roles, each run as its own process like the services:
 //! - `relay source`: the generator's counterpart. It produces exactly the generator's records
 //!   (same cars from S3, same seed, same synthetic clock, same JSON bytes and keys) with the same
-//!   pacing loop and producer settings. The records whose event will *not* become an alert end
+//!   pacing loop and producer settings. Its delivery accounting is the runtime-equivalent
+//!   design (a delivery future per record, at most [`SOURCE_MAX_IN_FLIGHT`] awaiting a report),
+//!   not the generator's (reports counted on the producer's thread, 100 000 records and 16 MiB),
+//!   so compare the systems' CPU without the source. The records whose event will *not* become an alert end
 //!   with one extra space (still the same JSON; decided before the clock starts), so a hop can
 //!   drop them by looking at one byte: no parsing, no headers.
 //! - `relay hop`: consume → produce the same key, value and headers, no parsing; an input's offset
@@ -47,7 +50,8 @@ use tokio_util::sync::CancellationToken;
 /// The byte appended to the records whose event does not become an alert in the pipeline.
 const NOT_AN_ALERT: u8 = b' ';
 
-/// The generator's bound on records awaiting a delivery report.
+/// The source's bound on records awaiting a delivery report (the generator's before it counted
+/// reports on the producer's thread; kept so the relay figures stay comparable across runs).
 const SOURCE_MAX_IN_FLIGHT: usize = 200_000;
 
 /// The services' default `--max-in-flight`.
