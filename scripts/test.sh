@@ -43,9 +43,15 @@ fi
 say "building and running the tests (cargo target dir: $CARGO_TARGET_DIR) ..."
 # The end-to-end tests run the service binaries as processes.
 cargo build --workspace --bins
-if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --all-targets --no-fail-fast --failure-output final "$@"
-else
-  cargo test --workspace --all-targets --no-fail-fast "$@"
+# nextest, not `cargo test`: its profile (.config/nextest.toml) gives every test a time limit, so
+# a hang fails in minutes with its name. Installed (cached) when the machine lacks it.
+NEXTEST_ROOT=$CACHE_DIR/nextest
+export PATH=$NEXTEST_ROOT/bin:$PATH
+if ! cargo nextest --version >/dev/null 2>&1; then
+  log=$CACHE_DIR/nextest-install.log
+  say "installing cargo-nextest into $NEXTEST_ROOT (about 5 min on 2 cores, once; log: $log) ..."
+  cargo install --locked --root "$NEXTEST_ROOT" cargo-nextest >"$log" 2>&1 \
+    || { tail -n 5 "$log" >&2; die "cargo could not install cargo-nextest (last lines above, log: $log)"; }
 fi
+cargo nextest run --workspace --all-targets --no-fail-fast --failure-output final "$@"
 say "test suite finished in $(($(now) - t0)) s"

@@ -188,13 +188,13 @@ async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
     result.map(drop).map_err(Into::into)
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     // The checkpoints need the bucket and endpoint, not the dimension tables' prefix.
     let command = Cli::command().mut_arg("dims_prefix", |a| a.hide(true));
     let cli = match Cli::from_arg_matches(&command.get_matches()) {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
-    pipeline_kafka::shutdown::serve("counter", cli.service.log_format, |cancel| run(cli, cancel)).await
+    let (log_format, drain_timeout) = (cli.service.log_format, cli.service.drain_timeout);
+    pipeline_kafka::shutdown::service_main("counter", log_format, drain_timeout, |cancel| run(cli, cancel))
 }

@@ -56,6 +56,25 @@ impl Service {
         child.wait_with_output().expect("wait")
     }
 
+    /// SIGTERM, then waits at most `limit` for it to exit: how long it took (None: still
+    /// running at `limit`, then SIGKILLed) and its exit status.
+    pub fn stop_timed(mut self, limit: Duration) -> (Option<Duration>, std::process::ExitStatus) {
+        let mut child = self.child.take().expect("running");
+        let asked = std::time::Instant::now();
+        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+        assert!(status.success());
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return (Some(asked.elapsed()), status);
+            }
+            if asked.elapsed() >= limit {
+                let _ = child.kill();
+                return (None, child.wait().expect("reap"));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Waits for it to exit by itself; returns its output.
     pub fn wait(mut self) -> Output {
         self.child.take().expect("running").wait_with_output().expect("wait")
@@ -156,8 +175,9 @@ impl Pipeline {
         std::env::temp_dir().join(format!("{}-{name}.log", self.id))
     }
 
-    fn spawn(&self, name: &'static str, args: &[&str]) -> Service {
-        let log = self.log_path(name);
+    /// Starts the binary `name` with `args`, its stderr appended to [`Pipeline::log_path`]`(log)`.
+    fn spawn_logged(&self, name: &'static str, log: &str, args: &[&str]) -> Service {
+        let log = self.log_path(log);
         let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
         let child = Command::new(bin(name))
             .args(args)
@@ -175,43 +195,41 @@ impl Pipeline {
 
     /// Starts an enricher on the private topics.
     pub fn enricher(&self, extra: &[&str]) -> Service {
-        let group = format!("{}-enricher", self.id);
-        let mut args = self.common(&group);
-        args.extend(["--s3-bucket", &self.s3.s3_bucket, "--dims-prefix", &self.s3.dims_prefix]);
-        args.extend(["--input-topic", &self.sensors, "--output-topic", &self.enriched]);
-        args.extend(extra);
-        self.spawn("enricher", &args)
+        self.service("enricher", "enricher", extra)
     }
 
     /// Starts a detector on the private topics.
     pub fn detector(&self, extra: &[&str]) -> Service {
-        let group = format!("{}-detector", self.id);
-        let mut args = self.common(&group);
-        args.extend(["--input-topic", &self.enriched, "--output-topic", &self.alerts]);
-        args.extend(extra);
-        self.spawn("detector", &args)
+        self.service("detector", "detector", extra)
     }
 
     /// Starts a counter on the private topics (1 s trigger, no table), its checkpoints in the
     /// private prefix.
     pub fn counter(&self, extra: &[&str]) -> Service {
-        let group = format!("{}-counter", self.id);
+        self.service("counter", "counter", extra)
+    }
+
+    /// Starts `name` (enricher, detector or counter) on the private topics in its usual group,
+    /// its log in [`Pipeline::log_path`]`(log)`: a second instance of a service logs apart.
+    pub fn service(&self, name: &'static str, log: &str, extra: &[&str]) -> Service {
+        let group = format!("{}-{name}", self.id);
         let checkpoints = self.checkpoint_prefix();
         let mut args = self.common(&group);
-        args.extend(["--s3-bucket", &self.s3.s3_bucket, "--checkpoint-prefix", &checkpoints]);
-        args.extend([
-            "--input-topic",
-            &self.alerts,
-            "--counts-topic",
-            &self.counts,
-            "--late-topic",
-            &self.late,
-            "--trigger",
-            "1s",
-            "--quiet",
-        ]);
+        match name {
+            "enricher" => {
+                args.extend(["--s3-bucket", &self.s3.s3_bucket, "--dims-prefix", &self.s3.dims_prefix]);
+                args.extend(["--input-topic", &self.sensors, "--output-topic", &self.enriched]);
+            }
+            "detector" => args.extend(["--input-topic", &self.enriched, "--output-topic", &self.alerts]),
+            "counter" => {
+                args.extend(["--s3-bucket", &self.s3.s3_bucket, "--checkpoint-prefix", &checkpoints]);
+                args.extend(["--input-topic", &self.alerts, "--counts-topic", &self.counts]);
+                args.extend(["--late-topic", &self.late, "--trigger", "1s", "--quiet"]);
+            }
+            other => panic!("no service `{other}`"),
+        }
         args.extend(extra);
-        self.spawn("counter", &args)
+        self.spawn_logged(name, log, &args)
     }
 
     /// Where this pipeline's counters keep their checkpoints (in [`Pipeline::s3`]'s bucket).

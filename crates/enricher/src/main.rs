@@ -148,10 +148,10 @@ async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    pipeline_kafka::shutdown::serve("enricher", cli.service.log_format, |cancel| run(cli, cancel)).await
+    let (log_format, drain_timeout) = (cli.service.log_format, cli.service.drain_timeout);
+    pipeline_kafka::shutdown::service_main("enricher", log_format, drain_timeout, |cancel| run(cli, cancel))
 }
 
 #[cfg(test)]

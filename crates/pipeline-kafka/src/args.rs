@@ -63,6 +63,17 @@ impl KafkaArgs {
         }
         config
     }
+
+    /// Whether consumers rebalance cooperatively: librdkafka does so when every assignor in
+    /// `partition.assignment.strategy` is cooperative (only `cooperative-sticky` is), and
+    /// eagerly otherwise (its default, `range,roundrobin`).
+    pub fn cooperative(&self) -> bool {
+        self.properties
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "partition.assignment.strategy")
+            .is_some_and(|(_, v)| v.split(',').all(|s| s.trim() == "cooperative-sticky"))
+    }
 }
 
 /// Settings every consuming service shares (the runtime loop's knobs).
@@ -202,6 +213,18 @@ mod tests {
         assert_eq!(c.get("acks"), Some("all"));
         assert_eq!(c.get("debug"), Some("broker,topic"));
         assert_eq!(c.get("bootstrap.servers"), Some("b:1"));
+    }
+
+    #[test]
+    fn cooperative_only_when_every_assignor_is() {
+        let strategy = |v: &str| {
+            Cli::try_parse_from(["x", "-X", &format!("partition.assignment.strategy={v}")]).unwrap().kafka.cooperative()
+        };
+        assert!(!Cli::try_parse_from(["x"]).unwrap().kafka.cooperative(), "librdkafka's default is eager");
+        assert!(strategy("cooperative-sticky"));
+        assert!(strategy(" cooperative-sticky "));
+        assert!(!strategy("range,cooperative-sticky"), "mixed assignors rebalance eagerly");
+        assert!(!strategy("roundrobin"));
     }
 
     #[test]

@@ -447,3 +447,51 @@ async fn an_output_topic_that_refuses_everything_stops_the_service_with_one_line
     assert!(run.readiness.report().contains("outputs failed: topic `out` refused"), "{}", run.readiness.report());
     assert_eq!(committed(&mock).values().sum::<i64>(), 300, "nothing past the acknowledged inputs");
 }
+
+/// Regression (a hang seen on cold, loaded machines): the consumer's close serves the
+/// revocation librdkafka queues for it, and the rebalance callback used to ask librdkafka for
+/// the assignment right after unassigning — a request the closing group can destroy unanswered,
+/// so the close, the blocking task it ran in and the runtime's drop waited forever. Each round
+/// stops a loop (alternately with the cluster up and with every broker down, with deliveries
+/// still in flight) and then drops the runtime, as a binary's `main` does; every round must end.
+#[test]
+fn stopping_with_a_revocation_pending_in_the_close_never_hangs_the_runtime() {
+    const ROUNDS: u64 = 6;
+    let mock = cluster();
+    for round in 0..ROUNDS {
+        let gone = round % 2 == 1;
+        fill(&mock, 40 + round, 300, &[]);
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let asked = runtime.block_on(async {
+            let run = start(config(kafka(&mock, &[("message.timeout.ms", "1000")]), Duration::from_secs(2)), -1.0);
+            wait_for("the first inputs", Duration::from_secs(60), || run.processed.load(Ordering::Relaxed) > 0).await;
+            if gone {
+                mock.broker_down(2).unwrap();
+                fill(&mock, 80 + round, 100, &[]);
+                mock.broker_down(1).unwrap();
+            }
+            let asked = Instant::now();
+            run.cancel.cancel();
+            let stopped = tokio::time::timeout(Duration::from_secs(30), run.task).await;
+            assert!(stopped.is_ok(), "round {round} (cluster gone: {gone}): the loop did not stop");
+            asked
+        });
+        // What hung: the runtime's drop, waiting for the close.
+        let (done, wait) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(runtime);
+            let _ = done.send(());
+        });
+        assert!(
+            wait.recv_timeout(Duration::from_secs(20)).is_ok(),
+            "round {round} (cluster gone: {gone}): the runtime did not shut down: the consumer's close hung"
+        );
+        let took = asked.elapsed();
+        // drain 2 s + the final steps' floor + the close's 1 s budget, and room for a loaded machine.
+        assert!(took < Duration::from_secs(8), "round {round} (cluster gone: {gone}): the stop took {took:?}");
+        if gone {
+            mock.broker_up(1).unwrap();
+            mock.broker_up(2).unwrap();
+        }
+    }
+}

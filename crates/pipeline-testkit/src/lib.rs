@@ -1,8 +1,12 @@
-//! Helpers for integration tests against the real local stack (feature `testkit`).
+//! Helpers for integration tests against the real local stack (a dev-dependency only).
 //!
 //! The stack's address comes from the same environment variables the services read
 //! (`scripts/test.sh` exports `config/local.env`). Every test makes its own topics and buckets
 //! with [`unique`] names, so tests run in parallel without seeing each other's records.
+
+mod stall_proxy;
+
+pub use stall_proxy::StallProxy;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

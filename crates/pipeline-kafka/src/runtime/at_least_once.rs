@@ -19,6 +19,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::ThreadedProducer;
 use tokio_util::sync::CancellationToken;
 
+use super::close;
 use super::core::Core;
 use super::deliveries::{Deliveries, DeliveryContext, DeliveryState, Undelivered};
 use super::error::RuntimeError;
@@ -50,6 +51,9 @@ pub(super) struct AtLeastOnceLoop<'a, P: Processor> {
     pub(super) max_message_bytes: usize,
     /// Token keys of the outputs being sent, reused from input to input.
     pub(super) output_keys: Vec<usize>,
+    /// Shared with the consumer context; cancelled when the loop starts stopping, so a
+    /// revocation from then on (the close's own) waits for nothing.
+    pub(super) stopping: CancellationToken,
 }
 
 impl<P: Processor> AtLeastOnceLoop<'_, P> {
@@ -115,7 +119,12 @@ impl<P: Processor> AtLeastOnceLoop<'_, P> {
             }
             if self.checkpoint_due && self.deliveries.lock().tokens.len() == 0 {
                 self.checkpoint_due = false;
-                self.checkpoint(consumer, CommitMode::Async).await;
+                tokio::select! {
+                    // A checkpoint waits for S3; a stop request does not (shutdown writes one more
+                    // under the drain deadline).
+                    _ = cancel.cancelled() => break Ok(()),
+                    () = self.checkpoint(consumer, CommitMode::Async) => {}
+                }
             }
         };
         let stopped = self.shutdown(consumer).await;
@@ -215,13 +224,14 @@ impl<P: Processor> AtLeastOnceLoop<'_, P> {
     /// One drain, bounded by `drain_timeout` whatever the broker does: the processor's last
     /// outputs, then deliveries for three quarters of it (resending while time remains), the
     /// offsets of what is acknowledged, the commit and the processor's checkpoint (if nothing is
-    /// left in flight) in the rest (at least a second each). Undelivered records are dropped with
-    /// the producer: their inputs are read again on the next start.
+    /// left in flight) in the rest (at least [`LAST_STEP`] each). Undelivered records are
+    /// dropped with the producer: their inputs are read again on the next start.
     async fn shutdown(&mut self, consumer: &Arc<LoopConsumer>) -> Result<(), RuntimeError> {
+        self.stopping.cancel();
         let config = self.core.config;
         let started = Instant::now();
         let (deliveries_until, until) = (started + config.drain_timeout * 3 / 4, started + config.drain_timeout);
-        let remaining = || until.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
+        let remaining = || until.saturating_duration_since(Instant::now()).max(LAST_STEP);
         self.core.processor.on_shutdown(&mut self.core.outputs);
         let mut outcome = self.send_outputs(None, false);
         loop {
@@ -250,14 +260,15 @@ impl<P: Processor> AtLeastOnceLoop<'_, P> {
             }
         }
         if config.commit {
-            // A synchronous commit waits for the group coordinator: off the runtime, and bounded.
+            // A synchronous commit waits for the group coordinator: off the runtime, bounded.
             let committer = consumer.clone();
-            let commit = tokio::task::spawn_blocking(move || committer.commit_consumer_state(CommitMode::Sync));
-            match tokio::time::timeout(remaining(), commit).await {
-                Ok(Ok(Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)))) => {}
-                Ok(Ok(Err(e))) => tracing::warn!(service = %config.service, error = %e, "final commit failed"),
-                Ok(Err(e)) => tracing::warn!(service = %config.service, error = %e, "final commit task failed"),
-                Err(_) => tracing::warn!(
+            let commit = close::off_runtime("final-commit", remaining(), move || {
+                committer.commit_consumer_state(CommitMode::Sync)
+            });
+            match commit.await {
+                Some(Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))) => {}
+                Some(Err(e)) => tracing::warn!(service = %config.service, error = %e, "final commit failed"),
+                None => tracing::warn!(
                     service = %config.service,
                     "final commit unanswered within the drain deadline; the next start reads from the last commit"
                 ),
@@ -268,21 +279,15 @@ impl<P: Processor> AtLeastOnceLoop<'_, P> {
         {
             tracing::warn!(service = %config.service, "checkpoint unfinished within the drain deadline");
         }
-        consumer.unsubscribe();
+        // No unsubscribe here: it waits for librdkafka's answer; the close leaves the group.
         tracing::info!(service = %config.service, stats = ?self.stats(), "stopped");
         outcome
     }
 }
 
-/// Closes the consumer (leaving the group; librdkafka waits for the coordinator) off the
-/// runtime, waiting at most `budget`: with the cluster gone, the group notices by its session
-/// timeout instead, and the process is not held up.
-pub(super) async fn close(consumer: Arc<LoopConsumer>, service: &str, budget: Duration) {
-    let closing = tokio::task::spawn_blocking(move || drop(consumer));
-    if tokio::time::timeout(budget, closing).await.is_err() {
-        tracing::warn!(%service, ?budget, "the consumer did not close in time (is the broker gone?); not waiting");
-    }
-}
+/// The least time the final commit and the final checkpoint each get when the drain has used
+/// the whole deadline: a stop takes at most `drain_timeout` plus twice this, plus the close.
+const LAST_STEP: Duration = Duration::from_millis(250);
 
 /// A line [`FailureReport::observe`] asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -218,9 +218,15 @@ impl Deliveries {
     /// Blocks (on the consumer's thread, inside a revocation) until every in-flight input of
     /// `partitions` is acknowledged or `deadline` passes, and returns the offsets to store for
     /// them. Records waiting for a resend are not waited for: nobody sends them meanwhile, and
-    /// the partitions' next owner reads their inputs again. Returns also how many inputs are
-    /// abandoned that way.
-    pub(super) fn drain(&self, partitions: &[i32], deadline: Instant) -> (Vec<(i32, i64)>, usize) {
+    /// the partitions' next owner reads their inputs again. Nor is anything waited for once
+    /// `stopping` is cancelled: the stop has its own drain, under its own deadline. Returns also
+    /// how many inputs are abandoned that way.
+    pub(super) fn drain(
+        &self,
+        partitions: &[i32],
+        deadline: Instant,
+        stopping: &tokio_util::sync::CancellationToken,
+    ) -> (Vec<(i32, i64)>, usize) {
         let mut stores = Vec::new();
         let mut state = self.lock();
         loop {
@@ -237,7 +243,7 @@ impl Deliveries {
                 .filter(|r| state.tokens.partition_of(r.key).is_some_and(|p| partitions.contains(&p)))
                 .count();
             let now = Instant::now();
-            if in_flight == 0 || waiting_resend > 0 || now >= deadline {
+            if in_flight == 0 || waiting_resend > 0 || now >= deadline || stopping.is_cancelled() {
                 return (stores, in_flight);
             }
             state = self.wait(state, (deadline - now).min(Duration::from_millis(50)));

@@ -99,14 +99,16 @@ impl Transactions {
         producer_config.set("transaction.timeout.ms", "60000").set("client.id", &config.service);
         let producer: FutureProducer = producer_config.create().map_err(KafkaSetupError::Config)?;
         let p = producer.clone();
-        tokio::task::spawn_blocking(move || p.init_transactions(CALL_TIMEOUT))
-            .await
-            .expect("init_transactions does not panic")
-            .map_err(|source| RuntimeError::Transactions {
+        // Off the runtime on a thread of its own: a stop request does not wait for it.
+        let init =
+            super::close::off_runtime("init-transactions", CALL_TIMEOUT * 2, move || p.init_transactions(CALL_TIMEOUT));
+        init.await.unwrap_or(Err(KafkaError::Global(RDKafkaErrorCode::OperationTimedOut))).map_err(|source| {
+            RuntimeError::Transactions {
                 bootstrap: config.kafka.bootstrap_servers.clone(),
                 id: config.transactional_id.clone(),
                 source: Box::new(source),
-            })?;
+            }
+        })?;
         tracing::info!(service = %config.service, transactional_id = %config.transactional_id, "transactions initialized");
         Ok(Arc::new(Self {
             producer,
@@ -153,27 +155,34 @@ impl Transactions {
 
     /// Produces the open transaction's outputs, then commits it with its input offsets; on an
     /// abortable failure aborts it and returns where to rewind. Blocks (transactional calls wait
-    /// for the broker).
+    /// for the broker), for about `budget` at most: every call gets what is left of it. `group`
+    /// is asked only when a transaction is open.
     ///
     /// The outputs reach the broker only now, at the end of the transaction, not as they are
     /// made: a process killed before its commit leaves nothing behind it on the broker. On
     /// Apache Kafka that changes nothing (read-committed readers never see an aborted record);
     /// on the local Tansu, whose fetch responses list no aborted transactions, it keeps aborted
     /// records from reaching readers except when a crash falls inside the commit itself.
-    pub(super) fn commit(&self, group: Option<ConsumerGroupMetadata>) -> Result<Outcome, RuntimeError> {
+    pub(super) fn commit(
+        &self,
+        group: &dyn Fn() -> Option<ConsumerGroupMetadata>,
+        budget: Duration,
+    ) -> Result<Outcome, RuntimeError> {
         let mut st = lock(&self.state);
         if !st.open {
             return Ok(Outcome::Committed(0, 0));
         }
+        let deadline = Instant::now() + budget;
         let produced = st.outputs.len() as u64;
-        let result = self.produce(&mut st.outputs).and_then(|()| self.try_commit(&st, group.as_ref()));
+        let result =
+            self.produce(&mut st.outputs, deadline).and_then(|()| self.try_commit(&st, group().as_ref(), deadline));
         let done = std::mem::take(&mut *st);
         match result {
             Ok(()) => Ok(Outcome::Committed(done.inputs, produced)),
             Err(e) if is_fatal(&e) => Err(self.fatal(e)),
             Err(e) => {
                 tracing::warn!(service = %self.service, error = %e, inputs = done.inputs, "transaction failed; aborting and rewinding");
-                if let Err(abort) = self.producer.abort_transaction(CALL_TIMEOUT) {
+                if let Err(abort) = self.producer.abort_transaction(left(deadline)) {
                     if is_fatal(&abort) {
                         return Err(self.fatal(abort));
                     }
@@ -190,15 +199,18 @@ impl Transactions {
         }
     }
 
-    /// Enqueues `outputs` (waiting while librdkafka's queue is full); their deliveries are
-    /// settled by `commit_transaction`, which fails if any failed.
-    pub(super) fn produce(&self, outputs: &mut Vec<Output>) -> Result<(), KafkaError> {
+    /// Enqueues `outputs` (waiting while librdkafka's queue is full, until `deadline`); their
+    /// deliveries are settled by `commit_transaction`, which fails if any failed.
+    pub(super) fn produce(&self, outputs: &mut Vec<Output>, deadline: Instant) -> Result<(), KafkaError> {
         for output in outputs.drain(..) {
             let mut record = client::record(&output.topic, output.key.as_deref(), &output.payload, output.headers);
             loop {
                 match self.producer.send_result(record) {
                     Ok(_delivery) => break,
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        if Instant::now() >= deadline {
+                            return Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull));
+                        }
                         self.producer.poll(Duration::from_millis(5));
                         record = back;
                     }
@@ -209,7 +221,12 @@ impl Transactions {
         Ok(())
     }
 
-    pub(super) fn try_commit(&self, st: &Open, group: Option<&ConsumerGroupMetadata>) -> Result<(), KafkaError> {
+    pub(super) fn try_commit(
+        &self,
+        st: &Open,
+        group: Option<&ConsumerGroupMetadata>,
+        deadline: Instant,
+    ) -> Result<(), KafkaError> {
         if let Some(group) = group
             && !st.next.is_empty()
         {
@@ -217,12 +234,12 @@ impl Transactions {
             for (partition, next) in &st.next {
                 offsets.add_partition_offset(&self.topic, *partition, Offset::Offset(*next))?;
             }
-            self.producer.send_offsets_to_transaction(&offsets, group, CALL_TIMEOUT)?;
+            self.producer.send_offsets_to_transaction(&offsets, group, left(deadline))?;
         }
         // A timeout is retriable: the same commit may be retried (librdkafka resumes it).
         let mut attempts = 0;
         loop {
-            match self.producer.commit_transaction(CALL_TIMEOUT) {
+            match self.producer.commit_transaction(left(deadline)) {
                 Err(KafkaError::Transaction(e)) if e.is_retriable() && attempts < 2 => attempts += 1,
                 other => return other,
             }
@@ -230,9 +247,10 @@ impl Transactions {
     }
 
     /// From the rebalance callback: commits the open transaction before its partitions are
-    /// revoked (aborting it if that fails; the new owner then re-reads its inputs).
-    pub(crate) fn finish_before_revoke(&self, group: Option<ConsumerGroupMetadata>) {
-        match self.commit(group) {
+    /// revoked (aborting it if that fails; the new owner then re-reads its inputs), within
+    /// `budget` (the drain deadline: a revocation must finish within the session).
+    pub(crate) fn finish_before_revoke(&self, group: &dyn Fn() -> Option<ConsumerGroupMetadata>, budget: Duration) {
+        match self.commit(group, budget) {
             Ok(Outcome::Committed(inputs, _)) if inputs > 0 => {
                 tracing::info!(service = %self.service, inputs, "committed the open transaction before revocation");
             }
@@ -243,6 +261,12 @@ impl Transactions {
             Err(e) => tracing::error!(service = %self.service, error = %e, "transaction at revocation"),
         }
     }
+}
+
+/// What is left of `deadline` for one transactional call (never zero: librdkafka reads a zero
+/// timeout as "don't wait", which fails a call that could still finish).
+fn left(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100))
 }
 
 /// Whether a transactional error leaves this producer unusable (fenced, or a fatal idempotence
@@ -273,7 +297,11 @@ pub(super) struct TxnLoop<'a, P: Processor> {
     pub(super) txn: Arc<Transactions>,
 }
 
-/// Runs `processor` exactly-once until `cancel` fires, then commits the open transaction.
+/// How long the loop's own commits may take (the final one, at a stop, gets `drain_timeout`).
+const COMMIT_BUDGET: Duration = Duration::from_secs(90);
+
+/// Runs `processor` exactly-once until `cancel` fires, then commits the open transaction
+/// within `drain_timeout`. `stopping` is cancelled when the loop ends, whatever ended it.
 pub(super) async fn run<P: Processor>(
     config: &RuntimeConfig,
     consumer: &LoopConsumer,
@@ -281,10 +309,11 @@ pub(super) async fn run<P: Processor>(
     txn: Arc<Transactions>,
     processor: P,
     cancel: CancellationToken,
+    stopping: &CancellationToken,
 ) -> Result<RunStats, RuntimeError> {
     let mut state = TxnLoop { core: Core::new(config, processor, rebalance), txn };
     let result = state.run(consumer, cancel).await;
-    consumer.unsubscribe();
+    stopping.cancel();
     tracing::info!(service = %config.service, stats = ?state.core.stats, "stopped");
     result.map(|()| state.core.stats)
 }
@@ -319,7 +348,7 @@ impl<P: Processor> TxnLoop<'_, P> {
         }
         self.core.processor.on_shutdown(&mut self.core.outputs);
         self.send_outputs()?;
-        self.commit(consumer).await
+        self.commit_within(consumer, self.core.config.drain_timeout).await
     }
 
     pub(super) async fn handle(
@@ -350,8 +379,13 @@ impl<P: Processor> TxnLoop<'_, P> {
 
     /// Commits the open transaction; after an abort, rewinds the consumer to its first inputs.
     pub(super) async fn commit(&mut self, consumer: &LoopConsumer) -> Result<(), RuntimeError> {
+        self.commit_within(consumer, COMMIT_BUDGET).await
+    }
+
+    /// [`TxnLoop::commit`] within `budget`.
+    async fn commit_within(&mut self, consumer: &LoopConsumer, budget: Duration) -> Result<(), RuntimeError> {
         let since = self.txn.since();
-        let outcome = blocking(|| self.txn.commit(consumer.group_metadata()))?;
+        let outcome = blocking(|| self.txn.commit(&|| consumer.group_metadata(), budget))?;
         match outcome {
             Outcome::Committed(inputs, outputs) => {
                 self.core.stats.produced += outputs;
@@ -379,7 +413,7 @@ impl<P: Processor> TxnLoop<'_, P> {
 }
 
 impl BeforeRevoke for Transactions {
-    fn before_revoke(&self, group: Option<ConsumerGroupMetadata>) {
-        self.finish_before_revoke(group);
+    fn before_revoke(&self, group: &dyn Fn() -> Option<ConsumerGroupMetadata>, budget: Duration) {
+        self.finish_before_revoke(group, budget);
     }
 }

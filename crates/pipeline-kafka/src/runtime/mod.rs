@@ -25,7 +25,9 @@
 //! thread, and the loop resends due retries between its other work, so the consumer keeps being
 //! polled (no fall-out from the group), other partitions keep committing, and the timers fire
 //! on time. A stop request is obeyed in every state within `drain_timeout`, plus at most a
-//! second each for the final commit and the consumer's close when the broker does not answer.
+//! second for the consumer's close when the broker does not answer: every call that waits for
+//! a broker runs on a thread of its own under a budget ([`close`]), and the rebalance callback
+//! asks librdkafka nothing that could wait inside the close ([`rebalance`]).
 //!
 //! Poison inputs (not UTF-8, not JSON, wrong schema, non-finite numbers, oversized) are counted,
 //! logged at warn with the reason, and sent to the dead-letter topic with their original bytes,
@@ -42,6 +44,7 @@
 //! batches them) and up to `max_in_flight` inputs await acknowledgement at once.
 
 mod at_least_once;
+mod close;
 mod core;
 mod dead_letter;
 mod deliveries;
@@ -56,6 +59,7 @@ mod settings;
 
 use std::sync::Arc;
 
+use pipeline_core::lock;
 use rdkafka::consumer::Consumer;
 use tokio_util::sync::CancellationToken;
 
@@ -83,13 +87,24 @@ pub async fn run<P: Processor>(
     check_topics(config).await?;
     config.readiness.set("broker", true);
     let rebalance = Rebalancer::new();
+    // Cancelled with `cancel`, or by the loop itself when it stops on an error.
+    let stopping = cancel.child_token();
     if config.guarantee == Guarantee::ExactlyOnce && config.commit {
-        let txn = exactly_once::Transactions::start(config).await?;
-        let consumer = subscribe(config, &rebalance, Some(txn.clone()), None)?;
-        return exactly_once::run(config, &consumer, rebalance, txn, processor, cancel).await;
+        let txn = tokio::select! {
+            // init_transactions waits for the broker (up to a minute); a stop request does not.
+            _ = cancel.cancelled() => return Ok(RunStats::default()),
+            txn = exactly_once::Transactions::start(config) => txn?,
+        };
+        let consumer = Arc::new(subscribe(config, &rebalance, &stopping, Some(txn.clone()), None)?);
+        let pending = rebalance.assignment.clone();
+        let outcome = exactly_once::run(config, &consumer, rebalance, txn, processor, cancel, &stopping).await;
+        let assignment_pending = lock(&pending).is_some();
+        close::close(consumer, &config.service, assignment_pending).await;
+        return outcome;
     }
     let deliveries = Arc::new(Deliveries::default());
-    let consumer = Arc::new(subscribe(config, &rebalance, None, Some(deliveries.clone()))?);
+    let consumer = Arc::new(subscribe(config, &rebalance, &stopping, None, Some(deliveries.clone()))?);
+    let pending = rebalance.assignment.clone();
     let core = Core::new(config, processor, rebalance);
     let producer = outputs::producer(config, &deliveries, &core.metrics)?;
     let mut state = AtLeastOnceLoop {
@@ -100,11 +115,19 @@ pub async fn run<P: Processor>(
         failure_report: at_least_once::FailureReport::new(std::time::Instant::now()),
         max_message_bytes: config.max_message_bytes(),
         output_keys: Vec::new(),
+        stopping,
     };
     let outcome = state.run(&consumer, cancel).await;
-    at_least_once::close(consumer, &config.service, std::time::Duration::from_secs(1)).await;
+    let stats = state.stats();
+    let assignment_pending = lock(&pending).is_some();
+    close::close(consumer, &config.service, assignment_pending).await;
+    // The producer's drop purges and flushes (up to 500 ms) and joins librdkafka's threads:
+    // off the runtime too, bounded.
+    let AtLeastOnceLoop { producer, core, .. } = state;
+    drop(core);
+    close::off_runtime("producer-close", close::CLOSE_BUDGET, move || drop(producer)).await;
     outcome?;
-    Ok(state.stats())
+    Ok(stats)
 }
 
 /// The broker answers, and the input, output and dead-letter topics exist: each missing one
@@ -128,6 +151,7 @@ async fn check_topics(config: &RuntimeConfig) -> Result<(), RuntimeError> {
 fn subscribe(
     config: &RuntimeConfig,
     rebalance: &Rebalancer,
+    stopping: &CancellationToken,
     txn: Option<Arc<exactly_once::Transactions>>,
     deliveries: Option<Arc<Deliveries>>,
 ) -> Result<LoopConsumer, RuntimeError> {
@@ -143,6 +167,9 @@ fn subscribe(
         deliveries,
         drain_timeout: config.drain_timeout,
         input_topic: config.input_topic.clone(),
+        cooperative: config.kafka.cooperative(),
+        owned: Default::default(),
+        stopping: stopping.clone(),
     };
     // Offsets are committed by librdkafka (at-least-once) or inside transactions (exactly-once).
     let auto_commit = config.commit && config.guarantee == Guarantee::AtLeastOnce;

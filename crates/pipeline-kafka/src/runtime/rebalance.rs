@@ -2,20 +2,19 @@
 //! loop's side that applies assignments (after the processor says where each partition resumes)
 //! and passes revocations on to the processor.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use pipeline_core::lock;
 use rdkafka::ClientContext;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata, RebalanceProtocol, StreamConsumer,
-};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, ConsumerGroupMetadata, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
 
 use super::deliveries::Deliveries;
 use super::error::RuntimeError;
@@ -27,12 +26,20 @@ use crate::observe::Readiness;
 /// transaction commits, so its inputs' offsets go with it). Called on the consumer's thread
 /// inside the rebalance callback.
 pub(super) trait BeforeRevoke: Send + Sync {
-    /// Finishes it, with the consumer's group metadata as the transaction needs.
-    fn before_revoke(&self, group: Option<ConsumerGroupMetadata>);
+    /// Finishes it. `group` asks librdkafka for the group metadata the transaction needs: a
+    /// request to the client's own queue, so it is called only when a transaction is open.
+    fn before_revoke(&self, group: &dyn Fn() -> Option<ConsumerGroupMetadata>, budget: Duration);
 }
 
 /// Consumer context: logs through tracing and commits stored offsets when partitions are
 /// revoked.
+///
+/// The callback never asks librdkafka anything that waits for an answer on the client's own
+/// queue (`assignment()`, `rebalance_protocol()`, a synchronous commit) once the loop is
+/// stopping: inside the consumer's close that answer may never come, and the close — and the
+/// process, and a test's runtime — hung on it (`rd_kafka_assignment` → `rd_kafka_op_req`). So
+/// what is assigned is kept here, the protocol is known from the configuration, and while
+/// stopping a revocation only hands the partitions back.
 pub(super) struct RuntimeContext {
     /// Service name for log lines.
     pub(super) service: String,
@@ -56,6 +63,15 @@ pub(super) struct RuntimeContext {
     pub(super) drain_timeout: Duration,
     /// The topic consumed (offsets are stored for it).
     pub(super) input_topic: String,
+    /// Whether the assignment strategy is cooperative (incremental assign and unassign), from
+    /// the configuration, not asked of librdkafka in the callback.
+    pub(super) cooperative: bool,
+    /// The partitions this consumer owns: what the callbacks assigned minus what they revoked
+    /// (never asked of librdkafka, see above).
+    pub(super) owned: std::sync::Mutex<BTreeSet<i32>>,
+    /// Cancelled when the loop starts stopping (a stop request, or a fatal error): from then
+    /// on a revocation waits for nothing and commits asynchronously.
+    pub(super) stopping: CancellationToken,
 }
 
 impl ClientContext for RuntimeContext {
@@ -85,43 +101,69 @@ impl ConsumerContext for RuntimeContext {
     /// then assigns with those offsets (librdkafka waits for the assign call meanwhile). So a
     /// processor restoring a checkpoint never races librdkafka's own committed-offset lookup.
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
-        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 tracing::info!(service = %self.service, ?parts, "partitions assigned");
-                *lock(&self.assignment) = Some((tpl.clone(), cooperative));
+                let mut owned = lock(&self.owned);
+                if !self.cooperative {
+                    owned.clear();
+                }
+                owned.extend(&parts);
+                drop(owned);
+                if self.stopping.is_cancelled() {
+                    // Nobody applies it any more: take it as offered, so the close can go on
+                    // (it revokes it next).
+                    let done = if self.cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
+                    if let Err(e) = done {
+                        tracing::warn!(service = %self.service, error = %e, "assign while stopping failed");
+                    }
+                    return;
+                }
+                *lock(&self.assignment) = Some((tpl.clone(), self.cooperative));
                 self.assigned.notify_one();
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 lock(&self.assignment).take();
                 if let Some(txn) = &self.txn {
-                    txn.before_revoke(consumer.group_metadata());
+                    txn.before_revoke(&|| consumer.group_metadata(), self.drain_timeout);
                 }
-                let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 if let Some(deliveries) = &self.deliveries {
                     self.drain_revoked(consumer, deliveries, &parts);
                 }
                 lock(&self.revoked).extend(&parts);
                 self.epoch.fetch_add(1, Ordering::SeqCst);
                 if self.commit && tpl.count() > 0 {
-                    match consumer.commit_consumer_state(CommitMode::Sync) {
+                    // While stopping, the final commit has run (or runs) under the drain deadline;
+                    // an asynchronous one here waits for nothing.
+                    let mode = if self.stopping.is_cancelled() { CommitMode::Async } else { CommitMode::Sync };
+                    match consumer.commit_consumer_state(mode) {
                         Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
                         Err(e) => tracing::warn!(service = %self.service, error = %e, "commit on revoke failed"),
                     }
                 }
                 tracing::info!(service = %self.service, partitions = tpl.count(), "partitions revoked");
-                let done = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
+                let done = if self.cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
                 if let Err(e) = done {
                     tracing::warn!(service = %self.service, error = %e, "unassign failed");
                 }
                 // Cooperative rebalancing keeps the partitions it does not revoke.
-                let kept = consumer.assignment().is_ok_and(|a| a.count() > 0);
+                let mut owned = lock(&self.owned);
+                if self.cooperative {
+                    parts.iter().for_each(|p| {
+                        owned.remove(p);
+                    });
+                } else {
+                    owned.clear();
+                }
+                let kept = !owned.is_empty();
+                drop(owned);
                 self.readiness.set("partitions_assigned", kept);
             }
             other => {
                 let code: RDKafkaErrorCode = other.into();
                 tracing::warn!(service = %self.service, error = %code, "rebalance error");
+                lock(&self.owned).clear();
                 if let Err(e) = consumer.unassign() {
                     tracing::warn!(service = %self.service, error = %e, "unassign failed");
                 }
@@ -135,7 +177,7 @@ impl RuntimeContext {
     /// offsets of what is acknowledged, and forgets them (a late report is stale then).
     fn drain_revoked(&self, consumer: &BaseConsumer<Self>, deliveries: &Deliveries, parts: &[i32]) {
         let started = Instant::now();
-        let (stores, abandoned) = deliveries.drain(parts, started + self.drain_timeout);
+        let (stores, abandoned) = deliveries.drain(parts, started + self.drain_timeout, &self.stopping);
         store_offsets(consumer, &self.input_topic, &stores);
         let mut state = deliveries.lock();
         for &p in parts {
