@@ -7,8 +7,8 @@
 //!
 //! Each stop prints one `stop-bound:` line (state, service, seconds, exit status): the table
 //! in the note is made of them (`cargo nextest run -E 'binary(stop_bound)' --no-capture`).
-//! The bound is the services' contract (`pipeline_kafka::shutdown`), so it is asserted; every
-//! other figure is only printed.
+//! The bound and a clean exit (status 0, not the watchdog's) are the services' contract
+//! (`pipeline_kafka::shutdown`), so they are asserted; every other figure is only printed.
 
 #![allow(clippy::unwrap_used)] // a test fails loudly on the first surprise
 
@@ -83,11 +83,12 @@ fn stop_all(state: &str, running: Vec<Running>) {
         let (took, status) = stop.join().unwrap();
         let seconds = took.map_or("hung".to_owned(), |t| format!("{:.2}", t.as_secs_f64()));
         eprintln!("stop-bound: state={state} service={name} seconds={seconds} status={status}");
-        if took.is_none_or(|t| t > BOUND) {
+        // Exit 0: the stop finished its own work; the watchdog's exit (1) is the safety net.
+        if took.is_none_or(|t| t > BOUND) || !status.success() {
             late.push(format!("{name}: {seconds} s ({status})"));
         }
     }
-    assert!(late.is_empty(), "{state}: stopped later than {BOUND:?} after SIGTERM: {late:?}");
+    assert!(late.is_empty(), "{state}: not stopped cleanly within {BOUND:?} of SIGTERM: {late:?}");
 }
 
 /// A pipeline on a broker of the test's own (its data in a fresh bucket of the local S3), so
@@ -132,10 +133,12 @@ fn all_three(p: &Pipeline, extra: &[&str]) -> Vec<Running> {
 async fn every_service_stops_in_time_at_full_speed_with_the_broker_up() {
     let p = Pipeline::new(3, 1701).await;
     backlog(&p, 150_000).await;
-    // One at a time, each mid-backlog: all three at once would share two cores.
+    // One at a time, each mid-backlog: all three at once would share two cores. The counter's
+    // backlog is the alerts the detector produced before its stop (some thousands), so each
+    // is stopped after 2 000 inputs.
     for name in ["enricher", "detector", "counter"] {
         let mut r = start(&p, name, name, &[]);
-        await_progress(&mut [&mut r], 10_000);
+        await_progress(&mut [&mut r], 2_000);
         stop_all("broker up, full speed", vec![r]);
     }
 }

@@ -99,7 +99,12 @@ impl Poller {
     ) -> Option<Self> {
         let mut backoff = Duration::from_secs(1);
         loop {
-            match fetch(&store, &prefix).await {
+            // A stop does not wait for a read S3 is slow to answer (nothing is loaded yet).
+            let fetched = tokio::select! {
+                fetched = fetch(&store, &prefix) => fetched,
+                () = cancel.cancelled() => return None,
+            };
+            match fetched {
                 Ok((version, tables, took)) => {
                     record_loaded(&tables, &version, None, took);
                     metrics::gauge!("pipeline_dims_degraded").set(0.0);
