@@ -3,9 +3,9 @@
 //!
 //! Two kinds: a poison input (it does not decode), and an output the broker refused for good
 //! (too large, invalid), which then stands for its input. Either way the dead letter must itself
-//! be accepted, or one bad record would stop the service on every restart: a value that does
-//! not fit under the producer's `message.max.bytes` keeps its head, and the headers say it was
-//! truncated, its original size and the SHA-256 of the whole original value.
+//! be accepted, or one bad record would stop the service on every restart: a value or a key that
+//! does not fit under the producer's `message.max.bytes` keeps its head, and the headers say it
+//! was truncated, its original size and the SHA-256 of the whole original.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -35,6 +35,12 @@ pub mod dlq_headers {
     pub const ORIGINAL_SIZE: &str = "dlq.original.size";
     /// The original value's SHA-256 (lowercase hex), set when truncated.
     pub const ORIGINAL_SHA256: &str = "dlq.original.sha256";
+    /// `true` when the key is only the head of the original (a key alone can exceed the limit).
+    pub const KEY_TRUNCATED: &str = "dlq.key.truncated";
+    /// The original key's size in bytes (decimal), set when the key is truncated.
+    pub const ORIGINAL_KEY_SIZE: &str = "dlq.original.key.size";
+    /// The original key's SHA-256 (lowercase hex), set when the key is truncated.
+    pub const ORIGINAL_KEY_SHA256: &str = "dlq.original.key.sha256";
 }
 
 /// Room left for a record's framing (batch and record headers, varints) beyond its key, value
@@ -92,26 +98,38 @@ pub(super) fn dead_letter<H: Headers>(
     let header_bytes = |pairs: &[(&str, String)]| pairs.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
     let copied: usize =
         source.headers.map_or(0, |h| h.iter().map(|h| h.key.len() + h.value.map_or(0, <[u8]>::len)).sum());
-    // What truncation adds: the flag, the size (at most 20 digits) and 64 hex digits.
+    // What truncating the key and the value adds: per part a flag, a size (at most 20 digits)
+    // and 64 hex digits.
     let truncation_headers = dlq_headers::TRUNCATED.len()
-        + 4
         + dlq_headers::ORIGINAL_SIZE.len()
-        + 20
         + dlq_headers::ORIGINAL_SHA256.len()
-        + 64;
-    let fixed = FRAMING_BYTES + source.key.map_or(0, <[u8]>::len) + header_bytes(&ours) + truncation_headers;
-    // The original headers go along unless they alone crowd out the value.
-    let keep_headers = copied <= max_bytes.saturating_sub(fixed) / 2;
-    let budget = max_bytes.saturating_sub(fixed + if keep_headers { copied } else { 0 });
-    let payload = source.payload;
-    let value = if payload.len() <= budget {
-        payload.to_vec()
-    } else {
-        ours.push((dlq_headers::TRUNCATED, "true".to_owned()));
-        ours.push((dlq_headers::ORIGINAL_SIZE, payload.len().to_string()));
-        ours.push((dlq_headers::ORIGINAL_SHA256, sha256_hex(payload)));
-        payload[..budget].to_vec()
-    };
+        + dlq_headers::KEY_TRUNCATED.len()
+        + dlq_headers::ORIGINAL_KEY_SIZE.len()
+        + dlq_headers::ORIGINAL_KEY_SHA256.len()
+        + 2 * (4 + 20 + 64);
+    let fixed = FRAMING_BYTES + header_bytes(&ours) + truncation_headers;
+    let room = max_bytes.saturating_sub(fixed);
+    // The original headers go along unless they alone crowd out the key and value.
+    let keep_headers = copied <= room / 2;
+    let room = room - if keep_headers { copied } else { 0 };
+    // The key goes whole unless it crowds out the value: then it keeps its head, half the room
+    // at most (a key alone can exceed the limit and would make the dead letter refused too).
+    let key_len = source.key.map_or(0, <[u8]>::len);
+    let key_budget = if key_len + source.payload.len() <= room { key_len } else { key_len.min(room / 2) };
+    let key = source.key.map(|key| {
+        cut_to(
+            key,
+            key_budget,
+            &mut ours,
+            [dlq_headers::KEY_TRUNCATED, dlq_headers::ORIGINAL_KEY_SIZE, dlq_headers::ORIGINAL_KEY_SHA256],
+        )
+    });
+    let value = cut_to(
+        source.payload,
+        room - key_budget,
+        &mut ours,
+        [dlq_headers::TRUNCATED, dlq_headers::ORIGINAL_SIZE, dlq_headers::ORIGINAL_SHA256],
+    );
     let mut headers = OwnedHeaders::new();
     if let Some(original) = source.headers.filter(|_| keep_headers) {
         for h in original.iter() {
@@ -121,7 +139,20 @@ pub(super) fn dead_letter<H: Headers>(
     for (key, value) in &ours {
         headers = headers.insert(Header { key, value: Some(value.as_bytes()) });
     }
-    Output { topic: dlq_topic.clone(), key: source.key.map(<[u8]>::to_vec), payload: value, headers: Some(headers) }
+    Output { topic: dlq_topic.clone(), key, payload: value, headers: Some(headers) }
+}
+
+/// `bytes`, or its first `budget` bytes with the three `names` headers (flag, original size,
+/// original SHA-256) added to `ours` saying what was cut.
+fn cut_to<'h>(bytes: &[u8], budget: usize, ours: &mut Vec<(&'h str, String)>, names: [&'h str; 3]) -> Vec<u8> {
+    if bytes.len() <= budget {
+        return bytes.to_vec();
+    }
+    let [flag, size, sha256] = names;
+    ours.push((flag, "true".to_owned()));
+    ours.push((size, bytes.len().to_string()));
+    ours.push((sha256, sha256_hex(bytes)));
+    bytes[..budget].to_vec()
 }
 
 /// Lowercase hex SHA-256 of `bytes`.
@@ -193,6 +224,39 @@ mod tests {
         assert_eq!(header(h, "blob"), None);
         assert!(header(h, dlq_headers::ERROR).unwrap().len() <= MAX_ERROR_BYTES + '…'.len_utf8());
         assert!(record_bytes(&o) + FRAMING_BYTES <= 1_000_000);
+    }
+
+    #[test]
+    fn a_key_too_large_to_fit_is_cut_and_says_what_it_was() {
+        // The record seen crash-looping the enricher: a 1 020 000-byte key, a bad value.
+        let key: Vec<u8> = (0..1_020_000u32).map(|i| b'k' + (i % 7) as u8).collect();
+        let dlq: Arc<str> = Arc::from("in.dlq");
+        let mut s = source(b"{\"bad\":", None);
+        s.key = Some(&key);
+        let o = dead_letter(&dlq, "enricher", s, &"syntax error", 1_000_000);
+        assert!(record_bytes(&o) + FRAMING_BYTES <= 1_000_000, "{} bytes", record_bytes(&o));
+        let cut = o.key.as_deref().unwrap();
+        assert!(key.starts_with(cut) && cut.len() > 100_000, "a head of {} bytes", cut.len());
+        assert_eq!(o.payload, b"{\"bad\":", "the value is small: it goes whole");
+        let h = o.headers.as_ref().unwrap();
+        assert_eq!(header(h, dlq_headers::KEY_TRUNCATED), Some("true"));
+        assert_eq!(header(h, dlq_headers::ORIGINAL_KEY_SIZE), Some("1020000"));
+        assert_eq!(header(h, dlq_headers::ORIGINAL_KEY_SHA256), Some(sha256_hex(&key).as_str()));
+        assert_eq!(header(h, dlq_headers::TRUNCATED), None);
+    }
+
+    #[test]
+    fn a_huge_key_and_a_huge_value_both_fit_cut() {
+        let key = vec![b'k'; 900_000];
+        let payload = vec![b'v'; 900_000];
+        let dlq: Arc<str> = Arc::from("in.dlq");
+        let mut s = source(&payload, None);
+        s.key = Some(&key);
+        let o = dead_letter(&dlq, "detector", s, &"bad", 1_000_000);
+        assert!(record_bytes(&o) + FRAMING_BYTES <= 1_000_000, "{} bytes", record_bytes(&o));
+        let h = o.headers.as_ref().unwrap();
+        assert_eq!(header(h, dlq_headers::KEY_TRUNCATED), Some("true"));
+        assert_eq!(header(h, dlq_headers::TRUNCATED), Some("true"));
     }
 
     #[test]
