@@ -37,6 +37,7 @@ eval "$("$ROOT/scripts/stack.sh" paths)"
 export NISSHI_BIN TANSU_BIN
 cd "$ROOT"
 cargo fmt --all --check || die "the code is not formatted: run 'cargo fmt --all'"
+"$ROOT/scripts/deny.sh"
 if [[ ! -d $CARGO_TARGET_DIR/debug/deps ]]; then
   say "first build of the project (debug, for the tests): about 15 min on 2 cores, once; cargo shows its progress below"
 fi

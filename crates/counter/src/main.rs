@@ -45,6 +45,13 @@
 //! published again with `late_alerts` raised. `--emit` (`counter::emit`) picks which rows a
 //! trigger publishes and prints. Poison records go to the dead-letter topic like in every
 //! service.
+//!
+//! Device clocks: an alert stamped more than `--max-clock-skew` (10 min) ahead of this
+//! machine's clock is dead-lettered with how far ahead it was (`pipeline_clock_skew_alerts_total`
+//! counts them), never counted: it would move its partition's watermark years ahead and make
+//! every real alert late, and a checkpoint would keep it so. One stamped in the past (1970, the
+//! year 1) is an ordinary alert: late when its window is final (the usual case), else counted in its
+//! window, which the next watermark closes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,8 +61,8 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 use counter::checkpoint::{CheckpointStore, Recovery};
 use counter::dashboard::{self, WindowsView};
 use counter::emit::EmitMode;
-use pipeline_core::window::WindowConfig;
-use pipeline_kafka::args::ServiceArgs;
+use pipeline_core::window::{MAX_WINDOWS_KEPT, WindowConfig};
+use pipeline_kafka::args::{ServiceArgs, positive_duration};
 use pipeline_kafka::runtime;
 use pipeline_s3::S3Args;
 use pipeline_s3::store::ObjectStore;
@@ -89,7 +96,7 @@ struct Cli {
     late_topic: String,
 
     /// Window length.
-    #[arg(long, env = "COUNTER_WINDOW", default_value = "15m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "COUNTER_WINDOW", default_value = "15m", value_parser = positive_duration)]
     window: Duration,
 
     /// How far the watermark trails the largest event time seen.
@@ -97,12 +104,20 @@ struct Cli {
     watermark_delay: Duration,
 
     /// A partition silent this long no longer holds the watermark back.
-    #[arg(long, env = "COUNTER_IDLE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "COUNTER_IDLE_TIMEOUT", default_value = "30s", value_parser = positive_duration)]
     idle_timeout: Duration,
 
     /// How often the table is printed and changed windows are published.
-    #[arg(long, env = "COUNTER_TRIGGER", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "COUNTER_TRIGGER", default_value = "60s", value_parser = positive_duration)]
     trigger: Duration,
+
+    /// Alerts stamped more than this ahead of this machine's clock are dead-lettered (to the
+    /// input's dead-letter topic, with how far ahead they were): a device whose clock jumped
+    /// years ahead would otherwise move its partition's watermark there and make every later
+    /// alert late. Covers devices a few minutes fast and this host's own drift; keep it well
+    /// below --watermark-delay.
+    #[arg(long, env = "COUNTER_MAX_CLOCK_SKEW", default_value = "10m", value_parser = humantime::parse_duration)]
+    max_clock_skew: Duration,
 
     /// Colors counted per window (one num_of_<color> column each), comma separated.
     #[arg(long, env = "COUNTER_COLORS", value_delimiter = ',', default_value = "Black,White,Silver")]
@@ -138,7 +153,14 @@ struct Cli {
 async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
     let chrono =
         |d: Duration, flag: &str| chrono::Duration::from_std(d).with_context(|| format!("--{flag} is too large"));
-    anyhow::ensure!(!cli.window.is_zero(), "--window must be longer than zero");
+    let kept = WindowConfig::windows_kept(cli.window, cli.watermark_delay);
+    anyhow::ensure!(
+        kept <= MAX_WINDOWS_KEPT,
+        "--window {} with --watermark-delay {} keeps up to {kept} windows per input partition (at most {MAX_WINDOWS_KEPT}): \
+         lengthen --window or shorten --watermark-delay",
+        humantime::format_duration(cli.window),
+        humantime::format_duration(cli.watermark_delay)
+    );
     let config = WindowConfig {
         size: chrono(cli.window, "window")?,
         watermark_delay: chrono(cli.watermark_delay, "watermark-delay")?,
@@ -147,7 +169,7 @@ async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
     };
     // Ticks drive the dashboard (every second at most) as well as the trigger.
     let tick = cli.trigger.min(Duration::from_secs(1));
-    let mut runtime_config = runtime::RuntimeConfig::new(&cli.service, "counter", &cli.input_topic, false, tick);
+    let mut runtime_config = runtime::RuntimeConfig::new(&cli.service, "counter", &cli.input_topic, false, tick)?;
     runtime_config.output_topics = vec![cli.counts_topic.clone(), cli.late_topic.clone()];
     let checkpoints = if cli.checkpoint_interval.is_zero() {
         None
@@ -170,7 +192,8 @@ async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
         cli.trigger,
         view,
     )
-    .with_emit(cli.emit);
+    .with_emit(cli.emit)
+    .with_max_clock_skew(chrono(cli.max_clock_skew, "max-clock-skew")?);
     let peers = tokio::spawn(peers::follow(
         cli.service.kafka.clone(),
         cli.counts_topic.clone(),

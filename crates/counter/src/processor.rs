@@ -10,11 +10,13 @@ use crate::dashboard::WindowsView;
 use crate::emit::EmitMode;
 use crate::table::render_rows;
 use pipeline_core::lock;
+use pipeline_core::log_limit::LogLimit;
 use pipeline_core::schema::{EnrichedEvent, event_time};
 use pipeline_core::window::{
     AlertPoint, PartialMerge, Placement, Progress, Row, WindowConfig, Windows, frontier, merge_rows,
 };
 use pipeline_kafka::runtime::{InputMeta, Output, Processor, ProcessorError, Resume};
+use pipeline_kafka::telemetry::{admit_line, flush_lines};
 
 /// One input partition's windows.
 #[derive(Debug)]
@@ -73,6 +75,12 @@ pub struct Counter {
     pub view: tokio::sync::watch::Sender<Arc<WindowsView>>,
     /// Gauges of the window state.
     metrics: CounterMetrics,
+    /// How far ahead of this machine's clock an alert's event time may be (`--max-clock-skew`):
+    /// one beyond it would move its partition's watermark past every real alert.
+    pub max_clock_skew: chrono::Duration,
+    /// Late-alert lines written: a flood of late alerts gives one line per period and a
+    /// summary (each is in the late topic and `pipeline_late_alerts_total`).
+    late_log: LogLimit,
 }
 
 /// The counter's own metrics (no-ops without --metrics-addr).
@@ -84,6 +92,8 @@ struct CounterMetrics {
     open_windows: metrics::Gauge,
     /// Alerts that arrived for a final window.
     late: metrics::Counter,
+    /// Alerts dead-lettered for an event time beyond `--max-clock-skew` ahead.
+    skewed: metrics::Counter,
     /// Unix time of the last checkpoint written.
     checkpoint: metrics::Gauge,
 }
@@ -116,13 +126,43 @@ impl Counter {
             emit: EmitMode::default(),
             touched: BTreeSet::new(),
             view,
+            late_log: LogLimit::default(),
+            max_clock_skew: chrono::Duration::minutes(10),
             metrics: CounterMetrics {
                 watermark: metrics::gauge!("pipeline_watermark_timestamp_seconds", "service" => "counter"),
                 open_windows: metrics::gauge!("pipeline_open_windows", "service" => "counter"),
                 late: metrics::counter!("pipeline_late_alerts_total", "service" => "counter"),
+                skewed: metrics::counter!("pipeline_clock_skew_alerts_total", "service" => "counter"),
                 checkpoint: metrics::gauge!("pipeline_checkpoint_timestamp_seconds", "service" => "counter"),
             },
         }
+    }
+
+    /// With alerts more than `skew` ahead of this machine's clock dead-lettered (default 10 min).
+    pub fn with_max_clock_skew(mut self, skew: chrono::Duration) -> Self {
+        self.max_clock_skew = skew;
+        self
+    }
+
+    /// [`Processor::admit`] with this machine's clock at `wall`: an alert stamped more than
+    /// `--max-clock-skew` ahead is refused (dead-lettered with how far ahead it was), so no
+    /// watermark ever moves to a device's broken clock.
+    fn admit_at(&mut self, alert: &EnrichedEvent<'_>, wall: chrono::DateTime<chrono::Utc>) -> Result<(), String> {
+        let ahead = alert.event_time.signed_duration_since(wall);
+        if ahead <= self.max_clock_skew {
+            return Ok(());
+        }
+        self.metrics.skewed.increment(1);
+        let whole =
+            |d: chrono::Duration| humantime::format_duration(Duration::from_secs(d.num_seconds().unsigned_abs()));
+        Err(format!(
+            "event_time {} is {} ahead of this counter's clock ({}), more than --max-clock-skew {}: counting it would \
+             move its partition's watermark past every real alert",
+            event_time::format(&alert.event_time),
+            whole(ahead),
+            event_time::format(&wall),
+            whole(self.max_clock_skew),
+        ))
     }
 
     /// With emit mode `mode` (the default is the seed's `complete`).
@@ -235,7 +275,9 @@ impl Counter {
         match part.windows.add(meta.partition, AlertPoint::from(&alert), now) {
             Placement::Counted(_) => part.counted += 1,
             Placement::Late(window) => {
-                tracing::warn!(event_id = %alert.event_id, %window, "late alert: its window is final");
+                if admit_line(&mut self.late_log, "late-alert") {
+                    tracing::warn!(event_id = %alert.event_id, %window, "late alert: its window is final");
+                }
                 self.metrics.late.increment(1);
                 out.push(Output {
                     topic: self.late_topic.clone(),
@@ -256,6 +298,7 @@ impl Counter {
 
     /// [`Processor::on_tick`] at processing time `now`.
     fn tick_at(&mut self, now: Instant, out: &mut Vec<Output>) {
+        flush_lines(&mut self.late_log, "late-alert");
         self.close_idle(now, out);
         if now.duration_since(self.last_trigger) >= self.trigger {
             self.trigger_now(out);
@@ -318,6 +361,10 @@ async fn load_patiently(
 
 impl Processor for Counter {
     type Input<'a> = EnrichedEvent<'a>;
+
+    fn admit(&mut self, alert: &EnrichedEvent<'_>) -> Result<(), String> {
+        self.admit_at(alert, chrono::Utc::now())
+    }
 
     fn process(&mut self, alert: EnrichedEvent<'_>, meta: InputMeta<'_>, out: &mut Vec<Output>) {
         self.process_at(alert, meta, Instant::now(), out);

@@ -6,6 +6,9 @@
 //!   the service goes on (it used to exit with `MessageSizeTooLarge` on every restart). In the
 //!   enricher (a poison input) and in the detector (a valid event whose alert copies the key and
 //!   is refused by the broker).
+//! - Device clocks years off: alerts stamped days and years ahead and at the calendar's edges,
+//!   between ordinary alerts of the same car, leave every ordinary alert counted in its window;
+//!   the ones ahead are dead-lettered by the counter saying how far ahead, the past ones late.
 
 #![allow(clippy::unwrap_used)] // a test fails loudly on the first surprise
 
@@ -54,7 +57,7 @@ async fn assert_one_cut_key_letter(dlq: &str, service: &str, key: &[u8]) {
 
 /// A producer that may write records of up to 2 MB (the test's hostile one).
 fn big_producer() -> KafkaArgs {
-    KafkaArgs { properties: vec![("message.max.bytes".to_owned(), "2000000".to_owned())], ..testkit::kafka() }
+    testkit::kafka().with_properties(&[("message.max.bytes", "2000000")])
 }
 
 /// A key that alone exceeds the services' producer limit, every prefix distinct.
@@ -113,4 +116,113 @@ async fn an_alert_copying_a_megabyte_key_is_dead_lettered_cut_and_the_detector_k
     assert_eq!(got.keys().copied().collect::<HashSet<_>>(), want, "every other alert exactly once");
     assert!(detector.is_running(), "the detector exited");
     eprintln!("{} events, {} alerts exact, the megabyte-key alert dead-lettered", good.len(), want.len());
+}
+
+#[tokio::test]
+async fn alerts_stamped_years_ahead_or_at_the_calendar_edges_leave_every_ordinary_alert_counted() {
+    let p = Pipeline::new(3, 2203).await;
+    let mut services = vec![p.enricher(&[]), p.detector(&[]), p.counter(&[])];
+    // Ordinary events of one car over the last few minutes of this machine's clock (so of the
+    // counter's), one partition; every one breaks a rule, so every one is an alert.
+    let now = chrono::Utc::now();
+    let mut ordinary = regenerate(&p, 43, 120, 1_000).await;
+    let car = ordinary[0].car_id;
+    for (i, e) in ordinary.iter_mut().enumerate() {
+        e.car_id = car;
+        e.speed = 130.0;
+        e.event_time = now - chrono::Duration::minutes(5) + chrono::Duration::seconds(i as i64);
+    }
+    let stamped = |at: chrono::DateTime<chrono::Utc>| {
+        let mut e = ordinary[0].clone();
+        e.event_id = Uuid::new_v4();
+        e.event_time = at;
+        e
+    };
+    let ymd = |y, m, d| chrono::TimeZone::with_ymd_and_hms(&chrono::Utc, y, m, d, 0, 0, 0).unwrap();
+    let ahead = [now + chrono::Duration::days(3), ymd(2036, 2, 7), ymd(9999, 12, 31)];
+    let past = [ymd(1970, 1, 1), ymd(1, 1, 1)];
+    let hostile: Vec<_> = ahead.iter().chain(&past).map(|t| stamped(*t)).collect();
+    // The first record is ordinary (the partition's watermark then exists), the hostile ones
+    // spread between the rest.
+    let mut records: Vec<_> = ordinary.iter().map(|e| (Some(car.to_string().into_bytes()), e.encode())).collect();
+    for (i, e) in hostile.iter().enumerate() {
+        records.insert(1 + i * 20, (Some(car.to_string().into_bytes()), e.encode()));
+    }
+    e2e::produce_raw(&p.sensors, &records).await;
+
+    // The windows are those of the ordinary alerts, exactly.
+    let join = p.join();
+    let enriched: Vec<EnrichedEvent<'static>> =
+        ordinary.iter().map(|e| join.enrich(e.clone()).0.into_owned()).collect();
+    let windows = e2e::check::expected_windows(&enriched.iter().collect::<Vec<_>>());
+    e2e::check::await_counts(&p.counts, &windows).await;
+    // The ones ahead: dead-lettered by the counter, each saying how far ahead it was.
+    let dlq = &p.dlq[&p.alerts];
+    wait_for_count(dlq, ahead.len() as i64, Duration::from_secs(60)).await;
+    let letters = read_all(dlq).await;
+    assert_eq!(letters.len(), ahead.len(), "one dead letter per alert stamped ahead");
+    for letter in &letters {
+        let h = headers(letter);
+        assert_eq!(h[dlq_headers::SERVICE], "counter");
+        assert!(h[dlq_headers::ERROR].contains("ahead of this counter's clock"), "{}", h[dlq_headers::ERROR]);
+    }
+    // The past ones: late, in the late topic.
+    wait_for_count(&p.late, past.len() as i64, Duration::from_secs(60)).await;
+    let late: HashSet<Uuid> =
+        exactly_once::<EnrichedEvent<'static>>(&p.late, |e| e.event_id).await.into_keys().collect();
+    assert_eq!(late, hostile[ahead.len()..].iter().map(|e| e.event_id).collect(), "the past ones are late");
+    for s in &mut services {
+        assert!(s.is_running(), "{} exited", s.name);
+    }
+    eprintln!(
+        "{} ordinary alerts in {} windows: exact; {} ahead dead-lettered, {} late",
+        ordinary.len(),
+        windows.len(),
+        ahead.len(),
+        past.len()
+    );
+}
+
+#[test]
+fn dangerous_settings_are_refused_at_start_with_one_line_naming_them_and_no_secret() {
+    // (service, arguments, what the line must name); each pasted as an operator might.
+    let cases: &[(&str, &[&str], &str)] = &[
+        ("enricher", &["-X", "enable.auto.offset.store=true"], "-X enable.auto.offset.store is refused"),
+        ("detector", &["-X", "enable.auto.commit=false"], "-X enable.auto.commit is refused"),
+        ("detector", &["-X", "acks=1"], "-X acks is refused"),
+        ("enricher", &["--guarantee", "exactly-once", "-X", "isolation.level=read_uncommitted"], "-X isolation.level"),
+        ("counter", &["--trigger", "0s"], "--trigger"),
+        ("enricher", &["--dims-poll", "0s"], "--dims-poll"),
+        (
+            "detector",
+            &["--drain-timeout", "12s"],
+            "--drain-timeout 12s must be below the consumer's session.timeout.ms",
+        ),
+        ("counter", &["--window", "1s"], "--window 1s with --watermark-delay 2days keeps up to 345602 windows"),
+        (
+            "detector",
+            &["-X", "sasl.password=hunter;2secret"],
+            "entry 2 of an -X / KAFKA_PROPERTIES value is not key=value",
+        ),
+        ("detector", &["-X", "linger.ms=s3cr3t"], "-X linger.ms: librdkafka refused the value of `linger.ms`"),
+    ];
+    for (service, args, names) in cases {
+        // Nothing listens there: a refusal must come before any connection.
+        let out = std::process::Command::new(e2e::bin(service))
+            .args(["--bootstrap-servers", "127.0.0.1:9", "--connect-timeout", "1s"])
+            .args(*args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // (clap adds its hint line to a refused flag)
+        let lines: Vec<&str> = stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with("For more information, try '--help'"))
+            .collect();
+        assert!(!out.status.success(), "{service} {args:?} started");
+        assert_eq!(lines.len(), 1, "{service} {args:?}: one line, got {stderr}");
+        assert!(lines[0].contains(names), "{service} {args:?}: {stderr}");
+        assert!(!stderr.contains("2secret") && !stderr.contains("s3cr3t"), "a secret fragment printed: {stderr}");
+        eprintln!("{service} {}: {}", args.join(" "), lines[0]);
+    }
 }

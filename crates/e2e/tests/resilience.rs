@@ -102,8 +102,7 @@ async fn an_oversized_poison_record_is_dead_lettered_cut_to_fit_and_the_enricher
         }
         records.push((Some(e.car_id.to_string().into_bytes()), e.encode()));
     }
-    let kafka =
-        KafkaArgs { properties: vec![("message.max.bytes".to_owned(), "2000000".to_owned())], ..testkit::kafka() };
+    let kafka = testkit::kafka().with_properties(&[("message.max.bytes", "2000000")]);
     e2e::produce_raw_to(&kafka, &p.sensors, &records).await;
 
     // Every good event enriched exactly (and the alerts and windows after it).

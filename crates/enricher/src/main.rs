@@ -17,7 +17,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use clap::Parser;
 use pipeline_core::schema::{JsonEvent, SensorEvent};
-use pipeline_kafka::args::ServiceArgs;
+use pipeline_kafka::args::{ServiceArgs, positive_duration};
 use pipeline_kafka::runtime::{self, InputMeta, Output, Processor};
 use pipeline_s3::S3Args;
 use pipeline_s3::store::ObjectStore;
@@ -50,12 +50,12 @@ struct Cli {
 
     /// How often the dimension tables are checked for a change: one LIST per table, no read;
     /// they are read and swapped in only when their objects changed [default: 10s].
-    #[arg(long, env = "DIMS_POLL", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "DIMS_POLL", value_parser = positive_duration)]
     dims_poll: Option<Duration>,
 
     /// Deprecated alias of --dims-poll (it was a full reload every interval; a reload now
     /// happens only on a change). Used when --dims-poll / DIMS_POLL is not set, with a warning.
-    #[arg(long, env = "DIMS_REFRESH", hide = true, value_parser = humantime::parse_duration)]
+    #[arg(long, env = "DIMS_REFRESH", hide = true, value_parser = positive_duration)]
     dims_refresh: Option<Duration>,
 }
 
@@ -127,7 +127,7 @@ impl Processor for Enricher {
 
 async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
     let mut config =
-        runtime::RuntimeConfig::new(&cli.service, "enricher", &cli.input_topic, true, Duration::from_secs(3600));
+        runtime::RuntimeConfig::new(&cli.service, "enricher", &cli.input_topic, true, Duration::from_secs(3600))?;
     config.output_topics = vec![cli.output_topic.clone()];
     config.readiness.require(dims::READY_CHECK);
     cli.service.observe(&config.readiness, &cancel).await?;

@@ -54,6 +54,20 @@ pub struct WindowConfig {
     pub colors: Vec<String>,
 }
 
+/// Most windows one input partition may keep ([`WindowConfig::windows_kept`]): a window much
+/// shorter than the watermark delay would make the state (and every checkpoint) grow by the
+/// ratio; the seed's 15 min and 48 h keep 386.
+pub const MAX_WINDOWS_KEPT: u64 = 10_000;
+
+impl WindowConfig {
+    /// How many windows of `size` a partition can hold at once with `watermark_delay`: the live
+    /// ones the delay spans plus the final ones kept one more delay for corrections.
+    pub fn windows_kept(size: Duration, watermark_delay: Duration) -> u64 {
+        let per_delay = watermark_delay.as_nanos() / size.as_nanos().max(1) + 1;
+        u64::try_from(2 * per_delay).unwrap_or(u64::MAX)
+    }
+}
+
 /// The durable part of [`Windows`] (a checkpoint's content).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WindowsState {

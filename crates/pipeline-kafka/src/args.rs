@@ -9,14 +9,6 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use rdkafka::ClientConfig;
 
-/// Errors of configuration parsing.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// A `-X` argument that is not `key=value`.
-    #[error("`{0}` is not a librdkafka property: write it as key=value (e.g. -X linger.ms=10)")]
-    NotKeyValue(String),
-}
-
 /// Where the Kafka cluster is and how to talk to it.
 #[derive(Debug, Clone, Args)]
 pub struct KafkaArgs {
@@ -25,32 +17,88 @@ pub struct KafkaArgs {
     pub bootstrap_servers: String,
 
     /// Extra librdkafka property, key=value; repeatable (security.protocol, sasl.*, linger.ms…).
-    /// Applied last, so it overrides the service's defaults. In the environment, separate
-    /// several with `;` (its value is never shown in --help: it may hold a password).
+    /// Applied last, so it overrides the service's defaults; the keys the runtime owns are
+    /// refused at start. In the environment, separate several with `;` and write a `;` inside a
+    /// value as `\;` (values are never shown, in --help or in errors: they may hold a password).
     #[arg(
         short = 'X',
         long = "kafka-property",
         value_name = "KEY=VALUE",
         env = "KAFKA_PROPERTIES",
         hide_env_values = true,
-        value_delimiter = ';',
-        value_parser = parse_key_value
+        value_parser = PropertyList::parse
     )]
-    pub properties: Vec<(String, String)>,
+    pub properties: Vec<PropertyList>,
 
     /// How long to wait for the broker to answer at start-up before giving up.
-    #[arg(long, env = "KAFKA_CONNECT_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "KAFKA_CONNECT_TIMEOUT", default_value = "15s", value_parser = positive_duration)]
     pub connect_timeout: Duration,
 }
 
-fn parse_key_value(s: &str) -> Result<(String, String), ConfigError> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
-        _ => Err(ConfigError::NotKeyValue(s.to_owned())),
+/// One `-X` argument, or the whole of `KAFKA_PROPERTIES`: its `key=value` entries, split on
+/// `;` (`\;` is a literal `;`). Parsing never fails, because a parse error would print the
+/// text, which may be a fragment of a password: entries that are not `key=value` are kept as
+/// positions only, and [`KafkaArgs::check`] refuses them at start without showing them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PropertyList {
+    /// The `key=value` entries, in order (the key trimmed, the value as written).
+    pub pairs: Vec<(String, String)>,
+    /// 1-based positions of the entries that are not `key=value` (their text is not kept).
+    pub malformed: Vec<usize>,
+}
+
+impl PropertyList {
+    /// Splits `s` into entries on unescaped `;`; never fails (see the type).
+    pub fn parse(s: &str) -> Result<Self, std::convert::Infallible> {
+        let mut entries = vec![String::new()];
+        let mut chars = s.chars().peekable();
+        while let Some(c) = chars.next() {
+            let entry = entries.last_mut().expect("one entry at least");
+            match c {
+                '\\' if chars.peek() == Some(&';') => entry.push(chars.next().unwrap_or(';')),
+                ';' => entries.push(String::new()),
+                c => entry.push(c),
+            }
+        }
+        let mut list = Self::default();
+        for (i, entry) in entries.iter().filter(|e| !e.trim().is_empty()).enumerate() {
+            match entry.split_once('=') {
+                Some((k, v)) if !k.trim().is_empty() => list.pairs.push((k.trim().to_owned(), v.to_owned())),
+                _ => list.malformed.push(i + 1),
+            }
+        }
+        Ok(list)
+    }
+}
+
+/// A duration flag that must be longer than zero (a zero interval spins a loop or panics a
+/// timer; a zero deadline gives up at once).
+pub fn positive_duration(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d.is_zero() => Err("must be longer than zero".to_owned()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
     }
 }
 
 impl KafkaArgs {
+    /// These settings with `pairs` added as `-X` properties (for tests and tools).
+    pub fn with_properties(mut self, pairs: &[(&str, &str)]) -> Self {
+        let pairs = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        self.properties.push(PropertyList { pairs, malformed: Vec::new() });
+        self
+    }
+
+    /// The `-X` properties, in the order given (a later one overrides an earlier one).
+    pub fn properties(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.properties.iter().flat_map(|l| l.pairs.iter()).map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// The value of `-X key`, the last one given; None when unset.
+    pub fn property(&self, key: &str) -> Option<&str> {
+        self.properties().filter(|(k, _)| *k == key).last().map(|(_, v)| v)
+    }
+
     /// A librdkafka configuration: bootstrap servers, then `defaults`, then the `-X` overrides.
     pub fn client_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut config = ClientConfig::new();
@@ -58,7 +106,7 @@ impl KafkaArgs {
         for (k, v) in defaults {
             config.set(*k, *v);
         }
-        for (k, v) in &self.properties {
+        for (k, v) in self.properties() {
             config.set(k, v);
         }
         config
@@ -68,11 +116,8 @@ impl KafkaArgs {
     /// `partition.assignment.strategy` is cooperative (only `cooperative-sticky` is), and
     /// eagerly otherwise (its default, `range,roundrobin`).
     pub fn cooperative(&self) -> bool {
-        self.properties
-            .iter()
-            .rev()
-            .find(|(k, _)| k == "partition.assignment.strategy")
-            .is_some_and(|(_, v)| v.split(',').all(|s| s.trim() == "cooperative-sticky"))
+        self.property("partition.assignment.strategy")
+            .is_some_and(|v| v.split(',').all(|s| s.trim() == "cooperative-sticky"))
     }
 }
 
@@ -105,9 +150,11 @@ pub struct ServiceArgs {
     #[arg(long, env = "MAX_RECORD_BYTES", default_value_t = 1 << 20)]
     pub max_record_bytes: usize,
 
-    /// At shutdown, how long to wait for in-flight records before committing (keep it below
-    /// the consumer's session timeout, 10 s by default).
-    #[arg(long, env = "DRAIN_TIMEOUT", default_value = "8s", value_parser = humantime::parse_duration)]
+    /// At shutdown and at a revocation, how long to wait for in-flight records before
+    /// committing. Must be below the consumer's `session.timeout.ms` (10 s by default) and
+    /// `max.poll.interval.ms`, or a drain gets the member thrown out of its group: refused at
+    /// start otherwise.
+    #[arg(long, env = "DRAIN_TIMEOUT", default_value = "8s", value_parser = positive_duration)]
     pub drain_timeout: Duration,
 
     /// Log line format on stderr.
@@ -133,7 +180,7 @@ pub struct ServiceArgs {
 
     /// Exactly-once: how long a transaction collects inputs before it commits (latency versus
     /// per-transaction overhead).
-    #[arg(long, env = "TRANSACTION_INTERVAL", default_value = "100ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "TRANSACTION_INTERVAL", default_value = "100ms", value_parser = positive_duration)]
     pub transaction_interval: Duration,
 }
 
@@ -228,8 +275,26 @@ mod tests {
     }
 
     #[test]
-    fn bad_property_is_a_clear_error() {
-        let err = Cli::try_parse_from(["x", "-X", "linger.ms"]).unwrap_err().to_string();
-        assert!(err.contains("write it as key=value"), "{err}");
+    fn a_semicolon_splits_properties_and_an_escaped_one_is_kept() {
+        let list = PropertyList::parse(r"sasl.username=u; sasl.password=a\;b=c;;linger.ms=5;").unwrap();
+        let pairs: Vec<(&str, &str)> = list.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(pairs, [("sasl.username", "u"), ("sasl.password", "a;b=c"), ("linger.ms", "5")]);
+        assert!(list.malformed.is_empty());
+    }
+
+    #[test]
+    fn an_entry_that_is_not_key_value_is_kept_as_a_position_only() {
+        // The second half of a password cut at an unescaped `;`: never parsed into an error
+        // message (clap prints the text of a value its parser refuses).
+        let cli = Cli::try_parse_from(["x", "-X", "sasl.password=hunter;2secret", "-X", "linger.ms=5"]).unwrap();
+        assert_eq!(cli.kafka.properties[0].malformed, [2]);
+        assert_eq!(cli.kafka.property("sasl.password"), Some("hunter"));
+        assert!(!format!("{:?}", cli.kafka.properties).contains("2secret"));
+    }
+
+    #[test]
+    fn a_zero_duration_is_refused_by_name() {
+        let err = Cli::try_parse_from(["x", "--connect-timeout", "0s"]).unwrap_err().to_string();
+        assert!(err.contains("--connect-timeout") && err.contains("longer than zero"), "{err}");
     }
 }

@@ -34,8 +34,11 @@ pub enum KafkaSetupError {
         "topic `{topic}` does not exist at {bootstrap}; create it (`scripts/stack.sh up` creates the pipeline's topics)"
     )]
     NoSuchTopic { topic: String, bootstrap: String },
+    /// An `-X` entry is malformed or refused (its value not shown).
+    #[error(transparent)]
+    Setting(#[from] crate::setting_guard::SettingError),
     /// librdkafka refused the configuration (a bad `-X` property, say).
-    #[error("invalid Kafka client configuration: {0}")]
+    #[error("invalid Kafka client configuration: {}", crate::setting_guard::redacted(.0))]
     Config(KafkaError),
     /// Topic creation failed.
     #[error("creating topic `{topic}` failed: {detail}")]
@@ -134,8 +137,10 @@ pub async fn enqueue(
 }
 
 /// Fetches cluster metadata, waiting up to `--connect-timeout` for the broker to answer.
-/// With `topic`, also checks that it exists.
+/// With `topic`, also checks that it exists. First the `-X` entries are checked
+/// ([`KafkaArgs::check`]): every tool meets a malformed one here, before any client.
 pub async fn check_cluster(args: &KafkaArgs, topic: Option<&str>) -> Result<Metadata, KafkaSetupError> {
+    args.check()?;
     let consumer: BaseConsumer<ErrorCapture> =
         args.client_config(&[]).create_with_context(ErrorCapture::default()).map_err(KafkaSetupError::Config)?;
     let timeout = args.connect_timeout;

@@ -26,3 +26,28 @@ pub fn init(format: LogFormat) {
         LogFormat::Json => builder.json().try_init(),
     };
 }
+
+/// Whether to write one per-record `kind` line now under `limit`, after writing the summary of
+/// the lines `limit` left out in a period that has ended.
+pub fn admit_line(limit: &mut pipeline_core::log_limit::LogLimit, kind: &str) -> bool {
+    let admission = limit.admit(std::time::Instant::now());
+    summarize(limit, kind, admission.suppressed);
+    admission.log
+}
+
+/// Writes the summary of the `kind` lines `limit` left out in a period that has ended (call it
+/// on a timer, so a flood that stopped still gets its line).
+pub fn flush_lines(limit: &mut pipeline_core::log_limit::LogLimit, kind: &str) {
+    let suppressed = limit.flush(std::time::Instant::now());
+    summarize(limit, kind, suppressed);
+}
+
+fn summarize(limit: &pipeline_core::log_limit::LogLimit, kind: &str, suppressed: u64) {
+    if suppressed > 0 {
+        let period = humantime::format_duration(limit.period);
+        tracing::warn!(
+            suppressed,
+            "… and {suppressed} more {kind} lines like it in the last {period} (not logged; counted in the metrics)"
+        );
+    }
+}

@@ -85,9 +85,10 @@ fn cluster() -> MockCluster<'static, DefaultProducerContext> {
 fn kafka(mock: &MockCluster<'static, DefaultProducerContext>, properties: &[(&str, &str)]) -> KafkaArgs {
     KafkaArgs {
         bootstrap_servers: mock.bootstrap_servers(),
-        properties: properties.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        properties: Vec::new(),
         connect_timeout: Duration::from_secs(10),
     }
+    .with_properties(properties)
 }
 
 fn config(kafka: KafkaArgs, drain: Duration) -> RuntimeConfig {

@@ -215,11 +215,7 @@ impl OwnBroker {
 
     /// Kafka settings to reach it, with `properties` (`-X` pairs) added.
     pub fn kafka(&self, properties: &[(&str, &str)]) -> KafkaArgs {
-        KafkaArgs {
-            bootstrap_servers: format!("127.0.0.1:{}", self.port),
-            properties: properties.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
-            ..kafka()
-        }
+        KafkaArgs { bootstrap_servers: format!("127.0.0.1:{}", self.port), ..kafka() }.with_properties(properties)
     }
 
     /// SIGKILL, and reap it.

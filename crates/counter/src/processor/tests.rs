@@ -160,3 +160,51 @@ async fn dead_lettered_inputs_are_covered_by_the_partition_offset() {
     c.on_dead_letter(5, 9);
     assert!(!c.parts.contains_key(&5));
 }
+
+#[test]
+fn an_alert_stamped_past_the_clock_skew_is_refused_saying_how_far_ahead() {
+    let mut c = counter().with_max_clock_skew(chrono::Duration::minutes(10));
+    let wall = t(12, 0);
+    assert_eq!(c.admit_at(&alert(wall + chrono::Duration::minutes(10), 130.0), wall), Ok(()), "at the bound");
+    assert_eq!(c.admit_at(&alert(wall - chrono::Duration::days(20_000), 130.0), wall), Ok(()), "the past is not skew");
+    let ahead = Utc.with_ymd_and_hms(2036, 5, 1, 12, 0, 0).unwrap();
+    let err = c.admit_at(&alert(ahead, 130.0), wall).unwrap_err();
+    assert!(
+        err.starts_with("event_time 2036-05-01T12:00:00.000Z is 10years 12h ahead of this counter's clock (2026-05-01T12:00:00.000Z), more than --max-clock-skew 10m"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_calendar_edges_go_through_admission_and_the_windows_without_a_panic() {
+    // What a reset RTC, a GPS glitch or a hostile producer can stamp, between ordinary alerts
+    // of one partition: the ordinary ones keep their windows exactly.
+    let mut c = owning(&[0]).await.with_max_clock_skew(chrono::Duration::minutes(10));
+    let now = Instant::now();
+    let wall = t(12, 0);
+    let edges = [
+        DateTime::<Utc>::MIN_UTC,
+        Utc.with_ymd_and_hms(0, 1, 1, 0, 0, 0).unwrap(),
+        Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).unwrap(),
+        DateTime::<Utc>::UNIX_EPOCH,
+        wall + chrono::Duration::days(3),
+        Utc.with_ymd_and_hms(2036, 1, 1, 0, 0, 0).unwrap(),
+        Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap(),
+        DateTime::<Utc>::MAX_UTC,
+    ];
+    let mut offset = 0;
+    let mut refused = 0;
+    for (i, edge) in edges.into_iter().enumerate() {
+        offset += 1;
+        feed(&mut c, 0, offset, t(11, 50) + chrono::Duration::seconds(i as i64), now);
+        offset += 1;
+        match c.admit_at(&alert(edge, 130.0), wall) {
+            Ok(()) => drop(feed(&mut c, 0, offset, edge, now)),
+            Err(_) => refused += 1,
+        }
+    }
+    assert_eq!(refused, 4, "3 days ahead, 2036, 9999 and chrono's last instant are refused");
+    let rows: Vec<_> = c.merged(false).into_iter().map(|r| (r.stats.start, r.stats.rows)).collect();
+    assert_eq!(rows, [(t(11, 45), 8)], "every ordinary alert counted in its window, nothing else live");
+    assert_eq!(c.late(), 4, "the past ones are late: their windows are behind the watermark");
+}

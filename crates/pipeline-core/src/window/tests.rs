@@ -203,3 +203,12 @@ fn windows_kept_apart_share_idleness_through_their_frontier() {
     assert_eq!(shared(&p0, &p1, secs(100)), Some(t(11, 5, 0)));
     assert_eq!(frontier([]), None);
 }
+
+#[test]
+fn the_windows_kept_are_bounded_by_window_and_delay() {
+    let (min, hour) = (Duration::from_secs(60), Duration::from_secs(3600));
+    assert_eq!(WindowConfig::windows_kept(15 * min, 48 * hour), 386, "the seed's");
+    assert_eq!(WindowConfig::windows_kept(Duration::from_secs(1), 48 * hour), 345_602);
+    assert_eq!(WindowConfig::windows_kept(15 * min, Duration::ZERO), 2);
+    assert!(WindowConfig::windows_kept(Duration::from_nanos(1), Duration::MAX) == u64::MAX);
+}

@@ -16,7 +16,7 @@ use super::rebalance::LoopConsumer;
 
 /// Runs `f` on a named thread of its own and waits at most `budget` for its result. None when
 /// the budget passed (the thread goes on, detached) or the thread could not start.
-pub(super) async fn off_runtime<T: Send + 'static>(
+pub async fn off_runtime<T: Send + 'static>(
     name: &str,
     budget: Duration,
     f: impl FnOnce() -> T + Send + 'static,
@@ -34,7 +34,7 @@ pub(super) async fn off_runtime<T: Send + 'static>(
 
 /// How long the consumer's close may take: it leaves the group (librdkafka waits for the
 /// coordinator); with the cluster gone, the group notices by its session timeout instead.
-pub(super) const CLOSE_BUDGET: Duration = Duration::from_secs(1);
+pub const CLOSE_BUDGET: Duration = Duration::from_secs(1);
 
 /// Closes the consumer off the runtime, waiting at most [`CLOSE_BUDGET`]. An assignment that
 /// the loop never applied (the stop came while the processor was restoring its state) is

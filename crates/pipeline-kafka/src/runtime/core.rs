@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use pipeline_core::log_limit::{Bounded, LogLimit};
 use pipeline_core::schema::JsonEvent;
 use rdkafka::Message;
 use rdkafka::message::BorrowedMessage;
@@ -13,6 +14,7 @@ use super::metrics::{LoopMetrics, RunStats};
 use super::processor::{InputMeta, Output, Processor};
 use super::rebalance::{LoopConsumer, Rebalancer};
 use super::settings::RuntimeConfig;
+use crate::telemetry::{admit_line, flush_lines};
 
 /// What both loops (at-least-once and exactly-once) share: the configuration, the processor
 /// and how inputs reach it.
@@ -26,6 +28,10 @@ pub(super) struct Core<'a, P: Processor> {
     pub(super) dlq_topic: Arc<str>,
     pub(super) stats: RunStats,
     pub(super) metrics: LoopMetrics,
+    /// Poison lines written: a flood of poison gives one line per period and a summary.
+    pub(super) poison_log: LogLimit,
+    /// Lines about outputs the broker refused for good, limited the same way.
+    pub(super) refused_log: LogLimit,
 }
 
 impl<'a, P: Processor> Core<'a, P> {
@@ -38,11 +44,13 @@ impl<'a, P: Processor> Core<'a, P> {
             dlq_topic: Arc::from(config.dlq_topic.as_str()),
             stats: RunStats::default(),
             metrics: LoopMetrics::new(&config.service),
+            poison_log: LogLimit::default(),
+            refused_log: LogLimit::default(),
         }
     }
 
-    /// Decodes one input and has the processor transform it into `outputs`; a poison input
-    /// becomes a dead letter instead (counted and logged). None when the processor's restored
+    /// Decodes one input and has the processor transform it into `outputs`; a poison input, or
+    /// one the processor does not admit, becomes a dead letter instead (counted and logged). None when the processor's restored
     /// state already covers the input (skipped); else whether it was dead-lettered.
     pub(super) fn take(&mut self, message: &BorrowedMessage<'_>, max_message_bytes: usize) -> Option<bool> {
         self.rebalance.sync_revocations(&mut self.processor);
@@ -53,39 +61,43 @@ impl<'a, P: Processor> Core<'a, P> {
         self.metrics.consumed.increment(1);
         let payload = message.payload().unwrap_or_default();
         let (partition, offset) = (message.partition(), message.offset());
-        match <P::Input<'_>>::decode(payload, self.config.max_record_bytes) {
-            Ok(event) => {
-                let meta = InputMeta { payload, key: message.key(), partition, offset };
-                self.processor.process(event, meta, &mut self.outputs);
-                Some(false)
-            }
-            Err(error) => {
-                self.processor.on_dead_letter(partition, offset);
-                self.stats.dead_lettered += 1;
-                self.metrics.dead_lettered.increment(1);
-                tracing::warn!(
-                    service = %self.config.service, topic = message.topic(), partition, offset, %error,
-                    "dead-lettering a poison record"
-                );
-                let source = Source {
-                    topic: message.topic(),
-                    partition,
-                    offset,
-                    key: message.key(),
-                    payload,
-                    headers: message.headers(),
-                    output_topic: None,
-                };
-                self.outputs.push(dead_letter(
-                    &self.dlq_topic,
-                    &self.config.service,
-                    source,
-                    &error,
-                    max_message_bytes,
-                ));
-                Some(true)
-            }
+        let refusal = match <P::Input<'_>>::decode(payload, self.config.max_record_bytes) {
+            Ok(event) => match self.processor.admit(&event) {
+                Ok(()) => {
+                    let meta = InputMeta { payload, key: message.key(), partition, offset };
+                    self.processor.process(event, meta, &mut self.outputs);
+                    return Some(false);
+                }
+                Err(refusal) => refusal,
+            },
+            Err(error) => error.to_string(),
+        };
+        self.poison(message, &refusal, max_message_bytes);
+        Some(true)
+    }
+
+    /// Dead-letters `message` for `error` (counted, and logged within [`Core::poison_log`]).
+    fn poison(&mut self, message: &BorrowedMessage<'_>, error: &str, max_message_bytes: usize) {
+        let (partition, offset) = (message.partition(), message.offset());
+        self.processor.on_dead_letter(partition, offset);
+        self.stats.dead_lettered += 1;
+        self.metrics.dead_lettered.increment(1);
+        if admit_line(&mut self.poison_log, "dead-lettering") {
+            tracing::warn!(
+                service = %self.config.service, topic = message.topic(), partition, offset, error = %Bounded(error),
+                "dead-lettering a poison record"
+            );
         }
+        let source = Source {
+            topic: message.topic(),
+            partition,
+            offset,
+            key: message.key(),
+            payload: message.payload().unwrap_or_default(),
+            headers: message.headers(),
+            output_topic: None,
+        };
+        self.outputs.push(dead_letter(&self.dlq_topic, &self.config.service, source, &error, max_message_bytes));
     }
 
     /// Applies a waiting assignment (see [`Rebalancer::apply_assignment`]); returns the
@@ -96,6 +108,8 @@ impl<'a, P: Processor> Core<'a, P> {
 
     /// A tick: revocations first, then the processor's own tick outputs.
     pub(super) fn tick(&mut self) {
+        flush_lines(&mut self.poison_log, "dead-lettering");
+        flush_lines(&mut self.refused_log, "refused-output");
         self.rebalance.sync_revocations(&mut self.processor);
         self.processor.on_tick(&mut self.outputs);
     }

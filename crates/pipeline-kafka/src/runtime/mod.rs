@@ -64,6 +64,7 @@ use rdkafka::consumer::Consumer;
 use tokio_util::sync::CancellationToken;
 
 use self::at_least_once::AtLeastOnceLoop;
+pub use self::close::{CLOSE_BUDGET, off_runtime};
 use self::core::Core;
 pub use self::dead_letter::dlq_headers;
 use self::deliveries::Deliveries;

@@ -139,10 +139,12 @@ impl<P: Processor> AtLeastOnceLoop<'_, P> {
             token.input
         };
         let (partition, offset) = input.map_or((-1, -1), |t| (t.partition, t.offset));
-        tracing::warn!(
-            service = %self.core.config.service, topic = %record.topic, partition, offset, error = %record.error,
-            "the broker refused an output for good; dead-lettering it"
-        );
+        if crate::telemetry::admit_line(&mut self.core.refused_log, "refused-output") {
+            tracing::warn!(
+                service = %self.core.config.service, topic = %record.topic, partition, offset, error = %record.error,
+                "the broker refused an output for good; dead-lettering it"
+            );
+        }
         self.core.stats.dead_lettered += 1;
         self.core.metrics.dead_lettered.increment(1);
         let source = Source {

@@ -53,6 +53,14 @@ pub trait Processor: Send {
     /// Handles one valid input, pushing the outputs it causes (possibly none) to `out`.
     fn process(&mut self, input: Self::Input<'_>, meta: InputMeta<'_>, out: &mut Vec<Output>);
 
+    /// Whether a valid `input` may reach [`Processor::process`]: `Err(reason)` dead-letters it
+    /// with the reason, like a poison record. For an input that decodes but must not get into
+    /// this service's state (an alert stamped years ahead, say); called on the hot path, so a
+    /// cheap check, allocating only to refuse.
+    fn admit(&mut self, _input: &Self::Input<'_>) -> Result<(), String> {
+        Ok(())
+    }
+
     /// An input of `partition` at `offset` was poison and went to the dead-letter topic
     /// instead of [`Processor::process`]: a processor that commits by checkpoint counts its
     /// offset as covered (a poison record never becomes valid by being read again).

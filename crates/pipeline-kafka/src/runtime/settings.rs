@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::args::{Guarantee, KafkaArgs, ServiceArgs, host_name};
 use crate::observe::Readiness;
+use crate::setting_guard::{SettingError, check_service};
 
 /// How the loop runs.
 #[derive(Debug, Clone)]
@@ -84,24 +85,26 @@ impl RuntimeConfig {
     /// The largest record the producer accepts: `-X message.max.bytes`, else librdkafka's
     /// default. Dead letters are cut to fit under it.
     pub fn max_message_bytes(&self) -> usize {
-        self.kafka
-            .properties
-            .iter()
-            .rev()
-            .find(|(k, _)| k == "message.max.bytes")
-            .and_then(|(_, v)| v.trim().parse().ok())
-            .unwrap_or(1_000_000)
+        self.kafka.property("message.max.bytes").and_then(|v| v.trim().parse().ok()).unwrap_or(1_000_000)
     }
 
-    /// The runtime loop's configuration for `service` reading `input_topic`.
-    pub fn new(args: &ServiceArgs, service: &str, input_topic: &str, commit: bool, tick: Duration) -> Self {
+    /// The runtime loop's configuration for `service` reading `input_topic`; a setting that
+    /// would break the service's guarantee is refused ([`crate::setting_guard`]).
+    pub fn new(
+        args: &ServiceArgs,
+        service: &str,
+        input_topic: &str,
+        commit: bool,
+        tick: Duration,
+    ) -> Result<Self, SettingError> {
+        check_service(&args.kafka, args.guarantee, args.drain_timeout)?;
         // The loop's own checks are registered now, not when the loop starts: a service with a
         // check of its own (the enricher's dims) would otherwise answer /readyz with 200 between
         // that check passing and the loop joining its group.
         let readiness = Readiness::default();
         readiness.require("broker");
         readiness.require("partitions_assigned");
-        Self {
+        Ok(Self {
             service: service.to_owned(),
             kafka: args.kafka.clone(),
             group_id: args.group_id.clone().unwrap_or_else(|| service.to_owned()),
@@ -123,7 +126,7 @@ impl RuntimeConfig {
                 format!("{group}-{}", host_name())
             }),
             transaction_interval: args.transaction_interval,
-        }
+        })
     }
 }
 
@@ -142,7 +145,7 @@ mod tests {
             service: ServiceArgs,
         }
         let cli = Service::try_parse_from(["x"]).unwrap();
-        let config = RuntimeConfig::new(&cli.service, "enricher", "in", true, Duration::from_secs(1));
+        let config = RuntimeConfig::new(&cli.service, "enricher", "in", true, Duration::from_secs(1)).unwrap();
         config.readiness.require("dims_loaded");
         config.readiness.set("dims_loaded", true);
         assert!(!config.readiness.is_ready(), "{}", config.readiness.report());
