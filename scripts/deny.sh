@@ -3,22 +3,26 @@
 # advisories against a snapshot of the RustSec database — offline, never fetched. The snapshot
 # is $ADVISORY_DB, else ../shared/advisory-db beside the clone; it is copied (as the git
 # repository cargo-deny wants) into the cache, and the cached copy serves later runs. Without
-# any, the advisories are skipped with a line saying so; the other checks still run.
+# any, the advisories are skipped with a line saying so; the other checks still run. cargo-deny
+# and the copy live in $TELEMETRY_TOOLS_DIR (default: the cache), which CI points at the shared
+# cache so that its scratch cache does not build cargo-deny again on every run.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 
-DENY_ROOT=$CACHE_DIR/cargo-deny
+TOOLS_DIR=${TELEMETRY_TOOLS_DIR:-$CACHE_DIR}
+DENY_ROOT=$TOOLS_DIR/cargo-deny
 export PATH=$DENY_ROOT/bin:$PATH
 if ! cargo deny --version >/dev/null 2>&1; then
-  log=$CACHE_DIR/cargo-deny-install.log
+  log=$TOOLS_DIR/cargo-deny-install.log
+  mkdir -p "$TOOLS_DIR"
   say "installing cargo-deny into $DENY_ROOT (about 5 min on 2 cores, once; log: $log) ..."
   cargo install --locked --root "$DENY_ROOT" cargo-deny >"$log" 2>&1 \
     || { tail -n 5 "$log" >&2; die "cargo could not install cargo-deny (last lines above, log: $log)"; }
 fi
 
 # cargo-deny looks for its default database in <db-path>/advisory-db-<hash of its URL>.
-export CARGO_DENY_DB_PATH=$CACHE_DIR/advisory-dbs
+export CARGO_DENY_DB_PATH=$TOOLS_DIR/advisory-dbs
 db=$CARGO_DENY_DB_PATH/advisory-db-3157b0e258782691
 source_db=${ADVISORY_DB:-$ROOT/../shared/advisory-db}
 if [[ -f $source_db/SNAPSHOT ]] && ! cmp -s "$source_db/SNAPSHOT" "$db/SNAPSHOT"; then

@@ -197,6 +197,9 @@ async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
     let peers = tokio::spawn(peers::follow(
         cli.service.kafka.clone(),
         cli.counts_topic.clone(),
+        cli.input_topic.clone(),
+        config.size,
+        chrono(cli.max_clock_skew, "max-clock-skew")?,
         config.colors.clone(),
         processor.peers.clone(),
         cancel.clone(),
