@@ -39,7 +39,8 @@ else
 fi
 # Our own metadata, for the platforms we build: cargo-deny's would download every other
 # platform's crates, which an offline machine does not have.
-metadata=$CACHE_DIR/deny-metadata.json
+metadata=$(mktemp "${TMPDIR:-/tmp}/deny-metadata.XXXXXX.json")
+trap 'rm -f "$metadata"' EXIT
 cargo metadata --format-version 1 --locked --filter-platform x86_64-unknown-linux-gnu >"$metadata"
 # Errors only (the duplicate versions are warnings we live with; `cargo deny check` shows them),
 # and without its line about fetching crate sources: offline it cannot, and needs none.
