@@ -29,13 +29,16 @@
 //! a broker runs on a thread of its own under a budget ([`close`]), and the rebalance callback
 //! asks librdkafka nothing that could wait inside the close ([`rebalance`]).
 //!
-//! Poison inputs (not UTF-8, not JSON, wrong schema, non-finite numbers, oversized) are counted,
-//! logged at warn with the reason, and sent to the dead-letter topic with their original bytes,
+//! Poison inputs (not UTF-8, not JSON, wrong schema, non-finite numbers, oversized, or refused by
+//! the processor's [`Processor::admit`]) are counted, logged at warn with the reason (cut and
+//! escaped, one line per 10 s and a summary: `pipeline_core::log_limit`), and sent to the
+//! dead-letter topic with their original bytes,
 //! key and headers plus `dlq.*` headers naming the source topic, partition, offset, service and
 //! error. An output the broker refuses for good (too large, invalid) is dead-lettered the same
 //! way, naming its input and the output topic. A dead letter is cut to fit the producer's
-//! `message.max.bytes` (its head kept; `dlq.truncated`, `dlq.original.size` and
-//! `dlq.original.sha256` say so). Their offsets then advance like any other. A topic that
+//! `message.max.bytes` (the head of its value, and of its key when the key alone would not fit,
+//! kept; `dlq.truncated`, `dlq.original.size`, `dlq.original.sha256` and their `dlq.key.*`
+//! counterparts say so). Their offsets then advance like any other. A topic that
 //! refuses everything (authorization, deleted) or a refused dead letter stops the service with
 //! one line, after `/readyz` reports `outputs failed: …`; output and dead-letter topics are
 //! checked at start.
