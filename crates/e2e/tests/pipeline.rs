@@ -321,9 +321,11 @@ fn services_fail_fast_with_one_line() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.lines().last().unwrap().contains("cannot reach Kafka at 127.0.0.1:9 within 2s"), "{err}");
+    // A zero interval is refused by the flag's parser (a usage error: exit 2), naming the flag.
     let out = std::process::Command::new(e2e::bin("counter")).args(["--window", "0s"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--window must be longer than zero"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("invalid value '0s' for '--window <WINDOW>': must be longer than zero"), "{err}");
 }
 
 #[tokio::test]
