@@ -39,12 +39,20 @@ pub struct KafkaArgs {
 /// `;` (`\;` is a literal `;`). Parsing never fails, because a parse error would print the
 /// text, which may be a fragment of a password: entries that are not `key=value` are kept as
 /// positions only, and [`KafkaArgs::check`] refuses them at start without showing them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct PropertyList {
     /// The `key=value` entries, in order (the key trimmed, the value as written).
     pub pairs: Vec<(String, String)>,
     /// 1-based positions of the entries that are not `key=value` (their text is not kept).
     pub malformed: Vec<usize>,
+}
+
+/// Keys only: a `{:?}` of the settings (a panic message, a debug line) must not show a password.
+impl std::fmt::Debug for PropertyList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys: Vec<&str> = self.pairs.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("PropertyList").field("keys", &keys).field("malformed", &self.malformed).finish()
+    }
 }
 
 impl PropertyList {
@@ -290,6 +298,7 @@ mod tests {
         assert_eq!(cli.kafka.properties[0].malformed, [2]);
         assert_eq!(cli.kafka.property("sasl.password"), Some("hunter"));
         assert!(!format!("{:?}", cli.kafka.properties).contains("2secret"));
+        assert!(!format!("{:?}", cli.kafka).contains("hunter"), "a Debug of the settings shows no value");
     }
 
     #[test]
