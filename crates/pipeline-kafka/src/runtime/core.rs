@@ -50,8 +50,9 @@ impl<'a, P: Processor> Core<'a, P> {
     }
 
     /// Decodes one input and has the processor transform it into `outputs`; a poison input, or
-    /// one the processor does not admit, becomes a dead letter instead (counted and logged). None when the processor's restored
-    /// state already covers the input (skipped); else whether it was dead-lettered.
+    /// one the processor does not admit, becomes a dead letter instead (counted and logged).
+    /// None when the processor's restored state already covers the input (skipped); else
+    /// whether it was dead-lettered.
     pub(super) fn take(&mut self, message: &BorrowedMessage<'_>, max_message_bytes: usize) -> Option<bool> {
         self.rebalance.sync_revocations(&mut self.processor);
         if !self.rebalance.wanted(message) {
