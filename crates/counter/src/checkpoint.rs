@@ -72,9 +72,10 @@ pub enum CheckpointError {
 }
 
 impl CheckpointError {
-    /// S3 could not be reached: waiting may help, unlike every other error.
-    pub fn is_unreachable(&self) -> bool {
-        matches!(self, Self::S3(S3Error::Unreachable { .. }) | Self::Read { error: S3Error::Unreachable { .. }, .. })
+    /// S3 is unreachable, stalled or busy ([`S3Error::is_transient`]): waiting may help, unlike
+    /// every other error (refused credentials, a missing bucket, a damaged checkpoint).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::S3(e) | Self::Read { error: e, .. } if e.is_transient())
     }
 }
 

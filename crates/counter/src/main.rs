@@ -176,9 +176,16 @@ async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
     } else {
         runtime_config.checkpoint_interval = Some(cli.checkpoint_interval);
         let store = ObjectStore::connect(&cli.s3).await;
+        // A refused credential or a missing bucket is said now, in one line, and stops the start;
+        // a store that is down or slow is waited for by the restores (not ready meanwhile).
+        match store.check_bucket().await {
+            Err(e) if !e.is_transient() => return Err(anyhow::Error::new(e).context("the checkpoint store")),
+            _ => {}
+        }
         let group = runtime_config.group_id.clone();
         let store = CheckpointStore::new(store, &cli.checkpoint_prefix, &group, &cli.input_topic);
-        Some(Checkpoints { store, recovery: cli.checkpoint_recovery })
+        let readiness = runtime_config.readiness.clone();
+        Some(Checkpoints { store, recovery: cli.checkpoint_recovery, readiness })
     };
     let (view, view_rx) = tokio::sync::watch::channel(Arc::new(WindowsView::default()));
     cli.service.observe_with(&runtime_config.readiness, dashboard::routes(view_rx), &cancel).await?;

@@ -15,7 +15,8 @@ use pipeline_core::schema::{EnrichedEvent, event_time};
 use pipeline_core::window::{
     AlertPoint, PartialMerge, Placement, Progress, Row, WindowConfig, Windows, frontier, merge_rows,
 };
-use pipeline_kafka::runtime::{InputMeta, Output, Processor, ProcessorError, Resume};
+use pipeline_kafka::observe::Readiness;
+use pipeline_kafka::runtime::{CheckpointWrite, Detached, InputMeta, Output, Processor, ProcessorError, Resume};
 use pipeline_kafka::telemetry::{admit_line, flush_lines};
 
 /// One input partition's windows.
@@ -39,7 +40,13 @@ pub struct Checkpoints {
     pub store: CheckpointStore,
     /// The operator's choice for this start (`latest` once a partition was restored).
     pub recovery: Recovery,
+    /// Where [`STORE_CHECK`] is reported: failing while the store answers with a transient
+    /// error (the service keeps running and retrying), passing again once it answers.
+    pub readiness: Readiness,
 }
+
+/// The readiness check the checkpoint store answers for.
+pub const STORE_CHECK: &str = "checkpoint_store";
 
 /// The windows as a runtime processor.
 #[derive(Debug)]
@@ -54,6 +61,9 @@ pub struct Counter {
     checkpoints: Option<Checkpoints>,
     /// Partitions restored once already (the recovery choice applies to the first time only).
     restored: HashSet<i32>,
+    /// Partitions in the checkpoint being written (their `dirty` was cleared at its snapshot;
+    /// one it does not make durable is dirty again).
+    writing: Vec<i32>,
     /// Partials of every partition read back from the counts topic (other instances' shares).
     pub peers: Arc<Mutex<PartialMerge>>,
     /// Where window values go.
@@ -117,6 +127,7 @@ impl Counter {
             parts: BTreeMap::new(),
             checkpoints,
             restored: HashSet::new(),
+            writing: Vec::new(),
             peers: Arc::default(),
             counts_topic: Arc::from(counts_topic),
             late_topic: Arc::from(late_topic),
@@ -339,27 +350,69 @@ impl Counter {
     }
 }
 
-/// Loads a checkpoint, waiting (with backoff) while S3 is unreachable; other errors are final.
+/// Loads a checkpoint, waiting (with backoff) while the store answers with a transient error
+/// (unreachable, stalled, busy), with [`STORE_CHECK`] failing meanwhile; any other error is
+/// final (the service stops with it: a refused credential or a damaged checkpoint needs an
+/// operator, and waiting would hide it).
 async fn load_patiently(
-    store: &CheckpointStore,
+    store: CheckpointStore,
     partition: i32,
     recovery: Recovery,
-    config: &WindowConfig,
+    config: WindowConfig,
+    readiness: Readiness,
 ) -> Result<Restore, CheckpointError> {
     let mut backoff = Duration::from_millis(500);
     loop {
-        match store.load(partition, recovery, config).await {
-            Err(e) if e.is_unreachable() => {
-                tracing::warn!(partition, error = %e, retry_in = ?backoff, "checkpoint store unreachable; waiting");
+        match store.load(partition, recovery, &config).await {
+            Err(e) if e.is_transient() => {
+                tracing::warn!(partition, error = %e, retry_in = ?backoff, "checkpoint store not answering; waiting");
+                readiness.fail(STORE_CHECK, e.to_string());
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
             }
-            other => return other,
+            other => {
+                if other.is_ok() {
+                    readiness.set(STORE_CHECK, true);
+                }
+                return other;
+            }
         }
     }
 }
 
+/// Writes `snapshot` (one checkpoint per partition): the (partition, next offset) pairs made
+/// durable. A transient error skips that partition (the next checkpoint retries it) with
+/// [`STORE_CHECK`] failing until a write succeeds; any other error is final.
+async fn write_checkpoints(
+    store: CheckpointStore,
+    snapshot: Vec<crate::checkpoint::Checkpoint>,
+    readiness: Readiness,
+) -> Result<Vec<(i32, i64)>, ProcessorError> {
+    let mut durable = Vec::with_capacity(snapshot.len());
+    let mut failed = None;
+    for checkpoint in &snapshot {
+        match store.save(checkpoint).await {
+            Ok(()) => durable.push((checkpoint.partition, checkpoint.next_offset)),
+            Err(e) if e.is_transient() => failed = Some((checkpoint.partition, e)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    match failed {
+        Some((partition, e)) => {
+            tracing::warn!(partition, error = %e, "checkpoint failed; the next one retries");
+            readiness.fail(STORE_CHECK, e.to_string());
+        }
+        None => readiness.set(STORE_CHECK, true),
+    }
+    if !durable.is_empty() {
+        tracing::info!(?durable, url = %store.url(durable[0].0), "checkpointed");
+    }
+    Ok(durable)
+}
+
 impl Processor for Counter {
+    /// None without checkpointing (`--checkpoint-interval 0`): the partition is replayed.
+    type Restored = Option<Restore>;
     type Input<'a> = EnrichedEvent<'a>;
 
     fn admit(&mut self, alert: &EnrichedEvent<'_>) -> Result<(), String> {
@@ -392,15 +445,22 @@ impl Processor for Counter {
         self.refresh_view();
     }
 
-    async fn resume(&mut self, partition: i32) -> Result<Resume, ProcessorError> {
+    fn restore(&mut self, partition: i32) -> Detached<Result<Self::Restored, ProcessorError>> {
         let first = self.restored.insert(partition);
-        let Some(checkpoints) = &self.checkpoints else {
-            self.parts.insert(partition, self.fresh());
-            return Ok(Resume::At(0));
-        };
+        let Some(checkpoints) = &self.checkpoints else { return Box::pin(std::future::ready(Ok(None))) };
         let recovery = if first { checkpoints.recovery } else { Recovery::Latest };
-        match load_patiently(&checkpoints.store, partition, recovery, &self.config).await? {
-            Restore::From(c) => {
+        let (store, readiness) = (checkpoints.store.clone(), checkpoints.readiness.clone());
+        let loading = load_patiently(store, partition, recovery, self.config.clone(), readiness);
+        Box::pin(async move { Ok(Some(loading.await?)) })
+    }
+
+    fn resumed(&mut self, partition: i32, restored: Option<Restore>) -> Resume {
+        match restored {
+            None => {
+                self.parts.insert(partition, self.fresh());
+                Resume::At(0)
+            }
+            Some(Restore::From(c)) => {
                 tracing::info!(
                     partition, next_offset = c.next_offset, windows = c.state.windows.len(), counted = c.counted,
                     written_at = %c.written_at, "restored from checkpoint"
@@ -408,16 +468,16 @@ impl Processor for Counter {
                 let windows = Windows::restore(self.config.clone(), partition, c.state, Instant::now());
                 let part = PartitionWindows { windows, next_offset: c.next_offset, counted: c.counted, dirty: false };
                 self.parts.insert(partition, part);
-                Ok(Resume::At(c.next_offset))
+                Resume::At(c.next_offset)
             }
-            Restore::Replay(reason) => {
+            Some(Restore::Replay(reason)) => {
                 if matches!(reason, ReplayReason::NoPrevious { .. }) {
                     tracing::warn!(partition, "{reason}");
                 } else {
                     tracing::info!(partition, "{reason}");
                 }
                 self.parts.insert(partition, self.fresh());
-                Ok(Resume::At(0))
+                Resume::At(0)
             }
         }
     }
@@ -430,31 +490,46 @@ impl Processor for Counter {
         }
     }
 
-    async fn checkpoint(&mut self) -> Vec<(i32, i64)> {
-        let Some(checkpoints) = &self.checkpoints else { return Vec::new() };
-        let mut commits = Vec::new();
+    fn checkpoint(&mut self) -> Option<CheckpointWrite> {
+        let checkpoints = self.checkpoints.as_ref()?;
+        // A write that never reported (a stop cut it short) made nothing durable.
+        for partition in std::mem::take(&mut self.writing) {
+            if let Some(part) = self.parts.get_mut(&partition) {
+                part.dirty = true;
+            }
+        }
+        let mut snapshot = Vec::new();
         for (partition, part) in self.parts.iter_mut().filter(|(_, p)| p.dirty) {
-            let checkpoint = CheckpointStore::checkpoint(
+            part.dirty = false;
+            self.writing.push(*partition);
+            snapshot.push(CheckpointStore::checkpoint(
                 &self.input_topic,
                 *partition,
                 part.next_offset,
                 &self.config,
                 part.counted,
                 part.windows.state(),
-            );
-            match checkpoints.store.save(&checkpoint).await {
-                Ok(()) => {
-                    part.dirty = false;
-                    commits.push((*partition, part.next_offset));
-                }
-                Err(e) => tracing::warn!(partition, error = %e, "checkpoint failed; the next one retries"),
+            ));
+        }
+        if snapshot.is_empty() {
+            return None;
+        }
+        let (store, readiness) = (checkpoints.store.clone(), checkpoints.readiness.clone());
+        Some(Box::pin(write_checkpoints(store, snapshot, readiness)))
+    }
+
+    fn checkpointed(&mut self, durable: &[(i32, i64)]) {
+        for partition in std::mem::take(&mut self.writing) {
+            if durable.iter().any(|(p, _)| *p == partition) {
+                continue;
+            }
+            if let Some(part) = self.parts.get_mut(&partition) {
+                part.dirty = true;
             }
         }
-        if !commits.is_empty() {
-            tracing::info!(?commits, url = %checkpoints.store.url(commits[0].0), "checkpointed");
+        if !durable.is_empty() {
             self.metrics.checkpoint.set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
         }
-        commits
     }
 }
 

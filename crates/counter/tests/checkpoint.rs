@@ -108,6 +108,12 @@ async fn newest_wins_old_ones_are_pruned_and_damage_is_named() {
     );
 }
 
+/// What the loop does for a newly assigned partition: restore it, then install it.
+async fn resume(counter: &mut Counter, partition: i32) -> Resume {
+    let restored = counter.restore(partition).await.expect("restored");
+    counter.resumed(partition, restored)
+}
+
 /// A private checkpoint directory: the store, the bucket and the prefix.
 async fn private(name: &str) -> (pipeline_s3::S3Args, ObjectStore, String) {
     let (s3, store) = testkit::bucket(name).await;
@@ -127,12 +133,13 @@ async fn previous_falls_back_per_partition_and_replays_one_with_a_single_checkpo
     }
     let (view, _) = tokio::sync::watch::channel(Arc::new(WindowsView::default()));
     let recovery = Recovery::Previous;
-    let ckpts = Some(Checkpoints { store: checkpoints.clone(), recovery });
+    let readiness = pipeline_kafka::observe::Readiness::default();
+    let ckpts = Some(Checkpoints { store: checkpoints.clone(), recovery, readiness });
     let mut counter =
         Counter::new(config, "alerts".into(), ckpts, "counts", "late", false, Duration::from_secs(60), view);
-    assert_eq!(counter.resume(0).await.unwrap(), Resume::At(100), "the one before the newest");
-    assert_eq!(counter.resume(1).await.unwrap(), Resume::At(0), "no older one: replayed, the start goes on");
-    assert_eq!(counter.resume(2).await.unwrap(), Resume::At(0), "none at all: replayed");
+    assert_eq!(resume(&mut counter, 0).await, Resume::At(100), "the one before the newest");
+    assert_eq!(resume(&mut counter, 1).await, Resume::At(0), "no older one: replayed, the start goes on");
+    assert_eq!(resume(&mut counter, 2).await, Resume::At(0), "none at all: replayed");
 }
 
 #[tokio::test]

@@ -49,6 +49,7 @@ struct Detector {
 }
 
 impl Processor for Detector {
+    type Restored = ();
     type Input<'a> = EnrichedEvent<'a>;
 
     fn process(&mut self, event: EnrichedEvent<'_>, meta: InputMeta<'_>, out: &mut Vec<Output>) {

@@ -5,7 +5,10 @@
 //! A table that disappears or becomes unreadable leaves the version in use; the enricher logs
 //! one line when that starts and one when it ends, and `/readyz` shows
 //! `dims_loaded degraded: <reason>` meanwhile (still 200: the events keep flowing, joined with
-//! the last good tables).
+//! the last good tables). While S3 itself is unreachable, stalled or busy (a transient error)
+//! the check fails instead (503, the reason shown), the events still joined with the version in
+//! use. S3 refusing for good (credentials, a missing bucket) stops the enricher with one line,
+//! at the first load as on any later poll: it could never refresh the tables again.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +16,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use pipeline_core::join::{DimTables, JoinIndex};
 use pipeline_kafka::observe::Readiness;
-use pipeline_s3::dims_watch::{self, DimsVersion, HEADER, Health, Next, Watch};
+use pipeline_s3::dims_watch::{self, DimsVersion, HEADER, Health, Next, Watch, WatchError};
 use pipeline_s3::store::ObjectStore;
 use rdkafka::message::{Header, OwnedHeaders};
 use tokio_util::sync::CancellationToken;
@@ -66,10 +69,10 @@ fn record_loaded(tables: &DimTables, version: &DimsVersion, previous: Option<&Di
 }
 
 /// Lists and loads one version (the objects listed, nothing else).
-async fn fetch(store: &ObjectStore, prefix: &str) -> Result<(DimsVersion, DimTables, Duration), String> {
-    let listing = dims_watch::list(store, prefix).await.map_err(|e| e.to_string())?;
+async fn fetch(store: &ObjectStore, prefix: &str) -> Result<(DimsVersion, DimTables, Duration), WatchError> {
+    let listing = dims_watch::list(store, prefix).await?;
     let started = Instant::now();
-    let tables = dims_watch::load(store, &listing).await.map_err(|e| e.to_string())?;
+    let tables = dims_watch::load(store, &listing).await?;
     Ok((listing.version(), tables, started.elapsed()))
 }
 
@@ -90,19 +93,19 @@ pub struct Poller {
 
 impl Poller {
     /// Loads the first version, retrying with backoff (1 s doubling to 30 s) while S3 or a
-    /// table is missing; None if `cancel` comes first.
+    /// table is missing; Ok(None) if `cancel` comes first, Err if S3 refuses for good.
     pub async fn start(
         store: ObjectStore,
         prefix: String,
         readiness: Readiness,
         cancel: &CancellationToken,
-    ) -> Option<Self> {
+    ) -> Result<Option<Self>, WatchError> {
         let mut backoff = Duration::from_secs(1);
         loop {
             // A stop does not wait for a read S3 is slow to answer (nothing is loaded yet).
             let fetched = tokio::select! {
                 fetched = fetch(&store, &prefix) => fetched,
-                () = cancel.cancelled() => return None,
+                () = cancel.cancelled() => return Ok(None),
             };
             match fetched {
                 Ok((version, tables, took)) => {
@@ -119,13 +122,14 @@ impl Poller {
                     watch.loaded(version.clone());
                     let current = Arc::new(ArcSwap::from_pointee(Dims::new(&tables, version)));
                     readiness.set(READY_CHECK, true);
-                    return Some(Self { store, prefix, watch, current, readiness });
+                    return Ok(Some(Self { store, prefix, watch, current, readiness }));
                 }
+                Err(error) if error.needs_operator() => return Err(error),
                 Err(error) => tracing::warn!(%error, retry_in = ?backoff, "dimension tables not available yet"),
             }
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
-                _ = cancel.cancelled() => return None,
+                _ = cancel.cancelled() => return Ok(None),
             }
             backoff = (backoff * 2).min(Duration::from_secs(30));
         }
@@ -136,10 +140,16 @@ impl Poller {
         self.current.clone()
     }
 
-    /// One poll: LIST; if the version changed, load it and swap it in.
-    pub async fn poll(&mut self) {
+    /// One poll: LIST; if the version changed, load it and swap it in. Err when S3 refuses
+    /// for good ([`WatchError::needs_operator`]).
+    pub async fn poll(&mut self) -> Result<(), WatchError> {
+        let mut transient = false;
         let health = match dims_watch::list(&self.store, &self.prefix).await {
-            Err(e) => self.watch.list_failed(e.to_string()),
+            Err(e) if e.needs_operator() => return Err(e),
+            Err(e) => {
+                transient = e.is_transient();
+                self.watch.list_failed(e.to_string())
+            }
             Ok(listing) => {
                 let version = listing.version();
                 match self.watch.listed(&version) {
@@ -161,10 +171,12 @@ impl Poller {
                                 );
                                 self.watch.loaded(version)
                             }
+                            Err(e) if e.needs_operator() => return Err(e),
                             Err(e) => {
                                 // Logged once below if it degrades the tables; a rewrite in
                                 // progress (an object gone mid-read) is retried silently.
                                 tracing::debug!(error = %e, %version, "reading the changed tables failed");
+                                transient = e.is_transient();
                                 self.watch.load_failed(version, &e)
                             }
                         }
@@ -172,24 +184,33 @@ impl Poller {
                 }
             }
         };
-        self.report(health);
+        self.report(health, transient);
+        Ok(())
     }
 
-    /// Logs and exposes a health change, once per change.
-    fn report(&self, health: Health) {
+    /// Logs and exposes a health change, once per change; while S3 itself is failing
+    /// (`transient`) the check fails rather than only degrades.
+    fn report(&self, health: Health, transient: bool) {
         let in_use = self.watch.version().map(DimsVersion::as_str).unwrap_or_default();
+        let expose = |reason: &str| {
+            if transient {
+                self.readiness.fail(READY_CHECK, format!("{reason} (joining with version {in_use} meanwhile)"));
+            } else {
+                self.readiness.degrade(READY_CHECK, reason);
+            }
+        };
         match health {
             Health::Same => {
                 // A degraded state's reason may have changed (another table, S3 down): keep
                 // `/readyz` current without another log line.
                 if let Some(reason) = self.watch.degraded() {
-                    self.readiness.degrade(READY_CHECK, reason);
+                    expose(reason);
                 }
             }
             Health::Broke(reason) => {
                 tracing::warn!(error = %reason, version = %in_use, "dimension tables degraded: keeping the ones in use");
                 metrics::gauge!("pipeline_dims_degraded").set(1.0);
-                self.readiness.degrade(READY_CHECK, reason);
+                expose(&reason);
             }
             Health::Recovered => {
                 tracing::info!(version = %in_use, "dimension tables readable again");
@@ -199,14 +220,22 @@ impl Poller {
         }
     }
 
-    /// Polls every `every` until `cancel`.
-    pub async fn run(mut self, every: Duration, cancel: CancellationToken) {
+    /// Polls every `every` until `cancel`; when S3 refuses for good, cancels `cancel` itself
+    /// (the service stops) and returns why.
+    pub async fn run(mut self, every: Duration, cancel: CancellationToken) -> Result<(), WatchError> {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
-                _ = cancel.cancelled() => return,
+                _ = cancel.cancelled() => return Ok(()),
             }
-            self.poll().await;
+            let polled = tokio::select! {
+                polled = self.poll() => polled,
+                _ = cancel.cancelled() => return Ok(()),
+            };
+            if let Err(e) = polled {
+                cancel.cancel();
+                return Err(e);
+            }
         }
     }
 }

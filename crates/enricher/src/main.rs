@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use arc_swap::ArcSwap;
 use clap::Parser;
 use pipeline_core::schema::{JsonEvent, SensorEvent};
@@ -93,6 +94,7 @@ struct Enricher {
 }
 
 impl Processor for Enricher {
+    type Restored = ();
     type Input<'a> = SensorEvent;
 
     fn process(&mut self, event: SensorEvent, _: InputMeta<'_>, out: &mut Vec<Output>) {
@@ -132,11 +134,14 @@ async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
     config.readiness.require(dims::READY_CHECK);
     cli.service.observe(&config.readiness, &cancel).await?;
     let store = ObjectStore::connect(&cli.s3).await;
-    let Some(poller) = Poller::start(store, cli.s3.dims_prefix.clone(), config.readiness.clone(), &cancel).await else {
+    let started = Poller::start(store, cli.s3.dims_prefix.clone(), config.readiness.clone(), &cancel).await;
+    let Some(poller) = started.context("loading the dimension tables")? else {
         return Ok(());
     };
     let dims = poller.current();
-    tokio::spawn(poller.run(cli.dims_poll(), cancel.clone()));
+    // The poller stops the service (cancels `stop`) when S3 refuses the tables for good.
+    let stop = cancel.child_token();
+    let polling = tokio::spawn(poller.run(cli.dims_poll(), stop.clone()));
     let processor = Enricher {
         dims,
         output: Arc::from(cli.output_topic.as_str()),
@@ -144,8 +149,11 @@ async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
         unknown_metric: metrics::counter!("pipeline_unknown_car_events_total"),
         unknown_logged: HashSet::new(),
     };
-    runtime::run(&config, processor, cancel).await?;
-    Ok(())
+    let result = runtime::run(&config, processor, stop.clone()).await;
+    stop.cancel();
+    let polled = polling.await.context("the dimension tables' poller panicked")?;
+    result?;
+    polled.context("reloading the dimension tables")
 }
 
 fn main() -> std::process::ExitCode {

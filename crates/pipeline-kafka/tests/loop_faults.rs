@@ -46,6 +46,7 @@ struct Echo {
 }
 
 impl Processor for Echo {
+    type Restored = ();
     type Input<'a> = SensorEvent;
 
     fn process(&mut self, event: SensorEvent, _: InputMeta<'_>, out: &mut Vec<Output>) {

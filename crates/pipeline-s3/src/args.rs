@@ -28,6 +28,18 @@ pub struct S3Args {
     /// set (MinIO/SeaweedFS need it) and off for AWS.
     #[arg(long, env = "S3_FORCE_PATH_STYLE")]
     pub s3_path_style: Option<bool>,
+
+    /// How long one S3 call may take in all, retries included, before it counts as a stall (a
+    /// transient error: retried, readiness false). Bounds every call, so a store that accepts a
+    /// connection and never answers cannot hold a service forever.
+    #[arg(long, env = "S3_TIMEOUT", default_value = "30s", value_parser = nonzero_duration)]
+    pub s3_timeout: std::time::Duration,
+}
+
+/// A duration flag's value that must be longer than zero (a zero timeout fails every call).
+fn nonzero_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d.is_zero() { Err("must be longer than zero".to_owned()) } else { Ok(d) }
 }
 
 impl S3Args {
@@ -64,6 +76,7 @@ mod tests {
             s3_bucket: "b".into(),
             dims_prefix: "p".into(),
             s3_path_style: None,
+            s3_timeout: std::time::Duration::from_secs(30),
         };
         assert!(!aws.path_style());
         assert_eq!(aws.endpoint_display(), "AWS S3 (eu-west-1)");
@@ -71,5 +84,6 @@ mod tests {
         assert!(local.s3.path_style());
         let forced = Cli::try_parse_from(["x", "--s3-endpoint", "http://h", "--s3-path-style", "false"]).unwrap();
         assert!(!forced.s3.path_style());
+        assert!(Cli::try_parse_from(["x", "--s3-timeout", "0s"]).is_err(), "a zero timeout fails every call");
     }
 }

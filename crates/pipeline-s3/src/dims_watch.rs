@@ -55,6 +55,19 @@ impl WatchError {
     pub fn is_permanent(&self) -> bool {
         matches!(self, Self::Dims(DimsError::Corrupt { .. } | DimsError::Schema { .. }))
     }
+
+    /// Whether S3 refused for a reason no retry fixes (refused credentials, a missing bucket,
+    /// a rejected request): the service says so in one line and stops, rather than keep
+    /// running on tables it can never refresh. A missing table or object is not that: it is
+    /// being written, or will be.
+    pub fn needs_operator(&self) -> bool {
+        matches!(self, Self::Dims(DimsError::S3(e)) if !e.is_transient() && !matches!(e, S3Error::NoSuchKey { .. }))
+    }
+
+    /// Whether S3 is unreachable, stalled or busy ([`S3Error::is_transient`]).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Dims(DimsError::S3(e)) if e.is_transient())
+    }
 }
 
 /// A version of the three tables: 12 hex digits of the SHA-256 of their objects' keys and

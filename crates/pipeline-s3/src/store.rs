@@ -4,7 +4,13 @@
 //! instance metadata), so the same binary runs against AWS, MinIO and the local SeaweedFS.
 //! Every error names the endpoint and the bucket/key and says what to do next; no error or log
 //! line ever contains the secret key.
+//!
+//! Every call is bounded by `--s3-timeout` (retries included), and every error is classified
+//! once, here: [`S3Error::is_transient`] (unreachable, stalled, 5xx, throttled: worth waiting
+//! for) or not (refused credentials, a missing bucket, a request the store rejects: waiting
+//! changes nothing, the operator must). Callers act on that, never on the variant list.
 
+use std::future::Future;
 use std::time::Duration;
 
 use aws_config::BehaviorVersion;
@@ -48,10 +54,33 @@ pub enum S3Error {
          AWS_SECRET_ACCESS_KEY (or the AWS profile) and the bucket policy"
     )]
     AccessDenied { endpoint: String, bucket: String, code: String },
-    /// Anything else, with the server's words.
+    /// The call got no answer within `--s3-timeout` (a store that accepts connections and then
+    /// stalls, an overloaded proxy): transient.
+    #[error(
+        "S3 {op} on s3://{bucket}/{key} at {endpoint} got no answer within {} (--s3-timeout / S3_TIMEOUT)",
+        humantime::format_duration(*after)
+    )]
+    Stalled { op: &'static str, endpoint: String, bucket: String, key: String, after: Duration },
+    /// Anything else, with the server's words; `transient` when the server said to try again
+    /// (5xx, throttling, a request timeout) or the answer broke off.
     #[error("S3 {op} on s3://{bucket}/{key} at {endpoint} failed: {detail}")]
-    Other { op: &'static str, endpoint: String, bucket: String, key: String, detail: String },
+    Other { op: &'static str, endpoint: String, bucket: String, key: String, detail: String, transient: bool },
 }
+
+impl S3Error {
+    /// Whether the same call may succeed later without anyone changing anything: S3 is
+    /// unreachable or stalled, busy (5xx) or throttling. Everything else (refused credentials,
+    /// a missing bucket, a rejected request) needs an operator; a missing key is neither, its
+    /// meaning is the caller's.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unreachable { .. } | Self::Stalled { .. } | Self::Other { transient: true, .. })
+    }
+}
+
+/// Error codes S3 (and MinIO, SeaweedFS) answer when it is busy rather than when the request
+/// is wrong: retried like a 5xx.
+const TRANSIENT_CODES: &[&str] =
+    &["SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError", "ServiceUnavailable"];
 
 /// One object as a LIST shows it: enough to tell whether it changed without reading it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,11 +108,14 @@ pub struct ObjectStore {
     endpoint: String,
     /// Region, needed to create a bucket outside us-east-1.
     region: String,
+    /// The longest one call may take, retries included (`--s3-timeout`).
+    timeout: Duration,
 }
 
 impl ObjectStore {
     /// A store for `args.s3_bucket`, credentials from the default chain. Connect timeouts are
-    /// short (3 s) and retries few, so an S3 that is down is reported in seconds.
+    /// short (3 s) and retries few, so an S3 that is down is reported in seconds; a call that
+    /// gets no answer is abandoned after `--s3-timeout`.
     pub async fn connect(args: &S3Args) -> Self {
         Self::connect_bucket(args, &args.s3_bucket).await
     }
@@ -97,7 +129,8 @@ impl ObjectStore {
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(3))
-                    .operation_attempt_timeout(Duration::from_secs(30))
+                    .operation_attempt_timeout(args.s3_timeout.min(Duration::from_secs(30)))
+                    .operation_timeout(args.s3_timeout)
                     .build(),
             )
             .retry_config(RetryConfig::standard().with_max_attempts(3));
@@ -109,7 +142,28 @@ impl ObjectStore {
             bucket: bucket.to_owned(),
             endpoint: args.endpoint_display(),
             region: args.s3_region.clone(),
+            timeout: args.s3_timeout,
         }
+    }
+
+    /// `call` (one S3 operation on `key`, the body read included), abandoned as
+    /// [`S3Error::Stalled`] after `--s3-timeout`: the SDK's own timeouts do not cover reading a
+    /// body, and a stalled store must never hold a caller longer than that.
+    async fn bounded<T>(
+        &self,
+        op: &'static str,
+        key: &str,
+        call: impl Future<Output = Result<T, S3Error>>,
+    ) -> Result<T, S3Error> {
+        tokio::time::timeout(self.timeout, call).await.unwrap_or_else(|_| {
+            Err(S3Error::Stalled {
+                op,
+                endpoint: self.endpoint.clone(),
+                bucket: self.bucket.clone(),
+                key: key.to_owned(),
+                after: self.timeout,
+            })
+        })
     }
 
     /// The bucket this store addresses.
@@ -151,19 +205,20 @@ impl ObjectStore {
                 S3Error::AccessDenied { endpoint, bucket, code: c.to_owned() }
             }
             (None, Some(403)) => S3Error::AccessDenied { endpoint, bucket, code: "HTTP 403".into() },
-            _ => S3Error::Other { op, endpoint, bucket, key: key.to_owned(), detail: short(&detail) },
+            (code, status) => {
+                let transient = matches!(err, SdkError::ResponseError(_))
+                    || status.is_some_and(|s| s >= 500 || s == 429)
+                    || code.is_some_and(|c| TRANSIENT_CODES.contains(&c));
+                S3Error::Other { op, endpoint, bucket, key: key.to_owned(), detail: short(&detail), transient }
+            }
         }
     }
 
     /// Checks that the bucket exists and the credentials open it.
     pub async fn check_bucket(&self) -> Result<(), S3Error> {
-        self.client
-            .head_bucket()
-            .bucket(&self.bucket)
-            .send()
+        let call = self.client.head_bucket().bucket(&self.bucket).send();
+        self.bounded("HeadBucket", "", async { call.await.map(drop).map_err(|e| self.classify("HeadBucket", "", e)) })
             .await
-            .map(drop)
-            .map_err(|e| self.classify("HeadBucket", "", e))
     }
 
     /// Creates the bucket unless it exists already.
@@ -180,95 +235,83 @@ impl ObjectStore {
                     .build(),
             );
         }
-        match req.send().await {
-            Ok(_) => Ok(()),
-            Err(e) if matches!(e.code(), Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")) => Ok(()),
-            Err(e) => Err(self.classify("CreateBucket", "", e)),
-        }
+        self.bounded("CreateBucket", "", async {
+            match req.send().await {
+                Ok(_) => Ok(()),
+                Err(e) if matches!(e.code(), Some("BucketAlreadyOwnedByYou" | "BucketAlreadyExists")) => Ok(()),
+                Err(e) => Err(self.classify("CreateBucket", "", e)),
+            }
+        })
+        .await
     }
 
     /// Writes one object (a single PUT: readers see the old or the new bytes, never a mix).
     pub async fn put(&self, key: &str, body: impl Into<Bytes>) -> Result<(), S3Error> {
-        self.client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .body(ByteStream::from(body.into()))
-            .send()
+        let call = self.client.put_object().bucket(&self.bucket).key(key).body(ByteStream::from(body.into())).send();
+        self.bounded("PutObject", key, async { call.await.map(drop).map_err(|e| self.classify("PutObject", key, e)) })
             .await
-            .map(drop)
-            .map_err(|e| self.classify("PutObject", key, e))
     }
 
     /// Reads one object whole.
     pub async fn get(&self, key: &str) -> Result<Bytes, S3Error> {
-        let out = self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| self.classify("GetObject", key, e))?;
-        out.body.collect().await.map(|b| b.into_bytes()).map_err(|e| S3Error::Other {
-            op: "GetObject",
-            endpoint: self.endpoint.clone(),
-            bucket: self.bucket.clone(),
-            key: key.to_owned(),
-            detail: format!("reading the body: {e}"),
+        self.bounded("GetObject", key, async {
+            let call = self.client.get_object().bucket(&self.bucket).key(key).send();
+            let out = call.await.map_err(|e| self.classify("GetObject", key, e))?;
+            out.body.collect().await.map(|b| b.into_bytes()).map_err(|e| S3Error::Other {
+                op: "GetObject",
+                endpoint: self.endpoint.clone(),
+                bucket: self.bucket.clone(),
+                key: key.to_owned(),
+                detail: format!("reading the body: {e}"),
+                transient: true,
+            })
         })
+        .await
     }
 
     /// Every key under `prefix`, in the store's (lexicographic) order.
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, S3Error> {
-        let mut keys = Vec::new();
-        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
-        while let Some(page) = pages.try_next().await.map_err(|e| self.classify("ListObjectsV2", prefix, e))? {
-            keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
-        }
-        Ok(keys)
+        Ok(self.list_objects(prefix).await?.into_iter().map(|o| o.key).collect())
     }
 
     /// Every object under `prefix` with its ETag, size and last-modified time, in the store's
     /// (lexicographic) order: what a change check needs, from LIST alone (no GET).
     pub async fn list_objects(&self, prefix: &str) -> Result<Vec<ObjectInfo>, S3Error> {
-        let mut objects = Vec::new();
-        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
-        while let Some(page) = pages.try_next().await.map_err(|e| self.classify("ListObjectsV2", prefix, e))? {
-            objects.extend(page.contents().iter().filter_map(|o| {
-                Some(ObjectInfo {
-                    key: o.key()?.to_owned(),
-                    e_tag: o.e_tag().map(|t| t.trim_matches('"').to_owned()),
-                    size: o.size().unwrap_or(0),
-                    last_modified: o.last_modified().map(|t| (t.secs(), t.subsec_nanos())),
-                })
-            }));
-        }
-        Ok(objects)
+        self.bounded("ListObjectsV2", prefix, async {
+            let mut objects = Vec::new();
+            let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
+            while let Some(page) = pages.try_next().await.map_err(|e| self.classify("ListObjectsV2", prefix, e))? {
+                objects.extend(page.contents().iter().filter_map(|o| {
+                    Some(ObjectInfo {
+                        key: o.key()?.to_owned(),
+                        e_tag: o.e_tag().map(|t| t.trim_matches('"').to_owned()),
+                        size: o.size().unwrap_or(0),
+                        last_modified: o.last_modified().map(|t| (t.secs(), t.subsec_nanos())),
+                    })
+                }));
+            }
+            Ok(objects)
+        })
+        .await
     }
 
     /// Deletes one object (no error if it is already gone).
     pub async fn delete(&self, key: &str) -> Result<(), S3Error> {
-        self.client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| self.classify("DeleteObject", key, e))
+        let call = self.client.delete_object().bucket(&self.bucket).key(key).send();
+        self.bounded("DeleteObject", key, async {
+            call.await.map(drop).map_err(|e| self.classify("DeleteObject", key, e))
+        })
+        .await
     }
 
     /// Deletes the bucket. SeaweedFS deletes a non-empty bucket with its objects; AWS and MinIO
     /// refuse (BucketNotEmpty).
     pub async fn delete_bucket(&self) -> Result<(), S3Error> {
-        self.client
-            .delete_bucket()
-            .bucket(&self.bucket)
-            .send()
-            .await
-            .map(drop)
-            .map_err(|e| self.classify("DeleteBucket", "", e))
+        let call = self.client.delete_bucket().bucket(&self.bucket).send();
+        self.bounded("DeleteBucket", "", async {
+            call.await.map(drop).map_err(|e| self.classify("DeleteBucket", "", e))
+        })
+        .await
     }
 }
 

@@ -45,6 +45,7 @@ pub fn s3(bucket: &str) -> S3Args {
         s3_bucket: bucket.to_owned(),
         dims_prefix: "data/dims".into(),
         s3_path_style: Some(true),
+        s3_timeout: std::time::Duration::from_secs(30),
     }
 }
 

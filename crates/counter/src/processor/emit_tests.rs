@@ -14,7 +14,8 @@ async fn counter(mode: EmitMode) -> Counter {
     let mut c = super::tests::counter().with_emit(mode);
     c.config = WindowConfig { watermark_delay: chrono::Duration::minutes(30), ..c.config.clone() };
     for p in [0, 1] {
-        c.resume(p).await.unwrap();
+        let restored = c.restore(p).await.unwrap();
+        c.resumed(p, restored);
     }
     c
 }

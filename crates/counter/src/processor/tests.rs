@@ -87,7 +87,8 @@ fn partial(
 pub(super) async fn owning(partitions: &[i32]) -> Counter {
     let mut c = counter();
     for p in partitions {
-        assert_eq!(c.resume(*p).await.unwrap(), Resume::At(0));
+        let restored = c.restore(*p).await.unwrap();
+        assert_eq!(c.resumed(*p, restored), Resume::At(0));
     }
     c
 }

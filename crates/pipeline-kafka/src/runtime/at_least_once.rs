@@ -7,7 +7,9 @@
 //! what the broker refused for good, and stops on a refusal no dead letter can fix. Its timers
 //! come before the consumer in the `select!`, so a backlog never starves them. Reading pauses
 //! while `max_in_flight` inputs (or `max_in_flight_bytes` of outputs) await acknowledgement,
-//! or while a checkpoint waits for every output so far.
+//! or while a checkpoint waits for every output so far (only for its snapshot: the processor's
+//! write to its store, and a restore of newly assigned partitions, run beside the polling, so a
+//! stalled store never stops it and never costs the group membership).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -22,8 +24,9 @@ use tokio_util::sync::CancellationToken;
 use super::close;
 use super::core::Core;
 use super::deliveries::{Deliveries, DeliveryContext, DeliveryState, Undelivered};
+use super::error::ProcessorError;
 use super::error::RuntimeError;
-use super::processor::Processor;
+use super::processor::{CheckpointWrite, Detached, Processor};
 use super::rebalance::{LoopConsumer, offsets_list, store_offsets};
 
 /// How often offsets are stored and due retries resent.
@@ -75,6 +78,8 @@ impl<P: Processor> AtLeastOnceLoop<'_, P> {
         checkpoint.tick().await;
         let assigned = self.core.rebalance.assigned.clone();
         let deliveries = self.deliveries.clone();
+        // The checkpoint being written (one at a time), polled beside the consumer.
+        let mut writing: Option<CheckpointWrite> = None;
         let outcome = loop {
             let can_read = !self.checkpoint_due && {
                 let state = self.deliveries.lock();
@@ -85,15 +90,15 @@ impl<P: Processor> AtLeastOnceLoop<'_, P> {
                 biased;
                 _ = cancel.cancelled() => break Ok(()),
                 _ = assigned.notified() => {
-                    tokio::select! {
-                        // A processor restoring its state waits for S3; a stop request does not.
-                        _ = cancel.cancelled() => break Ok(()),
-                        applied = self.core.apply_assignment(consumer) => applied.map(|parts| {
-                            // A new generation per partition: reports of an earlier ownership are stale.
-                            let mut state = self.deliveries.lock();
-                            parts.into_iter().for_each(|p| state.tracker.assign(p));
-                        }),
-                    }
+                    let assigned = self.core.begin_assignment(consumer);
+                    assigned.map(|parts| self.track(parts))
+                }
+                finished = self.core.restores.next(), if self.core.restores.is_running() => {
+                    self.core.restore_finished(consumer, finished).map(|parts| self.track(parts))
+                }
+                written = poll_detached(&mut writing), if writing.is_some() => {
+                    writing = None;
+                    self.checkpoint_written(consumer, written, CommitMode::Async)
                 }
                 _ = housekeeping.tick() => self.housekeeping(consumer),
                 _ = tick.tick() => {
@@ -101,7 +106,8 @@ impl<P: Processor> AtLeastOnceLoop<'_, P> {
                     self.send_outputs(None, false)
                 }
                 _ = checkpoint.tick(), if every.is_some() => {
-                    self.checkpoint_due = true;
+                    // One write at a time: a store slower than the interval skips a beat.
+                    self.checkpoint_due = writing.is_none();
                     Ok(())
                 }
                 _ = report.tick() => {
@@ -118,17 +124,21 @@ impl<P: Processor> AtLeastOnceLoop<'_, P> {
                 break Err(e);
             }
             if self.checkpoint_due && self.deliveries.lock().tokens.len() == 0 {
+                // Every output so far is acknowledged: the snapshot is taken now, written beside
+                // the polling.
                 self.checkpoint_due = false;
-                tokio::select! {
-                    // A checkpoint waits for S3; a stop request does not (shutdown writes one more
-                    // under the drain deadline).
-                    _ = cancel.cancelled() => break Ok(()),
-                    () = self.checkpoint(consumer, CommitMode::Async) => {}
-                }
+                self.core.sync_revocations();
+                writing = self.core.processor.checkpoint();
             }
         };
-        let stopped = self.shutdown(consumer).await;
+        let stopped = self.shutdown(consumer, writing).await;
         outcome.and(stopped)
+    }
+
+    /// A new generation per newly assigned partition: reports of an earlier ownership are stale.
+    fn track(&self, parts: Vec<i32>) {
+        let mut state = self.deliveries.lock();
+        parts.into_iter().for_each(|p| state.tracker.assign(p));
     }
 
     /// Stores what is acknowledged, resends due retries, dead-letters refused records, and
@@ -189,12 +199,22 @@ impl<P: Processor> AtLeastOnceLoop<'_, P> {
         }
     }
 
-    /// Has the processor checkpoint its state (every output so far is acknowledged) and
-    /// commits the offsets the checkpoint covers.
-    async fn checkpoint(&mut self, consumer: &LoopConsumer, mode: CommitMode) {
-        self.core.rebalance.sync_revocations(&mut self.core.processor);
-        let commits = self.core.processor.checkpoint().await;
-        commit_offsets(consumer, &self.core.config.input_topic, &commits, mode, &self.core.config.service);
+    /// A checkpoint was written: commits the offsets it covers of the partitions still owned (a
+    /// partition revoked while it was written is its next owner's to commit) and tells the
+    /// processor; a store that refuses it for good stops the service.
+    fn checkpoint_written(
+        &mut self,
+        consumer: &LoopConsumer,
+        written: Result<Vec<(i32, i64)>, ProcessorError>,
+        mode: CommitMode,
+    ) -> Result<(), RuntimeError> {
+        let service = &self.core.config.service;
+        let mut durable = written.map_err(|error| RuntimeError::Processor { service: service.clone(), error })?;
+        self.core.sync_revocations();
+        self.core.processor.checkpointed(&durable);
+        durable.retain(|(p, _)| self.core.rebalance.resumed.contains_key(p));
+        commit_offsets(consumer, &self.core.config.input_topic, &durable, mode, service);
+        Ok(())
     }
 
     fn consumer_error(&self, error: KafkaError) -> Result<(), RuntimeError> {
@@ -226,7 +246,11 @@ impl<P: Processor> AtLeastOnceLoop<'_, P> {
     /// offsets of what is acknowledged, the commit and the processor's checkpoint (if nothing is
     /// left in flight) in the rest (at least [`LAST_STEP`] each). Undelivered records are
     /// dropped with the producer: their inputs are read again on the next start.
-    async fn shutdown(&mut self, consumer: &Arc<LoopConsumer>) -> Result<(), RuntimeError> {
+    async fn shutdown(
+        &mut self,
+        consumer: &Arc<LoopConsumer>,
+        writing: Option<CheckpointWrite>,
+    ) -> Result<(), RuntimeError> {
         self.stopping.cancel();
         let config = self.core.config;
         let started = Instant::now();
@@ -274,14 +298,46 @@ impl<P: Processor> AtLeastOnceLoop<'_, P> {
                 ),
             }
         }
-        if self.deliveries.lock().tokens.len() == 0
-            && tokio::time::timeout(remaining(), self.checkpoint(consumer, CommitMode::Async)).await.is_err()
-        {
-            tracing::warn!(service = %config.service, "checkpoint unfinished within the drain deadline");
+        if self.deliveries.lock().tokens.len() == 0 {
+            outcome = outcome.and(self.final_checkpoint(consumer, writing, remaining()).await);
         }
         // No unsubscribe here: it waits for librdkafka's answer; the close leaves the group.
         tracing::info!(service = %config.service, stats = ?self.stats(), "stopped");
         outcome
+    }
+}
+
+impl<P: Processor> AtLeastOnceLoop<'_, P> {
+    /// The last checkpoint, within `budget`: the one being written finishes first (its
+    /// snapshot is older), then one of everything since.
+    async fn final_checkpoint(
+        &mut self,
+        consumer: &LoopConsumer,
+        writing: Option<CheckpointWrite>,
+        budget: Duration,
+    ) -> Result<(), RuntimeError> {
+        let service = self.core.config.service.clone();
+        let until = tokio::time::Instant::now() + budget;
+        for write in [writing, None] {
+            self.core.sync_revocations();
+            let Some(write) = write.or_else(|| self.core.processor.checkpoint()) else { continue };
+            match tokio::time::timeout_at(until, write).await {
+                Ok(written) => self.checkpoint_written(consumer, written, CommitMode::Async)?,
+                Err(_) => {
+                    tracing::warn!(%service, "checkpoint unfinished within the drain deadline");
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Polls the detached work in `slot` (the caller's `select!` guards it with `is_some`).
+async fn poll_detached<T>(slot: &mut Option<Detached<T>>) -> T {
+    match slot {
+        Some(work) => work.await,
+        None => std::future::pending().await,
     }
 }
 

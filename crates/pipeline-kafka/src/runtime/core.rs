@@ -13,6 +13,7 @@ use super::error::RuntimeError;
 use super::metrics::{LoopMetrics, RunStats};
 use super::processor::{InputMeta, Output, Processor};
 use super::rebalance::{LoopConsumer, Rebalancer};
+use super::restores::{Restored, Restores};
 use super::settings::RuntimeConfig;
 use crate::telemetry::{admit_line, flush_lines};
 
@@ -23,6 +24,8 @@ pub(super) struct Core<'a, P: Processor> {
     pub(super) processor: P,
     /// Assignments and revocations, as the consumer context hands them over.
     pub(super) rebalance: Rebalancer,
+    /// The waiting assignment's restores, polled by the loop beside the consumer.
+    pub(super) restores: Restores<P::Restored>,
     /// Outputs of what is being handled, drained into the producer.
     pub(super) outputs: Vec<Output>,
     pub(super) dlq_topic: Arc<str>,
@@ -40,6 +43,7 @@ impl<'a, P: Processor> Core<'a, P> {
             config,
             processor,
             rebalance,
+            restores: Restores::default(),
             outputs: Vec::new(),
             dlq_topic: Arc::from(config.dlq_topic.as_str()),
             stats: RunStats::default(),
@@ -54,7 +58,7 @@ impl<'a, P: Processor> Core<'a, P> {
     /// None when the processor's restored state already covers the input (skipped); else
     /// whether it was dead-lettered.
     pub(super) fn take(&mut self, message: &BorrowedMessage<'_>, max_message_bytes: usize) -> Option<bool> {
-        self.rebalance.sync_revocations(&mut self.processor);
+        self.sync_revocations();
         if !self.rebalance.wanted(message) {
             return None;
         }
@@ -101,17 +105,64 @@ impl<'a, P: Processor> Core<'a, P> {
         self.outputs.push(dead_letter(&self.dlq_topic, &self.config.service, source, &error, max_message_bytes));
     }
 
-    /// Applies a waiting assignment (see [`Rebalancer::apply_assignment`]); returns the
-    /// partitions it assigned.
-    pub(super) async fn apply_assignment(&mut self, consumer: &LoopConsumer) -> Result<Vec<i32>, RuntimeError> {
-        self.rebalance.apply_assignment(consumer, &mut self.processor, self.config).await
+    /// Passes revocations on to the processor and drops the revoked partitions' restores.
+    pub(super) fn sync_revocations(&mut self) {
+        let revoked = self.rebalance.sync_revocations(&mut self.processor);
+        if !revoked.is_empty() {
+            self.restores.revoke(&revoked, self.config.kafka.cooperative());
+        }
+    }
+
+    /// Takes a waiting assignment and starts restoring its partitions (off the loop, see
+    /// `super::restores`); returns the partitions it assigned when there was nothing to wait
+    /// for.
+    pub(super) fn begin_assignment(&mut self, consumer: &LoopConsumer) -> Result<Vec<i32>, RuntimeError> {
+        self.sync_revocations();
+        let Some((partitions, cooperative)) = self.rebalance.take_assignment() else { return Ok(Vec::new()) };
+        let restores: Vec<_> = partitions.into_iter().map(|p| (p, self.processor.restore(p))).collect();
+        self.restores.start(self.config.input_topic.clone(), cooperative, restores);
+        match self.restores.complete() {
+            Some(restored) => self.assign(consumer, restored),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// One restore finished (`restores.next()`): the partitions assigned if it completed the
+    /// waiting assignment; a failed restore stops the service.
+    pub(super) fn restore_finished(
+        &mut self,
+        consumer: &LoopConsumer,
+        finished: Result<Option<Restored<P::Restored>>, super::error::ProcessorError>,
+    ) -> Result<Vec<i32>, RuntimeError> {
+        let service = &self.config.service;
+        match finished.map_err(|error| RuntimeError::Processor { service: service.clone(), error })? {
+            Some(restored) => self.assign(consumer, restored),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Assigns `restored`, less what was revoked meanwhile (an eager revocation: all of it).
+    fn assign(
+        &mut self,
+        consumer: &LoopConsumer,
+        mut restored: Restored<P::Restored>,
+    ) -> Result<Vec<i32>, RuntimeError> {
+        let revoked = self.rebalance.sync_revocations(&mut self.processor);
+        if !revoked.is_empty() {
+            self.restores.revoke(&revoked, restored.cooperative);
+            if !restored.cooperative {
+                return Ok(Vec::new());
+            }
+            restored.partitions.retain(|(p, _)| !revoked.contains(p));
+        }
+        self.rebalance.assign_restored(consumer, &mut self.processor, self.config, restored)
     }
 
     /// A tick: revocations first, then the processor's own tick outputs.
     pub(super) fn tick(&mut self) {
         flush_lines(&mut self.poison_log, "dead-lettering");
         flush_lines(&mut self.refused_log, "refused-output");
-        self.rebalance.sync_revocations(&mut self.processor);
+        self.sync_revocations();
         self.processor.on_tick(&mut self.outputs);
     }
 }

@@ -331,7 +331,10 @@ impl<P: Processor> TxnLoop<'_, P> {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
-                _ = assigned.notified() => drop(self.core.apply_assignment(consumer).await?),
+                _ = assigned.notified() => drop(self.core.begin_assignment(consumer)?),
+                finished = self.core.restores.next(), if self.core.restores.is_running() => {
+                    drop(self.core.restore_finished(consumer, finished)?);
+                }
                 _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
                     self.commit(consumer).await?;
                 }

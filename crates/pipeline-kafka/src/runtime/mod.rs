@@ -58,6 +58,7 @@ mod offset_tracker;
 mod outputs;
 mod processor;
 mod rebalance;
+mod restores;
 mod settings;
 
 use std::sync::Arc;
@@ -73,7 +74,7 @@ pub use self::dead_letter::dlq_headers;
 use self::deliveries::Deliveries;
 pub use self::error::{ProcessorError, RuntimeError};
 pub use self::metrics::RunStats;
-pub use self::processor::{InputMeta, Output, Processor, Resume};
+pub use self::processor::{CheckpointWrite, Detached, InputMeta, Output, Processor, Resume};
 use self::rebalance::{LoopConsumer, Rebalancer, RuntimeContext};
 use self::settings::commit_defaults;
 pub use self::settings::{CONSUMER_DEFAULTS, RuntimeConfig};
@@ -172,7 +173,7 @@ fn subscribe(
         drain_timeout: config.drain_timeout,
         input_topic: config.input_topic.clone(),
         cooperative: config.kafka.cooperative(),
-        owned: Default::default(),
+        applied: rebalance.applied.clone(),
         stopping: stopping.clone(),
     };
     // Offsets are committed by librdkafka (at-least-once) or inside transactions (exactly-once).

@@ -1,6 +1,7 @@
 //! What a service plugs into the runtime: its transform ([`Processor`]) and the records it emits.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use pipeline_core::schema::JsonEvent;
@@ -17,6 +18,14 @@ pub enum Resume {
     /// covers everything before it.
     At(i64),
 }
+
+/// Work a processor hands the loop that owns everything it needs (a store client, a snapshot):
+/// the loop polls it beside the consumer, so a slow or stalled store never stops the polling
+/// (and never costs the group membership, `max.poll.interval.ms`).
+pub type Detached<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A checkpoint being written: yields the (partition, next offset) pairs it made durable.
+pub type CheckpointWrite = Detached<Result<Vec<(i32, i64)>, ProcessorError>>;
 
 /// One record to produce.
 #[derive(Debug)]
@@ -46,6 +55,10 @@ pub struct InputMeta<'a> {
 
 /// The transform of a service.
 pub trait Processor: Send {
+    /// What restoring one partition's state gives back ([`Processor::restore`]); `()` for a
+    /// processor without state of its own.
+    type Restored: Default + Send + 'static;
+
     /// The decoded input type, which may borrow from the record it was decoded from (`'a`):
     /// an event's strings are not copied out of the record.
     type Input<'a>: JsonEvent<'a>;
@@ -72,10 +85,18 @@ pub trait Processor: Send {
     /// Called once when the loop stops consuming, before the final drain and commit.
     fn on_shutdown(&mut self, _out: &mut Vec<Output>) {}
 
-    /// Called before the first record of a newly assigned partition: a processor with state
-    /// of its own restores it here and says where reading resumes.
-    fn resume(&mut self, _partition: i32) -> impl Future<Output = Result<Resume, ProcessorError>> + Send {
-        std::future::ready(Ok(Resume::Committed))
+    /// Called when `partition` is assigned, before its first record: a processor with state of
+    /// its own starts restoring it. The loop polls the returned future beside the consumer (its
+    /// other partitions keep flowing) and assigns the partition once it is done: an `Err` stops
+    /// the service, so a store that may come back is waited for inside the future.
+    fn restore(&mut self, _partition: i32) -> Detached<Result<Self::Restored, ProcessorError>> {
+        Box::pin(std::future::ready(Ok(Self::Restored::default())))
+    }
+
+    /// `partition`'s restore finished with `restored`: install it and say where reading
+    /// resumes.
+    fn resumed(&mut self, _partition: i32, _restored: Self::Restored) -> Resume {
+        Resume::Committed
     }
 
     /// The partitions were taken away (a rebalance): forget their state, publish nothing more
@@ -83,10 +104,16 @@ pub trait Processor: Send {
     fn on_revoke(&mut self, _partitions: &[i32]) {}
 
     /// Every [`RuntimeConfig::checkpoint_interval`] and at shutdown, once every output so far
-    /// is acknowledged: make the state durable, and return the (partition, next offset) pairs
-    /// it now covers; the loop commits them to the group (so lag tools see progress). For a
+    /// is acknowledged: snapshot the state and return the work that makes it durable (None:
+    /// nothing changed). The future yields the (partition, next offset) pairs it made durable;
+    /// the loop keeps reading meanwhile, then commits them to the group (so lag tools see
+    /// progress) and tells [`Processor::checkpointed`]. An `Err` stops the service. For a
     /// service that commits by checkpoint rather than per acknowledged input.
-    fn checkpoint(&mut self) -> impl Future<Output = Vec<(i32, i64)>> + Send {
-        std::future::ready(Vec::new())
+    fn checkpoint(&mut self) -> Option<CheckpointWrite> {
+        None
     }
+
+    /// The checkpoint last returned by [`Processor::checkpoint`] made `durable` durable (the
+    /// partitions it left out failed, and are due again).
+    fn checkpointed(&mut self, _durable: &[(i32, i64)]) {}
 }

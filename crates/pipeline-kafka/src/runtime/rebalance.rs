@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::deliveries::Deliveries;
 use super::error::RuntimeError;
 use super::processor::{Processor, Resume};
+use super::restores::Restored;
 use super::settings::RuntimeConfig;
 use crate::observe::Readiness;
 
@@ -66,9 +67,9 @@ pub(super) struct RuntimeContext {
     /// Whether the assignment strategy is cooperative (incremental assign and unassign), from
     /// the configuration, not asked of librdkafka in the callback.
     pub(super) cooperative: bool,
-    /// The partitions this consumer owns: what the callbacks assigned minus what they revoked
-    /// (never asked of librdkafka, see above).
-    pub(super) owned: std::sync::Mutex<BTreeSet<i32>>,
+    /// Shared with the loop: the partitions assigned to librdkafka (by the loop once restored,
+    /// or here while stopping) minus what was revoked. Never asked of librdkafka, see above.
+    pub(super) applied: Arc<std::sync::Mutex<BTreeSet<i32>>>,
     /// Cancelled when the loop starts stopping (a stop request, or a fatal error): from then
     /// on a revocation waits for nothing and commits asynchronously.
     pub(super) stopping: CancellationToken,
@@ -105,18 +106,13 @@ impl ConsumerContext for RuntimeContext {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 tracing::info!(service = %self.service, ?parts, "partitions assigned");
-                let mut owned = lock(&self.owned);
-                if !self.cooperative {
-                    owned.clear();
-                }
-                owned.extend(&parts);
-                drop(owned);
                 if self.stopping.is_cancelled() {
                     // Nobody applies it any more: take it as offered, so the close can go on
                     // (it revokes it next).
                     let done = if self.cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
-                    if let Err(e) = done {
-                        tracing::warn!(service = %self.service, error = %e, "assign while stopping failed");
+                    match done {
+                        Ok(()) => lock(&self.applied).extend(&parts),
+                        Err(e) => tracing::warn!(service = %self.service, error = %e, "assign while stopping failed"),
                     }
                     return;
                 }
@@ -143,27 +139,32 @@ impl ConsumerContext for RuntimeContext {
                     }
                 }
                 tracing::info!(service = %self.service, partitions = tpl.count(), "partitions revoked");
-                let done = if self.cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
+                let mut applied = lock(&self.applied);
+                let done = if self.cooperative {
+                    // Only what was assigned: a partition still being restored never was, and
+                    // librdkafka refuses the whole unassign for one it does not hold. Cooperative
+                    // rebalancing keeps the partitions it does not revoke.
+                    let held: Vec<(i32, i64)> = parts.iter().filter(|p| applied.remove(p)).map(|&p| (p, 0)).collect();
+                    if held.is_empty() {
+                        Ok(())
+                    } else {
+                        consumer.incremental_unassign(&offsets_list(&self.input_topic, &held))
+                    }
+                } else {
+                    applied.clear();
+                    consumer.unassign()
+                };
+                let kept = !applied.is_empty();
+                drop(applied);
                 if let Err(e) = done {
                     tracing::warn!(service = %self.service, error = %e, "unassign failed");
                 }
-                // Cooperative rebalancing keeps the partitions it does not revoke.
-                let mut owned = lock(&self.owned);
-                if self.cooperative {
-                    parts.iter().for_each(|p| {
-                        owned.remove(p);
-                    });
-                } else {
-                    owned.clear();
-                }
-                let kept = !owned.is_empty();
-                drop(owned);
                 self.readiness.set("partitions_assigned", kept);
             }
             other => {
                 let code: RDKafkaErrorCode = other.into();
                 tracing::warn!(service = %self.service, error = %code, "rebalance error");
-                lock(&self.owned).clear();
+                lock(&self.applied).clear();
                 if let Err(e) = consumer.unassign() {
                     tracing::warn!(service = %self.service, error = %e, "unassign failed");
                 }
@@ -225,7 +226,8 @@ pub(super) fn offsets_list(topic: &str, offsets: &[(i32, i64)]) -> TopicPartitio
 pub(super) type LoopConsumer = StreamConsumer<RuntimeContext>;
 
 /// The loop's side of rebalancing: the consumer context records revocations and waiting
-/// assignments; the loop passes them on to the processor and applies the assignments.
+/// assignments; the loop passes them on to the processor, has it restore each assigned
+/// partition (off the loop, `super::restores`) and then applies the assignment.
 pub(super) struct Rebalancer {
     /// Bumped by the context on every revocation.
     pub(super) epoch: Arc<AtomicU64>,
@@ -237,8 +239,10 @@ pub(super) struct Rebalancer {
     pub(super) assignment: Arc<std::sync::Mutex<Option<(TopicPartitionList, bool)>>>,
     /// Signalled when one waits.
     pub(super) assigned: Arc<tokio::sync::Notify>,
-    /// Per assigned partition, the first offset the processor wants (after [`Processor::resume`]).
+    /// Per assigned partition, the first offset the processor wants (after [`Processor::resumed`]).
     pub(super) resumed: HashMap<i32, i64>,
+    /// Shared with the consumer context: the partitions assigned to librdkafka.
+    pub(super) applied: Arc<std::sync::Mutex<BTreeSet<i32>>>,
 }
 
 impl Rebalancer {
@@ -250,6 +254,7 @@ impl Rebalancer {
             assignment: Arc::default(),
             assigned: Arc::default(),
             resumed: HashMap::new(),
+            applied: Arc::default(),
         }
     }
 
@@ -258,11 +263,11 @@ impl Rebalancer {
         self.epoch.load(Ordering::SeqCst)
     }
 
-    /// Tells the processor about partitions revoked since the last look.
-    pub(super) fn sync_revocations<P: Processor>(&mut self, processor: &mut P) {
+    /// Tells the processor about partitions revoked since the last look; returns them.
+    pub(super) fn sync_revocations<P: Processor>(&mut self, processor: &mut P) -> Vec<i32> {
         let epoch = self.epoch();
         if epoch == self.seen_epoch {
-            return;
+            return Vec::new();
         }
         self.seen_epoch = epoch;
         let revoked = std::mem::take(&mut *lock(&self.revoked));
@@ -270,27 +275,29 @@ impl Rebalancer {
             self.resumed.remove(p);
         }
         processor.on_revoke(&revoked);
+        revoked
     }
 
-    /// Applies a waiting assignment: asks the processor where each partition resumes, then
-    /// assigns with those offsets (the committed one where it has no opinion).
-    pub(super) async fn apply_assignment<P: Processor>(
+    /// Takes a waiting assignment (of the one input topic): its partitions, possibly none (an
+    /// eager assignment must be answered even then), and whether the protocol is cooperative.
+    pub(super) fn take_assignment(&self) -> Option<(Vec<i32>, bool)> {
+        let (tpl, cooperative) = lock(&self.assignment).take()?;
+        Some((tpl.elements().iter().map(|e| e.partition()).collect(), cooperative))
+    }
+
+    /// Assigns a restored assignment, each partition at the offset its restored state names
+    /// (the committed one where the processor has no opinion); returns the partitions.
+    pub(super) fn assign_restored<P: Processor>(
         &mut self,
         consumer: &LoopConsumer,
         processor: &mut P,
         config: &RuntimeConfig,
+        restored: Restored<P::Restored>,
     ) -> Result<Vec<i32>, RuntimeError> {
-        self.sync_revocations(processor);
-        let Some((tpl, cooperative)) = lock(&self.assignment).take() else { return Ok(Vec::new()) };
-        // Plain pairs: the list's elements borrow raw pointers that must not live across an await.
-        let wanted: Vec<(String, i32)> = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+        let Restored { topic, cooperative, partitions } = restored;
         let mut offsets = TopicPartitionList::new();
-        for (topic, partition) in wanted {
-            let resume = processor
-                .resume(partition)
-                .await
-                .map_err(|error| RuntimeError::Processor { service: config.service.clone(), error })?;
-            let (offset, from) = match resume {
+        for (partition, state) in partitions {
+            let (offset, from) = match processor.resumed(partition, state) {
                 Resume::Committed => (Offset::Invalid, i64::MIN),
                 Resume::At(from) => (Offset::Offset(from), from),
             };
@@ -301,6 +308,12 @@ impl Rebalancer {
         }
         let done = if cooperative { consumer.incremental_assign(&offsets) } else { consumer.assign(&offsets) };
         done.map_err(|source| RuntimeError::Subscribe { topic: config.input_topic.clone(), source })?;
+        let mut applied = lock(&self.applied);
+        if !cooperative {
+            applied.clear();
+        }
+        applied.extend(offsets.elements().iter().map(|e| e.partition()));
+        drop(applied);
         // An incremental assignment adds to what is kept: ready while anything is assigned.
         config.readiness.set("partitions_assigned", !self.resumed.is_empty());
         Ok(offsets.elements().iter().map(|e| e.partition()).collect())
