@@ -87,6 +87,22 @@ impl Service {
         let _ = child.wait();
     }
 
+    /// Waits at most `limit` for it to exit by itself: its status, None if still running.
+    pub fn exits_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut().expect("running");
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                self.child = None;
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
@@ -176,12 +192,13 @@ impl Pipeline {
     }
 
     /// Starts the binary `name` with `args`, its stderr appended to [`Pipeline::log_path`]`(log)`.
-    fn spawn_logged(&self, name: &'static str, log: &str, args: &[&str]) -> Service {
+    fn spawn_logged(&self, name: &'static str, log: &str, args: &[&str], env: &[(&str, &str)]) -> Service {
         let log = self.log_path(log);
         let stderr = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log file");
         let child = Command::new(bin(name))
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -212,6 +229,11 @@ impl Pipeline {
     /// Starts `name` (enricher, detector or counter) on the private topics in its usual group,
     /// its log in [`Pipeline::log_path`]`(log)`: a second instance of a service logs apart.
     pub fn service(&self, name: &'static str, log: &str, extra: &[&str]) -> Service {
+        self.service_env(name, log, extra, &[])
+    }
+
+    /// [`Pipeline::service`] with `env` added to its environment (credentials, say).
+    pub fn service_env(&self, name: &'static str, log: &str, extra: &[&str], env: &[(&str, &str)]) -> Service {
         let group = format!("{}-{name}", self.id);
         let checkpoints = self.checkpoint_prefix();
         let mut args = self.common(&group);
@@ -229,7 +251,7 @@ impl Pipeline {
             other => panic!("no service `{other}`"),
         }
         args.extend(extra);
-        self.spawn_logged(name, log, &args)
+        self.spawn_logged(name, log, &args, env)
     }
 
     /// Where this pipeline's counters keep their checkpoints (in [`Pipeline::s3`]'s bucket).

@@ -117,6 +117,15 @@ impl KafkaArgs {
         for (k, v) in self.properties() {
             config.set(k, v);
         }
+        // librdkafka refuses a consumer whose poll interval is below its session timeout (45 s
+        // unless set): an -X max.poll.interval.ms the services accept (their session timeout is
+        // 10 s) would break every other consumer a binary makes (cluster checks, the counter's
+        // counts reader) and stop it at start. Those follow the services' session timeout then.
+        let session_set =
+            self.property("session.timeout.ms").is_some() || defaults.iter().any(|(k, _)| *k == "session.timeout.ms");
+        if !session_set && self.property("max.poll.interval.ms").is_some() {
+            config.set("session.timeout.ms", crate::runtime::SESSION_TIMEOUT_MS);
+        }
         config
     }
 
@@ -256,6 +265,20 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         kafka: KafkaArgs,
+    }
+
+    #[test]
+    fn a_short_poll_interval_brings_the_other_consumers_session_timeout_down_with_it() {
+        let kafka = |props: &[&str]| {
+            let args: Vec<&str> = ["x"].into_iter().chain(props.iter().flat_map(|p| ["-X", *p])).collect();
+            Cli::try_parse_from(args).unwrap().kafka
+        };
+        let short = kafka(&["max.poll.interval.ms=15000"]).client_config(&[("group.id", "g")]);
+        assert_eq!(short.get("session.timeout.ms"), Some(crate::runtime::SESSION_TIMEOUT_MS));
+        assert!(short.create::<rdkafka::consumer::BaseConsumer>().is_ok(), "librdkafka accepts it");
+        let both = kafka(&["max.poll.interval.ms=60000", "session.timeout.ms=30000"]).client_config(&[]);
+        assert_eq!(both.get("session.timeout.ms"), Some("30000"), "one set by -X stays");
+        assert_eq!(kafka(&[]).client_config(&[]).get("session.timeout.ms"), None, "untouched otherwise");
     }
 
     #[test]

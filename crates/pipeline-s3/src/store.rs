@@ -129,7 +129,9 @@ impl ObjectStore {
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(3))
-                    .operation_attempt_timeout(args.s3_timeout.min(Duration::from_secs(30)))
+                    // Three attempts fit in one --s3-timeout (and `bounded` holds the whole call,
+                    // the body read included, to it).
+                    .operation_attempt_timeout(args.s3_timeout / 3)
                     .operation_timeout(args.s3_timeout)
                     .build(),
             )
@@ -189,7 +191,11 @@ impl ObjectStore {
         if matches!(err, SdkError::DispatchFailure(_)) && detail.contains("credential") {
             return S3Error::NoCredentials { endpoint: self.endpoint.clone(), detail: short(&detail) };
         }
-        if matches!(err, SdkError::DispatchFailure(_) | SdkError::TimeoutError(_)) {
+        if matches!(err, SdkError::TimeoutError(_)) {
+            let (endpoint, bucket, key) = (self.endpoint.clone(), self.bucket.clone(), key.to_owned());
+            return S3Error::Stalled { op, endpoint, bucket, key, after: self.timeout };
+        }
+        if matches!(err, SdkError::DispatchFailure(_)) {
             return S3Error::Unreachable { endpoint: self.endpoint.clone(), detail: short(&detail) };
         }
         let status = err.raw_response().map(|r| r.status().as_u16());

@@ -77,7 +77,7 @@ pub use self::metrics::RunStats;
 pub use self::processor::{CheckpointWrite, Detached, InputMeta, Output, Processor, Resume};
 use self::rebalance::{LoopConsumer, Rebalancer, RuntimeContext};
 use self::settings::commit_defaults;
-pub use self::settings::{CONSUMER_DEFAULTS, RuntimeConfig};
+pub use self::settings::{CONSUMER_DEFAULTS, RuntimeConfig, SESSION_TIMEOUT_MS};
 pub use crate::args::Guarantee;
 use crate::client::{self, KafkaSetupError};
 

@@ -50,6 +50,9 @@ pub struct RuntimeConfig {
     pub transaction_interval: Duration,
 }
 
+/// The services' consumer session timeout, in milliseconds (`session.timeout.ms`).
+pub const SESSION_TIMEOUT_MS: &str = "10000";
+
 /// Consumer defaults of every service: a short session timeout so a dead instance's partitions
 /// move quickly, short fetch waits for latency, and a new group starts from the earliest offset.
 /// (Public so the benchmark's relays consume exactly like the services.)
@@ -62,7 +65,7 @@ pub struct RuntimeConfig {
 pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
     ("enable.auto.offset.store", "false"),
     ("auto.offset.reset", "earliest"),
-    ("session.timeout.ms", "10000"),
+    ("session.timeout.ms", SESSION_TIMEOUT_MS),
     ("heartbeat.interval.ms", "1000"),
     ("fetch.wait.max.ms", "50"),
     ("enable.partition.eof", "false"),
