@@ -326,3 +326,6 @@ fn short(detail: &str) -> String {
     let line = detail.lines().next().unwrap_or(detail);
     if line.len() > 300 { format!("{}…", &line[..line.floor_char_boundary(300)]) } else { line.to_owned() }
 }
+
+#[cfg(test)]
+mod tests;
