@@ -189,9 +189,13 @@ pub struct ServiceArgs {
     #[arg(long, env = "GUARANTEE", value_enum, default_value_t)]
     pub guarantee: Guarantee,
 
-    /// Exactly-once: this instance's transactional id, stable across its restarts (a restarted
-    /// instance fences its predecessor) and different for every instance. Default:
-    /// `<group>-<host name>`.
+    /// Exactly-once: this instance's transactional id, different for every instance. Default:
+    /// `<group>-<host name>-<process id>`, unique among the instances running (two on one host,
+    /// or a container whose HOSTNAME is not exported, no longer fence each other in turn).
+    /// Zombies are fenced by the group's generation either way (offsets are sent with the
+    /// consumer's group metadata); what a stable id adds is that a restarted instance aborts its
+    /// predecessor's open transaction at once, instead of read-committed readers waiting up to
+    /// `transaction.timeout.ms` for it: set it from a stable name (a StatefulSet pod's) for that.
     #[arg(long, env = "TRANSACTIONAL_ID")]
     pub transactional_id: Option<String>,
 

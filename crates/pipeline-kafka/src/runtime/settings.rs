@@ -43,8 +43,8 @@ pub struct RuntimeConfig {
     pub metrics: bool,
     /// At-least-once (the default) or exactly-once (transactions).
     pub guarantee: Guarantee,
-    /// Exactly-once: this instance's transactional id (a restarted instance with the same id
-    /// fences its predecessor).
+    /// Exactly-once: this instance's transactional id, unique per running instance (see
+    /// `--transactional-id`; a restarted instance with the same id fences its predecessor).
     pub transactional_id: String,
     /// Exactly-once: how long a transaction collects inputs before it commits.
     pub transaction_interval: Duration,
@@ -126,7 +126,7 @@ impl RuntimeConfig {
             guarantee: args.guarantee,
             transactional_id: args.transactional_id.clone().unwrap_or_else(|| {
                 let group = args.group_id.clone().unwrap_or_else(|| service.to_owned());
-                format!("{group}-{}", host_name())
+                format!("{group}-{}-{}", host_name(), std::process::id())
             }),
             transaction_interval: args.transaction_interval,
         })
@@ -153,5 +153,24 @@ mod tests {
         config.readiness.set("dims_loaded", true);
         assert!(!config.readiness.is_ready(), "{}", config.readiness.report());
         assert_eq!(config.readiness.report(), "broker waiting\ndims_loaded ok\npartitions_assigned waiting\n");
+    }
+
+    #[test]
+    fn the_default_transactional_id_is_unique_per_running_instance_and_a_given_one_is_kept() {
+        #[derive(Debug, Parser)]
+        struct Service {
+            #[command(flatten)]
+            service: ServiceArgs,
+        }
+        let config = |args: &[&str]| {
+            let cli = Service::try_parse_from([&["x"][..], args].concat()).unwrap();
+            RuntimeConfig::new(&cli.service, "enricher", "in", true, Duration::from_secs(1)).unwrap().transactional_id
+        };
+        if std::env::var_os("TRANSACTIONAL_ID").is_some() || std::env::var_os("GROUP_ID").is_some() {
+            return; // the environment would win over the defaults
+        }
+        // Two instances on one host (or two containers without HOSTNAME) differ by process.
+        assert_eq!(config(&[]), format!("enricher-{}-{}", crate::args::host_name(), std::process::id()));
+        assert_eq!(config(&["--transactional-id", "enricher-0"]), "enricher-0", "a stable id is kept");
     }
 }
