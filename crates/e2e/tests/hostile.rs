@@ -6,6 +6,10 @@
 //!   the service goes on (it used to exit with `MessageSizeTooLarge` on every restart). In the
 //!   enricher (a poison input) and in the detector (a valid event whose alert copies the key and
 //!   is refused by the broker).
+//! - A flood of big malformed records (200 of them, each with 200 kB of text where `car_id`
+//!   belongs) between good events: every one dead-lettered, every good event out exactly, and
+//!   the enricher's log stays small (each error cut to 1 KiB, one line per 10 s and a summary;
+//!   it used to grow by the whole field per record, 40 MB for this flood).
 //! - Device clocks years off: alerts stamped days and years ahead and at the calendar's edges,
 //!   between ordinary alerts of the same car, leave every ordinary alert counted in its window;
 //!   the ones ahead are dead-lettered by the counter saying how far ahead, the past ones late.
@@ -80,6 +84,47 @@ async fn a_megabyte_key_on_a_poison_input_is_cut_in_its_dead_letter_and_every_ot
     assert_one_cut_key_letter(&p.dlq[&p.sensors], "enricher", &key).await;
     let (alerts, windows) = assert_exact(&p, &good).await;
     eprintln!("{} good events, {alerts} alerts, {windows} windows: exact", good.len());
+    for s in &mut services {
+        assert!(s.is_running(), "{} exited", s.name);
+    }
+}
+
+#[tokio::test]
+async fn a_flood_of_big_malformed_records_is_all_dead_lettered_and_the_log_stays_small() {
+    const FLOOD: usize = 200;
+    const FIELD: usize = 200_000;
+    let p = Pipeline::new(3, 2204).await;
+    let mut services = vec![p.enricher(&[]), p.detector(&[]), p.counter(&[])];
+    p.await_log("enricher", "partitions assigned", 1);
+    let logged_before = std::fs::metadata(p.log_path("enricher")).unwrap().len();
+    let good = regenerate(&p, 44, 400, 1_000).await;
+    let mut records: Vec<(Option<Vec<u8>>, Vec<u8>)> = Vec::new();
+    for (i, e) in good.iter().enumerate() {
+        records.push((Some(e.car_id.to_string().into_bytes()), e.encode()));
+        if i % 2 == 0 && records.len() < 3 * FLOOD {
+            // The same event with 200 kB of text (and a forged log line) where the number belongs.
+            let mut bad: serde_json::Value = serde_json::from_slice(&e.encode()).unwrap();
+            bad["car_id"] = serde_json::Value::String(format!("{}\nERROR forged", "7".repeat(FIELD)));
+            records.push((None, serde_json::to_vec(&bad).unwrap()));
+        }
+    }
+    let flooded = records.iter().filter(|(k, _)| k.is_none()).count();
+    assert_eq!(flooded, FLOOD);
+    e2e::produce_raw(&p.sensors, &records).await;
+
+    wait_for_count(&p.dlq[&p.sensors], FLOOD as i64, Duration::from_secs(120)).await;
+    let letters = read_all(&p.dlq[&p.sensors]).await;
+    assert_eq!(letters.len(), FLOOD, "every malformed record dead-lettered once");
+    let (alerts, windows) = assert_exact(&p, &good).await;
+    let grew = std::fs::metadata(p.log_path("enricher")).unwrap().len() - logged_before;
+    let log = std::fs::read_to_string(p.log_path("enricher")).unwrap();
+    assert!(grew < 64 * 1024, "the enricher's log grew {grew} bytes for {FLOOD} bad records");
+    assert!(!log.lines().any(|l| l.starts_with("ERROR forged")), "a field forged a log line");
+    eprintln!(
+        "flood: {FLOOD} records of {FIELD} B dead-lettered, {} good events ({alerts} alerts, {windows} windows) exact; \
+         the enricher's log grew {grew} B",
+        good.len()
+    );
     for s in &mut services {
         assert!(s.is_running(), "{} exited", s.name);
     }
