@@ -138,6 +138,14 @@ struct Cli {
     #[arg(long, env = "CHECKPOINT_RECOVERY", value_enum, default_value_t)]
     checkpoint_recovery: Recovery,
 
+    /// What to do when a partition's records arrive below the offset its checkpoint resumes
+    /// from (the topic was recreated, or the broker lost records): `replay` forgets the
+    /// checkpoint's windows and counts the log as it is now, `skip` takes those records as
+    /// counted, `stop` exits with one line. Logged and counted
+    /// (`pipeline_offsets_below_checkpoint_total`) whatever the choice.
+    #[arg(long, env = "COUNTER_BELOW_CHECKPOINT", value_enum, default_value_t)]
+    below_checkpoint: runtime::BelowCheckpoint,
+
     /// Which window rows a trigger emits: `complete` (the seed's: publishes changed windows,
     /// prints every live one), `updates` (prints only changed ones), `final` (a window once the
     /// watermark passes its end, again only as a late-alert correction). Rows carry `revision`,
@@ -171,6 +179,7 @@ async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
     let tick = cli.trigger.min(Duration::from_secs(1));
     let mut runtime_config = runtime::RuntimeConfig::new(&cli.service, "counter", &cli.input_topic, false, tick)?;
     runtime_config.output_topics = vec![cli.counts_topic.clone(), cli.late_topic.clone()];
+    runtime_config.below_checkpoint = cli.below_checkpoint;
     let checkpoints = if cli.checkpoint_interval.is_zero() {
         None
     } else {

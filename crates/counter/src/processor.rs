@@ -482,6 +482,11 @@ impl Processor for Counter {
         }
     }
 
+    fn replay(&mut self, partition: i32) {
+        // The restored windows counted records the log no longer holds.
+        self.parts.insert(partition, PartitionWindows { dirty: true, ..self.fresh() });
+    }
+
     fn on_revoke(&mut self, partitions: &[i32]) {
         for p in partitions {
             if self.parts.remove(p).is_some() {

@@ -116,6 +116,48 @@ async fn a_crashed_counter_restores_its_checkpoints_and_counts_exactly() {
 }
 
 /// The partition an alert landed on (read back from the topic).
+#[tokio::test]
+async fn an_alerts_topic_recreated_below_the_checkpoint_stops_the_counter_or_is_counted_afresh() {
+    let p = Pipeline::new(1, 1103).await;
+    let old = alerts(&p, 43, 300).await;
+    // The recreated topic's alerts, an hour later: windows of their own.
+    let new: Vec<EnrichedEvent<'static>> = alerts(&p, 44, 100)
+        .await
+        .into_iter()
+        .map(|mut a| {
+            a.event_time += chrono::Duration::hours(1);
+            a
+        })
+        .collect();
+    let counter = p.counter(&["--checkpoint-interval", "1s"]);
+    produce_alerts(&p, &old).await;
+    await_counts(&p.counts, &expected(&old)).await;
+    p.await_log("counter", "durable=[(0, 300)]", 1);
+    stop_all(vec![counter]);
+    // Deleted and made again: its offsets start at 0 again, below the checkpoint's 300.
+    pipeline_kafka::client::delete_topics(&p.kafka, &[&p.alerts]).await.unwrap();
+    pipeline_kafka::client::create_topics(&p.kafka, &[&p.alerts], 1, 1).await.unwrap();
+    produce_alerts(&p, &new).await;
+
+    let stopping = p.service("counter", "counter-stop", &["--below-checkpoint", "stop"]);
+    assert!(!wait_exit(stopping, Duration::from_secs(60)).success(), "--below-checkpoint stop exits non-zero");
+    let log = std::fs::read_to_string(p.log_path("counter-stop")).unwrap();
+    let line = format!("partition 0 of `{}` is at offset 100, below the offset 300", p.alerts);
+    assert_eq!(log.lines().filter(|l| l.contains(&line)).count(), 1, "one line:\n{log}");
+
+    let addr = format!("127.0.0.1:{}", e2e::check::free_port());
+    let replaying = p.service("counter", "counter-replay", &["--checkpoint-interval", "1s", "--metrics-addr", &addr]);
+    let mut want = expected(&old);
+    want.extend(expected(&new));
+    await_counts(&p.counts, &want).await;
+    let log = p.await_log("counter-replay", "log is behind its checkpoint", 1);
+    assert_eq!(log.lines().filter(|l| l.contains("log is behind its checkpoint")).count(), 1, "{log}");
+    let (_, metrics) = http_get(&format!("http://{addr}/metrics"));
+    let below = metrics.lines().find(|l| l.starts_with("pipeline_offsets_below_checkpoint_total")).unwrap_or_default();
+    assert!(below.ends_with(" 1"), "one record met below the checkpoint: {below}");
+    stop_all(vec![replaying]);
+}
+
 fn partition_of(p: &Pipeline, alert: &EnrichedEvent<'static>) -> i32 {
     let records = pipeline_testkit::read_all(&p.alerts, Duration::from_secs(60));
     records

@@ -115,6 +115,7 @@ fn config(kafka: KafkaArgs, drain: Duration) -> RuntimeConfig {
         guarantee: Guarantee::AtLeastOnce,
         transactional_id: "echo".into(),
         transaction_interval: Duration::from_millis(100),
+        below_checkpoint: Default::default(),
     }
 }
 

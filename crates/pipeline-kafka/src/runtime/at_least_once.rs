@@ -193,7 +193,7 @@ impl<P: Processor> AtLeastOnceLoop<'_, P> {
 
     /// Decodes one input, transforms it and sends its outputs.
     fn handle(&mut self, message: &BorrowedMessage<'_>) -> Result<(), RuntimeError> {
-        match self.core.take(message, self.max_message_bytes) {
+        match self.core.take(message, self.max_message_bytes)? {
             Some(dead) => self.send_outputs(Some((message.partition(), message.offset())), dead),
             None => Ok(()),
         }

@@ -35,6 +35,8 @@ pub(super) struct Core<'a, P: Processor> {
     pub(super) poison_log: LogLimit,
     /// Lines about outputs the broker refused for good, limited the same way.
     pub(super) refused_log: LogLimit,
+    /// Partitions whose records below the checkpoint are being skipped (said once each).
+    pub(super) skipping_below: std::collections::HashSet<i32>,
 }
 
 impl<'a, P: Processor> Core<'a, P> {
@@ -50,6 +52,7 @@ impl<'a, P: Processor> Core<'a, P> {
             metrics: LoopMetrics::new(&config.service),
             poison_log: LogLimit::default(),
             refused_log: LogLimit::default(),
+            skipping_below: std::collections::HashSet::new(),
         }
     }
 
@@ -57,10 +60,14 @@ impl<'a, P: Processor> Core<'a, P> {
     /// one the processor does not admit, becomes a dead letter instead (counted and logged).
     /// None when the processor's restored state already covers the input (skipped); else
     /// whether it was dead-lettered.
-    pub(super) fn take(&mut self, message: &BorrowedMessage<'_>, max_message_bytes: usize) -> Option<bool> {
+    pub(super) fn take(
+        &mut self,
+        message: &BorrowedMessage<'_>,
+        max_message_bytes: usize,
+    ) -> Result<Option<bool>, RuntimeError> {
         self.sync_revocations();
-        if !self.rebalance.wanted(message) {
-            return None;
+        if !self.rebalance.wanted(message) && !self.below_checkpoint(message)? {
+            return Ok(None);
         }
         self.stats.consumed += 1;
         self.metrics.consumed.increment(1);
@@ -71,14 +78,14 @@ impl<'a, P: Processor> Core<'a, P> {
                 Ok(()) => {
                     let meta = InputMeta { payload, key: message.key(), partition, offset };
                     self.processor.process(event, meta, &mut self.outputs);
-                    return Some(false);
+                    return Ok(Some(false));
                 }
                 Err(refusal) => refusal,
             },
             Err(error) => error.to_string(),
         };
         self.poison(message, &refusal, max_message_bytes);
-        Some(true)
+        Ok(Some(true))
     }
 
     /// Dead-letters `message` for `error` (counted, and logged within [`Core::poison_log`]).
@@ -155,7 +162,13 @@ impl<'a, P: Processor> Core<'a, P> {
             }
             restored.partitions.retain(|(p, _)| !revoked.contains(p));
         }
-        self.rebalance.assign_restored(consumer, &mut self.processor, self.config, restored)
+        let Restored { topic, cooperative, partitions } = restored;
+        let mut resumes = Vec::with_capacity(partitions.len());
+        for (partition, state) in partitions {
+            let resume = self.processor.resumed(partition, state);
+            resumes.push((partition, self.check_resume(consumer, &topic, partition, resume)?));
+        }
+        self.rebalance.assign_resumes(consumer, self.config, &topic, cooperative, resumes)
     }
 
     /// A tick: revocations first, then the processor's own tick outputs.

@@ -52,6 +52,13 @@ pub enum RuntimeError {
         "{service}: output topic `{topic}` does not exist at {bootstrap}; create it (`scripts/stack.sh up` creates the pipeline's topics, or `ops topics create {topic}`)"
     )]
     NoOutputTopic { service: String, topic: String, bootstrap: String },
+    /// A partition's log is behind the checkpoint restored for it, with `--below-checkpoint stop`.
+    #[error(
+        "{service}: partition {partition} of `{topic}` is at offset {offset}, below the offset {from} its \
+         checkpoint resumes from: the topic was recreated or the broker lost records. Restart with \
+         --below-checkpoint replay to count the log as it is now, or --checkpoint-recovery replay"
+    )]
+    BelowCheckpoint { service: String, topic: String, partition: i32, offset: i64, from: i64 },
     /// The processor's own state failed (a checkpoint that cannot be read, say).
     #[error("{error}")]
     Processor { service: String, error: ProcessorError },

@@ -359,7 +359,7 @@ impl<P: Processor> TxnLoop<'_, P> {
         consumer: &LoopConsumer,
         message: &BorrowedMessage<'_>,
     ) -> Result<(), RuntimeError> {
-        if self.core.take(message, self.core.config.max_message_bytes()).is_none() {
+        if self.core.take(message, self.core.config.max_message_bytes())?.is_none() {
             return Ok(());
         }
         // Every input belongs to a transaction, with or without outputs: its offset commits there.

@@ -21,6 +21,8 @@ pub(super) struct LoopMetrics {
     pub(super) retried: metrics::Counter,
     /// Read → last output acknowledged, per input.
     pub(super) latency: metrics::Histogram,
+    /// Records that arrived below their partition's checkpoint (`super::BelowCheckpoint`).
+    pub(super) below_checkpoint: metrics::Counter,
 }
 
 impl LoopMetrics {
@@ -32,6 +34,7 @@ impl LoopMetrics {
             dead_lettered: metrics::counter!("pipeline_records_dead_lettered_total", &label()),
             retried: metrics::counter!("pipeline_produce_retries_total", &label()),
             latency: metrics::histogram!("pipeline_processing_seconds", &label()),
+            below_checkpoint: metrics::counter!("pipeline_offsets_below_checkpoint_total", &label()),
         }
     }
 }

@@ -47,6 +47,7 @@
 //! batches them) and up to `max_in_flight` inputs await acknowledgement at once.
 
 mod at_least_once;
+mod below_checkpoint;
 mod close;
 mod core;
 mod dead_letter;
@@ -77,7 +78,7 @@ pub use self::metrics::RunStats;
 pub use self::processor::{CheckpointWrite, Detached, InputMeta, Output, Processor, Resume};
 use self::rebalance::{LoopConsumer, Rebalancer, RuntimeContext};
 use self::settings::commit_defaults;
-pub use self::settings::{CONSUMER_DEFAULTS, RuntimeConfig, SESSION_TIMEOUT_MS};
+pub use self::settings::{BelowCheckpoint, CONSUMER_DEFAULTS, RuntimeConfig, SESSION_TIMEOUT_MS};
 pub use crate::args::Guarantee;
 use crate::client::{self, KafkaSetupError};
 

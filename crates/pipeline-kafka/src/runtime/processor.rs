@@ -99,6 +99,11 @@ pub trait Processor: Send {
         Resume::Committed
     }
 
+    /// `partition`'s log is behind the state restored for it (see
+    /// [`super::BelowCheckpoint::Replay`]): forget that state; the partition's records are
+    /// handed over again from the first one there.
+    fn replay(&mut self, _partition: i32) {}
+
     /// The partitions were taken away (a rebalance): forget their state, publish nothing more
     /// for them.
     fn on_revoke(&mut self, _partitions: &[i32]) {}

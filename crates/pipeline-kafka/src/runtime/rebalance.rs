@@ -19,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 use super::deliveries::Deliveries;
 use super::error::RuntimeError;
 use super::processor::{Processor, Resume};
-use super::restores::Restored;
 use super::settings::RuntimeConfig;
 use crate::observe::Readiness;
 
@@ -285,26 +284,26 @@ impl Rebalancer {
         Some((tpl.elements().iter().map(|e| e.partition()).collect(), cooperative))
     }
 
-    /// Assigns a restored assignment, each partition at the offset its restored state names
-    /// (the committed one where the processor has no opinion); returns the partitions.
-    pub(super) fn assign_restored<P: Processor>(
+    /// Assigns `resumes` of `topic`, each partition at the offset its restored state names (the
+    /// committed one where the processor has no opinion); returns the partitions.
+    pub(super) fn assign_resumes(
         &mut self,
         consumer: &LoopConsumer,
-        processor: &mut P,
         config: &RuntimeConfig,
-        restored: Restored<P::Restored>,
+        topic: &str,
+        cooperative: bool,
+        resumes: Vec<(i32, Resume)>,
     ) -> Result<Vec<i32>, RuntimeError> {
-        let Restored { topic, cooperative, partitions } = restored;
         let mut offsets = TopicPartitionList::new();
-        for (partition, state) in partitions {
-            let (offset, from) = match processor.resumed(partition, state) {
+        for (partition, resume) in resumes {
+            let (offset, from) = match resume {
                 Resume::Committed => (Offset::Invalid, i64::MIN),
                 Resume::At(from) => (Offset::Offset(from), from),
             };
             self.resumed.insert(partition, from);
             offsets
-                .add_partition_offset(&topic, partition, offset)
-                .map_err(|source| RuntimeError::Subscribe { topic: topic.clone(), source })?;
+                .add_partition_offset(topic, partition, offset)
+                .map_err(|source| RuntimeError::Subscribe { topic: topic.to_owned(), source })?;
         }
         let done = if cooperative { consumer.incremental_assign(&offsets) } else { consumer.assign(&offsets) };
         done.map_err(|source| RuntimeError::Subscribe { topic: config.input_topic.clone(), source })?;
@@ -324,5 +323,11 @@ impl Rebalancer {
     /// processor's restored state resumes from (those are already counted in it).
     pub(super) fn wanted(&self, message: &BorrowedMessage<'_>) -> bool {
         self.resumed.get(&message.partition()).is_some_and(|from| message.offset() >= *from)
+    }
+
+    /// The offset `message`'s partition resumes from, when `message` lies below it: the log is
+    /// behind the processor's checkpoint ([`super::BelowCheckpoint`]).
+    pub(super) fn below_resume(&self, message: &BorrowedMessage<'_>) -> Option<i64> {
+        self.resumed.get(&message.partition()).copied().filter(|from| message.offset() < *from)
     }
 }

@@ -48,6 +48,32 @@ pub struct RuntimeConfig {
     pub transactional_id: String,
     /// Exactly-once: how long a transaction collects inputs before it commits.
     pub transaction_interval: Duration,
+    /// What to do when a partition's records arrive below the offset its restored state
+    /// resumes from (only a processor that resumes at offsets of its own meets it).
+    pub below_checkpoint: BelowCheckpoint,
+}
+
+/// What a loop does when a partition's records arrive below the offset the processor's
+/// restored state resumes from. It never happens while the log is the one the checkpoint was
+/// taken of (reading starts at that offset); it does when the topic was deleted and recreated,
+/// or the broker lost acknowledged records (an unclean leader election): the offsets the
+/// checkpoint covers name other records now, or none. Logged (one error line per partition),
+/// counted (`pipeline_offsets_below_checkpoint_total`), then:
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum BelowCheckpoint {
+    /// Forget the partition's restored state and count its log as it is now, from the first
+    /// record there (the default: what is counted is what the log holds). Windows only the old
+    /// log had keep their last published rows in the counts topic; a window both logs have is
+    /// published afresh, but readers that merge partials by input offset (other counters,
+    /// `ops`) keep the old log's row for it until the new log passes the old one's offset.
+    #[default]
+    Replay,
+    /// Take the records below the checkpoint as counted already (right only when the log was
+    /// rewritten with the same records).
+    Skip,
+    /// Stop the service with one line naming the partition and both offsets: an operator
+    /// decides (the checkpoint and the log are left as they are).
+    Stop,
 }
 
 /// The services' consumer session timeout, in milliseconds (`session.timeout.ms`).
@@ -129,6 +155,7 @@ impl RuntimeConfig {
                 format!("{group}-{}-{}", host_name(), std::process::id())
             }),
             transaction_interval: args.transaction_interval,
+            below_checkpoint: BelowCheckpoint::default(),
         })
     }
 }
