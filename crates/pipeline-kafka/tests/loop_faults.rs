@@ -6,7 +6,8 @@
 //!
 //! Two brokers: the input topic and the dead-letter topic lead on broker 1 (with the group
 //! coordinator), the output topic on broker 2, so broker 2 can fail while the input keeps
-//! flowing.
+//! flowing. One test runs the exactly-once loop: a transaction that aborts at a cooperative
+//! revocation must leave the partitions kept rewound, not skipped.
 
 #![allow(clippy::unwrap_used)] // a test fails loudly on the first surprise
 
@@ -398,6 +399,59 @@ async fn cooperative_rebalancing_mid_stream_loses_nothing() {
     first.cancel.cancel();
     let first_stats = first.task.await.unwrap().unwrap();
     assert!(first_stats.consumed + second_stats.consumed >= total as u64, "{first_stats:?} {second_stats:?}");
+}
+
+/// Exactly-once with cooperative-sticky rebalancing: a second instance joins while the first
+/// holds an open transaction with inputs of both partitions, and the commit before the
+/// revocation fails (the group refuses the transaction's offsets), so it aborts. The partition the first
+/// instance keeps must be read again from the aborted inputs (its position is past them and no
+/// one else reads them); the revoked one goes to the second instance from the committed offset.
+/// Every input id then reaches the output, read committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_transaction_at_a_cooperative_revocation_rewinds_the_kept_partitions() {
+    let mock = cluster();
+    let cooperative = [("partition.assignment.strategy", "cooperative-sticky")];
+    let txn_config = |id: &str, interval: Duration| {
+        mock.coordinator(MockCoordinator::Transaction(id.into()), 1).unwrap();
+        RuntimeConfig {
+            guarantee: Guarantee::ExactlyOnce,
+            transactional_id: id.into(),
+            transaction_interval: interval,
+            ..config(kafka(&mock, &cooperative), Duration::from_secs(5))
+        }
+    };
+    let mut ids = fill(&mock, 6, 2000, &[]);
+    // A transaction far longer than the test: the only commits are the revocation's and the stop's.
+    let first = start(txn_config("echo-first", Duration::from_secs(600)), -1.0);
+    wait_for("the first batch", Duration::from_secs(30), || first.processed.load(Ordering::Relaxed) == 2000).await;
+    // The revocation's commit sends the transaction's input offsets: refused, so it aborts.
+    let refusals = [rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED; 3];
+    mock.request_errors(rdkafka::types::RDKafkaApiKey::TxnOffsetCommit, &refusals);
+    let second = start(txn_config("echo-second", Duration::from_millis(200)), -1.0);
+    wait_for("the second instance's partition", Duration::from_secs(60), || second.readiness.is_ready()).await;
+    assert!(first.readiness.is_ready(), "the first instance kept a partition (incremental, not eager)");
+    // The revocation (and its abort) came before the second instance's assignment.
+    mock.clear_request_errors(rdkafka::types::RDKafkaApiKey::TxnOffsetCommit);
+    ids.extend(fill(&mock, 7, 200, &[]));
+    // 1 100 inputs per partition now. The second instance reads its partition from the
+    // committed offset (none: the start); the first reads its kept partition again from the
+    // aborted transaction's first input: 2 000 before the abort, then all 1 100 of its
+    // partition, not only the 100 new ones (without the rewind: 2 100).
+    wait_for("both partitions read to the end", Duration::from_secs(60), || {
+        first.processed.load(Ordering::Relaxed) >= 3100 && second.processed.load(Ordering::Relaxed) >= 1100
+    })
+    .await;
+    second.cancel.cancel();
+    second.task.await.unwrap().unwrap();
+    first.cancel.cancel();
+    first.task.await.unwrap().unwrap();
+    let committed = kafka(&mock, &[("isolation.level", "read_committed")]);
+    let out: Vec<String> =
+        pipeline_testkit::read_all_from(&committed, OUTPUT, Duration::from_secs(30)).iter().map(id).collect();
+    let got: HashSet<String> = out.iter().cloned().collect();
+    let missing = ids.difference(&got).count();
+    assert_eq!(missing, 0, "{missing} of {} inputs never reached the output", ids.len());
+    assert_eq!(got, ids, "the output holds exactly the inputs");
 }
 
 /// A stop request with the whole cluster gone (both brokers down, the group coordinator too):

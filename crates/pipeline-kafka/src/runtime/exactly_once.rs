@@ -249,16 +249,30 @@ impl Transactions {
     /// From the rebalance callback: commits the open transaction before its partitions are
     /// revoked (aborting it if that fails; the new owner then re-reads its inputs), within
     /// `budget` (the drain deadline: a revocation must finish within the session).
-    pub(crate) fn finish_before_revoke(&self, group: &dyn Fn() -> Option<ConsumerGroupMetadata>, budget: Duration) {
+    /// Returns, when it aborted, where each partition's aborted inputs start.
+    pub(crate) fn finish_before_revoke(
+        &self,
+        group: &dyn Fn() -> Option<ConsumerGroupMetadata>,
+        budget: Duration,
+    ) -> Vec<(i32, i64)> {
         match self.commit(group, budget) {
-            Ok(Outcome::Committed(inputs, _)) if inputs > 0 => {
-                tracing::info!(service = %self.service, inputs, "committed the open transaction before revocation");
+            Ok(Outcome::Committed(inputs, _)) => {
+                if inputs > 0 {
+                    tracing::info!(service = %self.service, inputs, "committed the open transaction before revocation");
+                }
+                Vec::new()
             }
-            Ok(Outcome::Committed(..)) => {}
-            Ok(Outcome::Aborted(_)) => {
-                tracing::warn!(service = %self.service, "open transaction aborted at revocation; the new owner re-reads it")
+            Ok(Outcome::Aborted(first)) => {
+                tracing::warn!(
+                    service = %self.service, ?first,
+                    "open transaction aborted at revocation; its inputs are read again (the revoked partitions' by their new owner)"
+                );
+                first.into_iter().collect()
             }
-            Err(e) => tracing::error!(service = %self.service, error = %e, "transaction at revocation"),
+            Err(e) => {
+                tracing::error!(service = %self.service, error = %e, "transaction at revocation");
+                Vec::new()
+            }
         }
     }
 }
@@ -416,7 +430,7 @@ impl<P: Processor> TxnLoop<'_, P> {
 }
 
 impl BeforeRevoke for Transactions {
-    fn before_revoke(&self, group: &dyn Fn() -> Option<ConsumerGroupMetadata>, budget: Duration) {
-        self.finish_before_revoke(group, budget);
+    fn before_revoke(&self, group: &dyn Fn() -> Option<ConsumerGroupMetadata>, budget: Duration) -> Vec<(i32, i64)> {
+        self.finish_before_revoke(group, budget)
     }
 }

@@ -54,6 +54,7 @@ mod dead_letter;
 mod deliveries;
 mod error;
 mod exactly_once;
+mod failure_report;
 mod metrics;
 mod offset_tracker;
 mod outputs;
@@ -118,7 +119,7 @@ pub async fn run<P: Processor>(
         producer,
         deliveries,
         checkpoint_due: false,
-        failure_report: at_least_once::FailureReport::new(std::time::Instant::now()),
+        failure_report: failure_report::FailureReport::new(std::time::Instant::now()),
         max_message_bytes: config.max_message_bytes(),
         output_keys: Vec::new(),
         stopping,

@@ -28,7 +28,9 @@ use crate::observe::Readiness;
 pub(super) trait BeforeRevoke: Send + Sync {
     /// Finishes it. `group` asks librdkafka for the group metadata the transaction needs: a
     /// request to the client's own queue, so it is called only when a transaction is open.
-    fn before_revoke(&self, group: &dyn Fn() -> Option<ConsumerGroupMetadata>, budget: Duration);
+    /// Returns, when the transaction had to abort, the first offset of its inputs per
+    /// partition: where the partitions this consumer keeps must be read again from.
+    fn before_revoke(&self, group: &dyn Fn() -> Option<ConsumerGroupMetadata>, budget: Duration) -> Vec<(i32, i64)>;
 }
 
 /// Consumer context: logs through tracing and commits stored offsets when partitions are
@@ -121,7 +123,8 @@ impl ConsumerContext for RuntimeContext {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 lock(&self.assignment).take();
                 if let Some(txn) = &self.txn {
-                    txn.before_revoke(&|| consumer.group_metadata(), self.drain_timeout);
+                    let aborted = txn.before_revoke(&|| consumer.group_metadata(), self.drain_timeout);
+                    self.rewind_kept(consumer, &aborted, &parts);
                 }
                 if let Some(deliveries) = &self.deliveries {
                     self.drain_revoked(consumer, deliveries, &parts);
@@ -173,6 +176,26 @@ impl ConsumerContext for RuntimeContext {
 }
 
 impl RuntimeContext {
+    /// After an aborted transaction at a cooperative revocation: the partitions kept are read
+    /// again from the aborted transaction's first inputs (as the loop does after an abort), or
+    /// those inputs would be lost — their offsets are behind this consumer's position and no
+    /// other owner reads them. The revoked ones' next owner starts from the committed offsets.
+    /// The seek is asynchronous (a zero timeout): nothing here waits on the client's queue.
+    fn rewind_kept(&self, consumer: &BaseConsumer<Self>, aborted: &[(i32, i64)], revoked: &[i32]) {
+        let kept: Vec<(i32, i64)> = aborted.iter().copied().filter(|(p, _)| !revoked.contains(p)).collect();
+        if kept.is_empty() || !self.cooperative {
+            return;
+        }
+        match consumer.seek_partitions(offsets_list(&self.input_topic, &kept), Duration::ZERO) {
+            Ok(_) => {
+                tracing::info!(service = %self.service, ?kept, "kept partitions rewound to the aborted transaction's inputs")
+            }
+            Err(e) => {
+                tracing::error!(service = %self.service, ?kept, error = %e, "rewinding the kept partitions failed")
+            }
+        }
+    }
+
     /// Before giving partitions up: waits (bounded) for their in-flight outputs, stores the
     /// offsets of what is acknowledged, and forgets them (a late report is stale then).
     fn drain_revoked(&self, consumer: &BaseConsumer<Self>, deliveries: &Deliveries, parts: &[i32]) {
