@@ -13,7 +13,13 @@
 //! Without a checkpoint it replays the partition from the earliest offset. A checkpoint written
 //! with another `--window`, `--watermark-delay` or `--colors` is refused with one line naming it;
 //! `--checkpoint-recovery previous` skips the newest checkpoint of each partition and replays the
-//! partitions that have no older one.
+//! partitions that have no older one. Checkpoint writes and restores run beside the consumer's
+//! polling (a snapshot is taken in the loop, the S3 calls are not), each S3 call bounded by
+//! `--s3-timeout`: a stalled store costs no group membership. S3 errors that waiting may fix
+//! (unreachable, stalled, 5xx, throttling) are retried with `/readyz` failing
+//! `checkpoint_store`; the others (credentials, a missing bucket) stop the counter with one line.
+//! A partition whose log is behind its checkpoint (the topic recreated) follows
+//! `--below-checkpoint`.
 //!
 //! Idle partitions: a partition that has received nothing for `--idle-timeout` (processing time)
 //! no longer holds back this instance's watermark: on every tick its windows advance to the
@@ -187,7 +193,12 @@ async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
         let store = ObjectStore::connect(&cli.s3).await;
         // A refused credential or a missing bucket is said now, in one line, and stops the start;
         // a store that is down or slow is waited for by the restores (not ready meanwhile).
-        match store.check_bucket().await {
+        // A stop does not wait for a store that is slow to answer.
+        let checked = tokio::select! {
+            checked = store.check_bucket() => checked,
+            () = cancel.cancelled() => return Ok(()),
+        };
+        match checked {
             Err(e) if !e.is_transient() => return Err(anyhow::Error::new(e).context("the checkpoint store")),
             _ => {}
         }
