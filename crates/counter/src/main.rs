@@ -1,7 +1,8 @@
 //! `counter`: counts the alerts of `alert-data` in event-time tumbling windows (15 minutes by
 //! default) with a watermark (48 hours behind the largest event time, the seed's), and every
 //! `--trigger` prints all live windows as the seed's table (complete mode) and publishes each
-//! changed window as JSON to `alert-counts`, keyed by window start (latest value wins).
+//! changed window as JSON to `alert-counts`: each input partition's share of the window, keyed
+//! `<window start>/<partition>` (readers add the shares up).
 //!
 //! State and restarts: windows are kept per input partition, each with its own watermark, so a
 //! partition's windows depend on its records alone. Every `--checkpoint-interval` (once every
@@ -39,7 +40,7 @@
 //! Exactly-once: a partial is a pure function of (partition, input offset), and readers keep
 //! the one with the largest offset, so a partial published twice (after a crash, by a former
 //! owner) changes nothing: duplicates in `alert-counts` are harmless and it needs no
-//! transaction. With `--isolation read-committed` (the exactly-once mode) the counter never
+//! transaction. With `--guarantee exactly-once` the counter reads `read_committed` and never
 //! counts an alert of an aborted transaction.
 //!
 //! With `--metrics-addr`, the same address serves a live dashboard at `/` (the window table and
