@@ -55,4 +55,9 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     || { tail -n 5 "$log" >&2; die "cargo could not install cargo-nextest (last lines above, log: $log)"; }
 fi
 cargo nextest run --workspace --all-targets --no-fail-fast --failure-output final "$@"
+# The API docs build without a warning and every intra-doc link resolves: a renamed item cannot
+# leave a stale link behind (the first run checks the dependencies' metadata once, a few minutes).
+say "checking the docs (cargo doc, broken links denied) ..."
+RUSTDOCFLAGS="-D warnings -D rustdoc::broken_intra_doc_links" cargo doc --workspace --no-deps --quiet \
+  || die "cargo doc found a broken link or a warning (above)"
 say "test suite finished in $(($(now) - t0)) s"

@@ -76,7 +76,7 @@ use pipeline_s3::store::ObjectStore;
 use tokio_util::sync::CancellationToken;
 
 use counter::peers;
-use counter::processor::{Checkpoints, Counter};
+use counter::processor::{Checkpoints, Counter, CounterSettings};
 
 /// Counts alerts per event-time window, per input partition, with its state checkpointed in S3.
 #[derive(Debug, Parser)]
@@ -184,7 +184,13 @@ async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
     };
     // Ticks drive the dashboard (every second at most) as well as the trigger.
     let tick = cli.trigger.min(Duration::from_secs(1));
-    let mut runtime_config = runtime::RuntimeConfig::new(&cli.service, "counter", &cli.input_topic, false, tick)?;
+    let mut runtime_config = runtime::RuntimeConfig::new(
+        &cli.service,
+        "counter",
+        &cli.input_topic,
+        runtime::OffsetCommits::Checkpointed,
+        tick,
+    )?;
     runtime_config.output_topics = vec![cli.counts_topic.clone(), cli.late_topic.clone()];
     runtime_config.below_checkpoint = cli.below_checkpoint;
     let checkpoints = if cli.checkpoint_interval.is_zero() {
@@ -210,16 +216,16 @@ async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
     };
     let (view, view_rx) = tokio::sync::watch::channel(Arc::new(WindowsView::default()));
     cli.service.observe_with(&runtime_config.readiness, dashboard::routes(view_rx), &cancel).await?;
-    let processor = Counter::new(
-        config.clone(),
-        cli.input_topic.clone(),
+    let processor = Counter::new(CounterSettings {
+        config: config.clone(),
+        input_topic: cli.input_topic.clone(),
         checkpoints,
-        &cli.counts_topic,
-        &cli.late_topic,
-        !cli.quiet,
-        cli.trigger,
+        counts_topic: cli.counts_topic.clone(),
+        late_topic: cli.late_topic.clone(),
+        print: !cli.quiet,
+        trigger: cli.trigger,
         view,
-    )
+    })
     .with_emit(cli.emit)
     .with_max_clock_skew(chrono(cli.max_clock_skew, "max-clock-skew")?);
     let peers = tokio::spawn(peers::follow(

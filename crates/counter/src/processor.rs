@@ -48,6 +48,27 @@ pub struct Checkpoints {
 /// The readiness check the checkpoint store answers for.
 pub const STORE_CHECK: &str = "checkpoint_store";
 
+/// What a counter is made with (the flags that shape it; the rest have defaults and `with_*`).
+#[derive(Debug)]
+pub struct CounterSettings {
+    /// Window parameters.
+    pub config: WindowConfig,
+    /// Input topic (named in checkpoints).
+    pub input_topic: String,
+    /// Checkpointing (None: `--checkpoint-interval 0`, replay the whole topic at every start).
+    pub checkpoints: Option<Checkpoints>,
+    /// Where window values go.
+    pub counts_topic: String,
+    /// Where late alerts go.
+    pub late_topic: String,
+    /// Print the table on every trigger.
+    pub print: bool,
+    /// How often the table is printed and changed windows are published.
+    pub trigger: Duration,
+    /// Where the dashboard's snapshot goes.
+    pub view: tokio::sync::watch::Sender<Arc<WindowsView>>,
+}
+
 /// The windows as a runtime processor.
 #[derive(Debug)]
 pub struct Counter {
@@ -110,17 +131,9 @@ struct CounterMetrics {
 
 impl Counter {
     /// A counter owning no partition yet.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        config: WindowConfig,
-        input_topic: String,
-        checkpoints: Option<Checkpoints>,
-        counts_topic: &str,
-        late_topic: &str,
-        print: bool,
-        trigger: Duration,
-        view: tokio::sync::watch::Sender<Arc<WindowsView>>,
-    ) -> Self {
+    pub fn new(settings: CounterSettings) -> Self {
+        let CounterSettings { config, input_topic, checkpoints, counts_topic, late_topic, print, trigger, view } =
+            settings;
         Self {
             config,
             input_topic,
@@ -129,8 +142,8 @@ impl Counter {
             restored: HashSet::new(),
             writing: Vec::new(),
             peers: Arc::default(),
-            counts_topic: Arc::from(counts_topic),
-            late_topic: Arc::from(late_topic),
+            counts_topic: Arc::from(counts_topic.as_str()),
+            late_topic: Arc::from(late_topic.as_str()),
             print,
             trigger,
             last_trigger: Instant::now(),

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::TimeZone;
 use counter::checkpoint::{CheckpointError, CheckpointStore, KEEP, Recovery, ReplayReason, Restore};
 use counter::dashboard::WindowsView;
-use counter::processor::{Checkpoints, Counter};
+use counter::processor::{Checkpoints, Counter, CounterSettings};
 use pipeline_core::window::{WindowConfig, WindowStats, WindowsState};
 use pipeline_kafka::runtime::{Processor, Resume};
 use pipeline_s3::store::ObjectStore;
@@ -135,8 +135,16 @@ async fn previous_falls_back_per_partition_and_replays_one_with_a_single_checkpo
     let recovery = Recovery::Previous;
     let readiness = pipeline_kafka::observe::Readiness::default();
     let ckpts = Some(Checkpoints { store: checkpoints.clone(), recovery, readiness });
-    let mut counter =
-        Counter::new(config, "alerts".into(), ckpts, "counts", "late", false, Duration::from_secs(60), view);
+    let mut counter = Counter::new(CounterSettings {
+        config,
+        input_topic: "alerts".into(),
+        checkpoints: ckpts,
+        counts_topic: "counts".into(),
+        late_topic: "late".into(),
+        print: false,
+        trigger: Duration::from_secs(60),
+        view,
+    });
     assert_eq!(resume(&mut counter, 0).await, Resume::At(100), "the one before the newest");
     assert_eq!(resume(&mut counter, 1).await, Resume::At(0), "no older one: replayed, the start goes on");
     assert_eq!(resume(&mut counter, 2).await, Resume::At(0), "none at all: replayed");

@@ -64,8 +64,13 @@ impl Processor for Detector {
 }
 
 async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
-    let mut config =
-        runtime::RuntimeConfig::new(&cli.service, "detector", &cli.input_topic, true, Duration::from_secs(3600))?;
+    let mut config = runtime::RuntimeConfig::new(
+        &cli.service,
+        "detector",
+        &cli.input_topic,
+        runtime::OffsetCommits::Acknowledged,
+        Duration::from_secs(3600),
+    )?;
     config.output_topics = vec![cli.output_topic.clone()];
     cli.service.observe(&config.readiness, &cancel).await?;
     let processor = Detector {

@@ -128,8 +128,13 @@ impl Processor for Enricher {
 }
 
 async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
-    let mut config =
-        runtime::RuntimeConfig::new(&cli.service, "enricher", &cli.input_topic, true, Duration::from_secs(3600))?;
+    let mut config = runtime::RuntimeConfig::new(
+        &cli.service,
+        "enricher",
+        &cli.input_topic,
+        runtime::OffsetCommits::Acknowledged,
+        Duration::from_secs(3600),
+    )?;
     config.output_topics = vec![cli.output_topic.clone()];
     config.readiness.require(dims::READY_CHECK);
     cli.service.observe(&config.readiness, &cancel).await?;

@@ -266,7 +266,7 @@ pub struct AuditArgs {
     #[arg(long, env = "COUNTER_WINDOW", default_value = "15m", value_parser = humantime::parse_duration)]
     pub window: Duration,
 
-    /// The counter's counted colors (its num_of_<color> columns), comma separated.
+    /// The counter's counted colors (its `num_of_<color>` columns), comma separated.
     #[arg(long, env = "COUNTER_COLORS", value_delimiter = ',', default_value = "Black,White,Silver")]
     pub colors: Vec<String>,
 

@@ -9,7 +9,7 @@ use crate::args::LogFormat;
 /// otherwise and `-X debug=broker,protocol` shows without touching `RUST_LOG`.
 const DEFAULT_FILTER: &str = "info,rdkafka=warn,aws=warn,librdkafka=debug";
 
-/// Installs the global tracing subscriber: `RUST_LOG` filters (default [`DEFAULT_FILTER`]), to
+/// Installs the global tracing subscriber: `RUST_LOG` filters (default `DEFAULT_FILTER`), to
 /// stderr so stdout stays free for a service's own output (the counter's table).
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));

@@ -104,7 +104,7 @@ fn config(kafka: KafkaArgs, drain: Duration) -> RuntimeConfig {
         input_topic: INPUT.into(),
         dlq_topic: DLQ.into(),
         output_topics: vec![OUTPUT.into()],
-        commit: true,
+        commits: runtime::OffsetCommits::Acknowledged,
         max_in_flight: 20_000,
         max_in_flight_bytes: 16 << 20,
         max_record_bytes: 2 << 20,

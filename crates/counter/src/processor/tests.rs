@@ -8,7 +8,7 @@ use pipeline_core::schema::EnrichedEvent;
 use pipeline_core::window::WindowConfig;
 use pipeline_kafka::runtime::{InputMeta, Output, Processor, Resume};
 
-use super::Counter;
+use super::{Counter, CounterSettings};
 use crate::dashboard::WindowsView;
 
 /// 15-minute windows, no watermark delay, idle after 30 s; the trigger never fires by itself.
@@ -20,7 +20,16 @@ pub(super) fn counter() -> Counter {
         colors: vec!["Black".into(), "White".into()],
     };
     let (view, _) = tokio::sync::watch::channel(Arc::new(WindowsView::default()));
-    Counter::new(config, "alerts".into(), None, "counts", "late", false, Duration::from_secs(3600), view)
+    Counter::new(CounterSettings {
+        config,
+        input_topic: "alerts".into(),
+        checkpoints: None,
+        counts_topic: "counts".into(),
+        late_topic: "late".into(),
+        print: false,
+        trigger: Duration::from_secs(3600),
+        view,
+    })
 }
 
 pub(super) fn t(h: u32, m: u32) -> DateTime<Utc> {

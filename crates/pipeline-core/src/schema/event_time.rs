@@ -36,7 +36,7 @@ pub fn format(t: &DateTime<Utc>) -> String {
     }
 }
 
-/// Appends [`format`]'s text to `buf`, without allocating for the canonical form.
+/// Appends [`format()`]'s text to `buf`, without allocating for the canonical form.
 pub fn format_into(t: &DateTime<Utc>, buf: &mut Vec<u8>) {
     match canonical(t) {
         Some(bytes) => buf.extend_from_slice(&bytes),

@@ -15,7 +15,7 @@ pub struct WindowStats {
     pub end: DateTime<Utc>,
     /// Alerts counted.
     pub rows: u64,
-    /// Alerts per configured color, in [`WindowConfig::colors`] order.
+    /// Alerts per configured color, in [`WindowConfig::colors`](crate::window::WindowConfig::colors) order.
     pub colors: Vec<u64>,
     /// Largest speed.
     pub max_speed: f64,

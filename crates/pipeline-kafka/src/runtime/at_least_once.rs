@@ -22,13 +22,13 @@ use rdkafka::producer::ThreadedProducer;
 use tokio_util::sync::CancellationToken;
 
 use super::close;
-use super::core::Core;
 use super::deliveries::{Deliveries, DeliveryContext, DeliveryState, Undelivered};
-use super::error::ProcessorError;
-use super::error::RuntimeError;
+use super::error::{ProcessorError, RuntimeError};
 use super::failure_report::{FailureLine, FailureReport};
+use super::loop_core::{Core, Taken};
 use super::processor::{CheckpointWrite, Detached, Processor};
 use super::rebalance::{LoopConsumer, offsets_list, store_offsets};
+use super::settings::OffsetCommits;
 
 /// How often offsets are stored and due retries resent.
 pub(super) const HOUSEKEEPING: Duration = Duration::from_millis(50);
@@ -192,8 +192,8 @@ impl<P: Processor> AtLeastOnceLoop<'_, P> {
     /// Decodes one input, transforms it and sends its outputs.
     fn handle(&mut self, message: &BorrowedMessage<'_>) -> Result<(), RuntimeError> {
         match self.core.take(message, self.max_message_bytes)? {
-            Some(dead) => self.send_outputs(Some((message.partition(), message.offset())), dead),
-            None => Ok(()),
+            Taken::Skipped => Ok(()),
+            taken => self.send_outputs(Some((message.partition(), message.offset())), taken == Taken::DeadLettered),
         }
     }
 
@@ -281,7 +281,7 @@ impl<P: Processor> AtLeastOnceLoop<'_, P> {
                 _ = tokio::time::sleep(nap) => {}
             }
         }
-        if config.commit {
+        if config.commits == OffsetCommits::Acknowledged {
             // A synchronous commit waits for the group coordinator: off the runtime, bounded.
             let committer = consumer.clone();
             let commit = close::off_runtime("final-commit", remaining(), move || {

@@ -11,9 +11,9 @@ use std::time::Duration;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Message};
 
-use super::core::Core;
 use super::error::RuntimeError;
 use super::exactly_once::blocking;
+use super::loop_core::Core;
 use super::processor::{Processor, Resume};
 use super::rebalance::LoopConsumer;
 use super::settings::BelowCheckpoint;

@@ -43,6 +43,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use super::loop_core::Taken;
 use super::rebalance::BeforeRevoke;
 use super::{Core, LoopConsumer, Output, Processor, Rebalancer, RunStats, RuntimeConfig, RuntimeError};
 use crate::client::{self, KafkaSetupError};
@@ -85,10 +86,18 @@ pub(super) struct Open {
 
 /// How a commit attempt ended.
 pub(super) enum Outcome {
-    /// Committed: (inputs, outputs).
-    Committed(u64, u64),
-    /// Aborted; the consumer must rewind to these offsets.
-    Aborted(HashMap<i32, i64>),
+    /// Committed.
+    Committed {
+        /// Inputs whose offsets it committed.
+        inputs: u64,
+        /// Outputs it made visible.
+        outputs: u64,
+    },
+    /// Aborted: the consumer must read each partition again from here.
+    Aborted {
+        /// Per input partition, the transaction's first offset.
+        rewind: HashMap<i32, i64>,
+    },
 }
 
 impl Transactions {
@@ -170,7 +179,7 @@ impl Transactions {
     ) -> Result<Outcome, RuntimeError> {
         let mut st = lock(&self.state);
         if !st.open {
-            return Ok(Outcome::Committed(0, 0));
+            return Ok(Outcome::Committed { inputs: 0, outputs: 0 });
         }
         let deadline = Instant::now() + budget;
         let produced = st.outputs.len() as u64;
@@ -178,7 +187,7 @@ impl Transactions {
             self.produce(&mut st.outputs, deadline).and_then(|()| self.try_commit(&st, group().as_ref(), deadline));
         let done = std::mem::take(&mut *st);
         match result {
-            Ok(()) => Ok(Outcome::Committed(done.inputs, produced)),
+            Ok(()) => Ok(Outcome::Committed { inputs: done.inputs, outputs: produced }),
             Err(e) if is_fatal(&e) => Err(self.fatal(e)),
             Err(e) => {
                 tracing::warn!(service = %self.service, error = %e, inputs = done.inputs, "transaction failed; aborting and rewinding");
@@ -194,7 +203,7 @@ impl Transactions {
                         detail: format!("{e}; then abort: {abort}"),
                     });
                 }
-                Ok(Outcome::Aborted(done.first))
+                Ok(Outcome::Aborted { rewind: done.first })
             }
         }
     }
@@ -256,13 +265,13 @@ impl Transactions {
         budget: Duration,
     ) -> Vec<(i32, i64)> {
         match self.commit(group, budget) {
-            Ok(Outcome::Committed(inputs, _)) => {
+            Ok(Outcome::Committed { inputs, .. }) => {
                 if inputs > 0 {
                     tracing::info!(service = %self.service, inputs, "committed the open transaction before revocation");
                 }
                 Vec::new()
             }
-            Ok(Outcome::Aborted(first)) => {
+            Ok(Outcome::Aborted { rewind: first }) => {
                 tracing::warn!(
                     service = %self.service, ?first,
                     "open transaction aborted at revocation; its inputs are read again (the revoked partitions' by their new owner)"
@@ -373,7 +382,7 @@ impl<P: Processor> TxnLoop<'_, P> {
         consumer: &LoopConsumer,
         message: &BorrowedMessage<'_>,
     ) -> Result<(), RuntimeError> {
-        if self.core.take(message, self.core.config.max_message_bytes())?.is_none() {
+        if self.core.take(message, self.core.config.max_message_bytes())? == Taken::Skipped {
             return Ok(());
         }
         // Every input belongs to a transaction, with or without outputs: its offset commits there.
@@ -404,7 +413,7 @@ impl<P: Processor> TxnLoop<'_, P> {
         let since = self.txn.since();
         let outcome = blocking(|| self.txn.commit(&|| consumer.group_metadata(), budget))?;
         match outcome {
-            Outcome::Committed(inputs, outputs) => {
+            Outcome::Committed { inputs, outputs } => {
                 self.core.stats.produced += outputs;
                 self.core.metrics.produced.increment(outputs);
                 if let Some(since) = since {
@@ -412,7 +421,7 @@ impl<P: Processor> TxnLoop<'_, P> {
                 }
                 tracing::debug!(service = %self.core.config.service, inputs, outputs, "transaction committed");
             }
-            Outcome::Aborted(first) => {
+            Outcome::Aborted { rewind: first } => {
                 self.core.stats.retried += first.len() as u64;
                 self.core.metrics.retried.increment(1);
                 for (partition, offset) in first {

@@ -5,7 +5,7 @@
 //! An input record's offset is stored (`enable.auto.offset.store=false`) only after every
 //! output it caused — enriched event, alert, dead letter — is acknowledged by the broker, and in
 //! order per partition: a later offset never passes an earlier one still in flight
-//! ([`offset_tracker`], one state per partition, so cooperative rebalancing never disturbs the
+//! (`offset_tracker`, one state per partition, so cooperative rebalancing never disturbs the
 //! partitions it keeps). librdkafka commits the stored offsets every second; a revocation first
 //! drains the revoked partitions (bounded by `drain_timeout`), stores what is acknowledged and
 //! commits synchronously; shutdown drains once, bounded the same way, and commits. So every
@@ -21,13 +21,13 @@
 //!   this loop with backoff (100 ms doubling to 5 s), so it can appear twice and out of order
 //!   with later records of its key.
 //!
-//! Failures never block the loop: delivery reports land in [`deliveries`] on the producer's
+//! Failures never block the loop: delivery reports land in `deliveries` on the producer's
 //! thread, and the loop resends due retries between its other work, so the consumer keeps being
 //! polled (no fall-out from the group), other partitions keep committing, and the timers fire
 //! on time. A stop request is obeyed in every state within `drain_timeout`, plus at most a
 //! second for the consumer's close when the broker does not answer: every call that waits for
-//! a broker runs on a thread of its own under a budget ([`close`]), and the rebalance callback
-//! asks librdkafka nothing that could wait inside the close ([`rebalance`]).
+//! a broker runs on a thread of its own under a budget (`close`), and the rebalance callback
+//! asks librdkafka nothing that could wait inside the close (`rebalance`).
 //!
 //! Poison inputs (not UTF-8, not JSON, wrong schema, non-finite numbers, oversized, or refused by
 //! the processor's [`Processor::admit`]) are counted, logged at warn with the reason (cut and
@@ -49,12 +49,12 @@
 mod at_least_once;
 mod below_checkpoint;
 mod close;
-mod core;
 mod dead_letter;
 mod deliveries;
 mod error;
 mod exactly_once;
 mod failure_report;
+mod loop_core;
 mod metrics;
 mod offset_tracker;
 mod outputs;
@@ -71,21 +71,21 @@ use tokio_util::sync::CancellationToken;
 
 use self::at_least_once::AtLeastOnceLoop;
 pub use self::close::{CLOSE_BUDGET, off_runtime};
-use self::core::Core;
 pub use self::dead_letter::dlq_headers;
 use self::deliveries::Deliveries;
 pub use self::error::{ProcessorError, RuntimeError};
+use self::loop_core::Core;
 pub use self::metrics::RunStats;
 pub use self::processor::{CheckpointWrite, Detached, InputMeta, Output, Processor, Resume};
-use self::rebalance::{LoopConsumer, Rebalancer, RuntimeContext};
+use self::rebalance::{LoopConsumer, Rebalancer, RevokeWork, RuntimeContext};
 use self::settings::commit_defaults;
-pub use self::settings::{BelowCheckpoint, CONSUMER_DEFAULTS, RuntimeConfig, SESSION_TIMEOUT_MS};
+pub use self::settings::{BelowCheckpoint, CONSUMER_DEFAULTS, OffsetCommits, RuntimeConfig, SESSION_TIMEOUT_MS};
 pub use crate::args::Guarantee;
 use crate::client::{self, KafkaSetupError};
 
 /// Runs `processor` over `config.input_topic` until `cancel` fires, then drains, commits and
 /// returns what it did. With [`Guarantee::ExactlyOnce`] (and a service that commits) the
-/// transactional loop of [`exactly_once`] runs instead.
+/// transactional loop of `exactly_once` runs instead.
 pub async fn run<P: Processor>(
     config: &RuntimeConfig,
     processor: P,
@@ -96,13 +96,14 @@ pub async fn run<P: Processor>(
     let rebalance = Rebalancer::new();
     // Cancelled with `cancel`, or by the loop itself when it stops on an error.
     let stopping = cancel.child_token();
-    if config.guarantee == Guarantee::ExactlyOnce && config.commit {
+    if config.guarantee == Guarantee::ExactlyOnce && config.commits == OffsetCommits::Acknowledged {
         let txn = tokio::select! {
             // init_transactions waits for the broker (up to a minute); a stop request does not.
             _ = cancel.cancelled() => return Ok(RunStats::default()),
             txn = exactly_once::Transactions::start(config) => txn?,
         };
-        let consumer = Arc::new(subscribe(config, &rebalance, &stopping, Some(txn.clone()), None)?);
+        let revoke = RevokeWork::CommitTransaction(txn.clone());
+        let consumer = Arc::new(subscribe(config, &rebalance, &stopping, revoke)?);
         let pending = rebalance.assignment.clone();
         let outcome = exactly_once::run(config, &consumer, rebalance, txn, processor, cancel, &stopping).await;
         let assignment_pending = lock(&pending).is_some();
@@ -110,7 +111,7 @@ pub async fn run<P: Processor>(
         return outcome;
     }
     let deliveries = Arc::new(Deliveries::default());
-    let consumer = Arc::new(subscribe(config, &rebalance, &stopping, None, Some(deliveries.clone()))?);
+    let consumer = Arc::new(subscribe(config, &rebalance, &stopping, RevokeWork::Drain(deliveries.clone()))?);
     let pending = rebalance.assignment.clone();
     let core = Core::new(config, processor, rebalance);
     let producer = outputs::producer(config, &deliveries, &core.metrics)?;
@@ -154,24 +155,23 @@ async fn check_topics(config: &RuntimeConfig) -> Result<(), RuntimeError> {
 }
 
 /// The group consumer of `config.input_topic`, subscribed, its context wired to `rebalance`
-/// (and to the open transaction, which a revocation commits first).
+/// and to what a revocation must finish first.
 fn subscribe(
     config: &RuntimeConfig,
     rebalance: &Rebalancer,
     stopping: &CancellationToken,
-    txn: Option<Arc<exactly_once::Transactions>>,
-    deliveries: Option<Arc<Deliveries>>,
+    revoke: RevokeWork,
 ) -> Result<LoopConsumer, RuntimeError> {
+    let transactional = matches!(revoke, RevokeWork::CommitTransaction(_));
     let context = RuntimeContext {
         service: config.service.clone(),
-        commit: config.commit && txn.is_none(),
+        commit: config.commits == OffsetCommits::Acknowledged && !transactional,
         epoch: rebalance.epoch.clone(),
         revoked: rebalance.revoked.clone(),
         assignment: rebalance.assignment.clone(),
         assigned: rebalance.assigned.clone(),
         readiness: config.readiness.clone(),
-        txn: txn.map(|t| t as Arc<dyn rebalance::BeforeRevoke>),
-        deliveries,
+        revoke,
         drain_timeout: config.drain_timeout,
         input_topic: config.input_topic.clone(),
         cooperative: config.kafka.cooperative(),
@@ -179,7 +179,7 @@ fn subscribe(
         stopping: stopping.clone(),
     };
     // Offsets are committed by librdkafka (at-least-once) or inside transactions (exactly-once).
-    let auto_commit = config.commit && config.guarantee == Guarantee::AtLeastOnce;
+    let auto_commit = config.commits == OffsetCommits::Acknowledged && config.guarantee == Guarantee::AtLeastOnce;
     let defaults: Vec<_> = CONSUMER_DEFAULTS.iter().copied().chain(commit_defaults(auto_commit)).collect();
     let mut consumer_config = config.kafka.client_config(&defaults);
     consumer_config.set("group.id", &config.group_id).set("client.id", &config.service);
@@ -196,7 +196,7 @@ fn subscribe(
         .map_err(|source| RuntimeError::Subscribe { topic: config.input_topic.clone(), source })?;
     tracing::info!(
         service = %config.service, input = %config.input_topic, group = %config.group_id,
-        commit = config.commit, guarantee = ?config.guarantee, "consuming"
+        commits = ?config.commits, guarantee = ?config.guarantee, "consuming"
     );
     Ok(consumer)
 }

@@ -14,7 +14,7 @@ use super::deliveries::{Deliveries, DeliveryContext, Failure, Token, Undelivered
 use super::error::RuntimeError;
 use super::metrics::LoopMetrics;
 use super::processor::{Output, Processor};
-use super::settings::RuntimeConfig;
+use super::settings::{OffsetCommits, RuntimeConfig};
 use crate::client;
 
 /// Makes the loop's producer.
@@ -43,7 +43,7 @@ impl<P: Processor> AtLeastOnceLoop<'_, P> {
         let mut keys = std::mem::take(&mut self.output_keys);
         {
             let mut state = self.deliveries.lock();
-            let ticket = match input.filter(|_| self.core.config.commit) {
+            let ticket = match input.filter(|_| self.core.config.commits == OffsetCommits::Acknowledged) {
                 Some((partition, offset)) => {
                     let count = self.core.outputs.len() as u32;
                     match state.tracker.push(partition, offset, count, Instant::now()) {

@@ -79,7 +79,7 @@ pub trait Processor: Send {
     /// offset as covered (a poison record never becomes valid by being read again).
     fn on_dead_letter(&mut self, _partition: i32, _offset: i64) {}
 
-    /// Called every [`RuntimeConfig::tick`]; outputs pushed here belong to no input offset.
+    /// Called every [`RuntimeConfig::tick`](super::RuntimeConfig::tick); outputs pushed here belong to no input offset.
     fn on_tick(&mut self, _out: &mut Vec<Output>) {}
 
     /// Called once when the loop stops consuming, before the final drain and commit.
@@ -108,7 +108,7 @@ pub trait Processor: Send {
     /// for them.
     fn on_revoke(&mut self, _partitions: &[i32]) {}
 
-    /// Every [`RuntimeConfig::checkpoint_interval`] and at shutdown, once every output so far
+    /// Every [`RuntimeConfig::checkpoint_interval`](super::RuntimeConfig::checkpoint_interval) and at shutdown, once every output so far
     /// is acknowledged: snapshot the state and return the work that makes it durable (None:
     /// nothing changed). The future yields the (partition, next offset) pairs it made durable;
     /// the loop keeps reading meanwhile, then commits them to the group (so lag tools see

@@ -33,6 +33,16 @@ pub(super) trait BeforeRevoke: Send + Sync {
     fn before_revoke(&self, group: &dyn Fn() -> Option<ConsumerGroupMetadata>, budget: Duration) -> Vec<(i32, i64)>;
 }
 
+/// What a revocation must finish before the partitions go, by delivery guarantee.
+pub(super) enum RevokeWork {
+    /// At-least-once: wait (bounded) for the revoked partitions' in-flight outputs and store the
+    /// offsets of what is acknowledged.
+    Drain(Arc<Deliveries>),
+    /// Exactly-once: commit the open transaction (its inputs' offsets go with it); if it
+    /// aborts, rewind the partitions kept.
+    CommitTransaction(Arc<dyn BeforeRevoke>),
+}
+
 /// Consumer context: logs through tracing and commits stored offsets when partitions are
 /// revoked.
 ///
@@ -57,10 +67,8 @@ pub(super) struct RuntimeContext {
     pub(super) assigned: Arc<tokio::sync::Notify>,
     /// Ready once partitions are assigned.
     pub(super) readiness: Readiness,
-    /// Exactly-once: the open transaction, committed before partitions are given up.
-    pub(super) txn: Option<Arc<dyn BeforeRevoke>>,
-    /// At-least-once: the in-flight inputs, drained before partitions are given up.
-    pub(super) deliveries: Option<Arc<Deliveries>>,
+    /// What a revocation finishes before the partitions go.
+    pub(super) revoke: RevokeWork,
     /// How long a revocation waits for in-flight outputs (below the session timeout).
     pub(super) drain_timeout: Duration,
     /// The topic consumed (offsets are stored for it).
@@ -122,12 +130,12 @@ impl ConsumerContext for RuntimeContext {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 lock(&self.assignment).take();
-                if let Some(txn) = &self.txn {
-                    let aborted = txn.before_revoke(&|| consumer.group_metadata(), self.drain_timeout);
-                    self.rewind_kept(consumer, &aborted, &parts);
-                }
-                if let Some(deliveries) = &self.deliveries {
-                    self.drain_revoked(consumer, deliveries, &parts);
+                match &self.revoke {
+                    RevokeWork::CommitTransaction(txn) => {
+                        let aborted = txn.before_revoke(&|| consumer.group_metadata(), self.drain_timeout);
+                        self.rewind_kept(consumer, &aborted, &parts);
+                    }
+                    RevokeWork::Drain(deliveries) => self.drain_revoked(consumer, deliveries, &parts),
                 }
                 lock(&self.revoked).extend(&parts);
                 self.epoch.fetch_add(1, Ordering::SeqCst);

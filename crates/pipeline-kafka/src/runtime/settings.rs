@@ -22,9 +22,9 @@ pub struct RuntimeConfig {
     /// Topics the processor produces to, checked at start (with the dead-letter topic) so a
     /// missing one stops the service with one line instead of failing record by record.
     pub output_topics: Vec<String>,
-    /// Store and commit offsets (false: the service rebuilds its state by replaying its input
-    /// from the earliest offset at every start and commits nothing).
-    pub commit: bool,
+    /// Which offsets it commits: each input's once acknowledged, or only what a checkpoint
+    /// covers.
+    pub commits: OffsetCommits,
     /// Most inputs awaiting acknowledgement at once; beyond it the loop stops reading.
     pub max_in_flight: usize,
     /// Most output bytes awaiting acknowledgement at once; beyond it the loop stops reading.
@@ -33,9 +33,9 @@ pub struct RuntimeConfig {
     pub max_record_bytes: usize,
     /// How long shutdown waits for in-flight records; keep it below the session timeout.
     pub drain_timeout: Duration,
-    /// Interval of [`Processor::on_tick`].
+    /// Interval of [`Processor::on_tick`](super::Processor::on_tick).
     pub tick: Duration,
-    /// Interval of [`Processor::checkpoint`] (None: never, but at shutdown).
+    /// Interval of [`Processor::checkpoint`](super::Processor::checkpoint) (None: never, but at shutdown).
     pub checkpoint_interval: Option<Duration>,
     /// Readiness checks this loop maintains (`broker`, `partitions_assigned`).
     pub readiness: Readiness,
@@ -51,6 +51,16 @@ pub struct RuntimeConfig {
     /// What to do when a partition's records arrive below the offset its restored state
     /// resumes from (only a processor that resumes at offsets of its own meets it).
     pub below_checkpoint: BelowCheckpoint,
+}
+
+/// Which input offsets a loop commits to its consumer group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetCommits {
+    /// Each input's, once all its outputs are acknowledged (the enricher, the detector).
+    Acknowledged,
+    /// Only those a processor checkpoint covers (the counter: its checkpoint is the truth, the
+    /// group's offsets follow it so lag tools see progress).
+    Checkpointed,
 }
 
 /// What a loop does when a partition's records arrive below the offset the processor's
@@ -123,7 +133,7 @@ impl RuntimeConfig {
         args: &ServiceArgs,
         service: &str,
         input_topic: &str,
-        commit: bool,
+        commits: OffsetCommits,
         tick: Duration,
     ) -> Result<Self, SettingError> {
         check_service(&args.kafka, args.guarantee, args.drain_timeout)?;
@@ -140,7 +150,7 @@ impl RuntimeConfig {
             input_topic: input_topic.to_owned(),
             dlq_topic: args.dlq_topic.clone().unwrap_or_else(|| format!("{input_topic}.dlq")),
             output_topics: Vec::new(),
-            commit,
+            commits,
             max_in_flight: args.max_in_flight.max(1),
             max_in_flight_bytes: args.max_in_flight_bytes.max(1),
             max_record_bytes: args.max_record_bytes,
@@ -175,7 +185,9 @@ mod tests {
             service: ServiceArgs,
         }
         let cli = Service::try_parse_from(["x"]).unwrap();
-        let config = RuntimeConfig::new(&cli.service, "enricher", "in", true, Duration::from_secs(1)).unwrap();
+        let config =
+            RuntimeConfig::new(&cli.service, "enricher", "in", OffsetCommits::Acknowledged, Duration::from_secs(1))
+                .unwrap();
         config.readiness.require("dims_loaded");
         config.readiness.set("dims_loaded", true);
         assert!(!config.readiness.is_ready(), "{}", config.readiness.report());
@@ -191,7 +203,9 @@ mod tests {
         }
         let config = |args: &[&str]| {
             let cli = Service::try_parse_from([&["x"][..], args].concat()).unwrap();
-            RuntimeConfig::new(&cli.service, "enricher", "in", true, Duration::from_secs(1)).unwrap().transactional_id
+            RuntimeConfig::new(&cli.service, "enricher", "in", OffsetCommits::Acknowledged, Duration::from_secs(1))
+                .unwrap()
+                .transactional_id
         };
         if std::env::var_os("TRANSACTIONAL_ID").is_some() || std::env::var_os("GROUP_ID").is_some() {
             return; // the environment would win over the defaults

@@ -17,6 +17,18 @@ use super::restores::{Restored, Restores};
 use super::settings::RuntimeConfig;
 use crate::telemetry::{admit_line, flush_lines};
 
+/// What [`Core::take`] did with an input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Taken {
+    /// Not for the processor: its partition is not ours (a record fetched before a revocation),
+    /// or its restored state covers it already.
+    Skipped,
+    /// Processed: its outputs are in `Core::outputs`.
+    Processed,
+    /// Poison, or refused by the processor: its dead letter is in `Core::outputs`.
+    DeadLettered,
+}
+
 /// What both loops (at-least-once and exactly-once) share: the configuration, the processor
 /// and how inputs reach it.
 pub(super) struct Core<'a, P: Processor> {
@@ -58,16 +70,15 @@ impl<'a, P: Processor> Core<'a, P> {
 
     /// Decodes one input and has the processor transform it into `outputs`; a poison input, or
     /// one the processor does not admit, becomes a dead letter instead (counted and logged).
-    /// None when the processor's restored state already covers the input (skipped); else
-    /// whether it was dead-lettered.
+    /// Says what became of it; an error only when a log behind its checkpoint stops the service.
     pub(super) fn take(
         &mut self,
         message: &BorrowedMessage<'_>,
         max_message_bytes: usize,
-    ) -> Result<Option<bool>, RuntimeError> {
+    ) -> Result<Taken, RuntimeError> {
         self.sync_revocations();
         if !self.rebalance.wanted(message) && !self.below_checkpoint(message)? {
-            return Ok(None);
+            return Ok(Taken::Skipped);
         }
         self.stats.consumed += 1;
         self.metrics.consumed.increment(1);
@@ -78,14 +89,14 @@ impl<'a, P: Processor> Core<'a, P> {
                 Ok(()) => {
                     let meta = InputMeta { payload, key: message.key(), partition, offset };
                     self.processor.process(event, meta, &mut self.outputs);
-                    return Ok(Some(false));
+                    return Ok(Taken::Processed);
                 }
                 Err(refusal) => refusal,
             },
             Err(error) => error.to_string(),
         };
         self.poison(message, &refusal, max_message_bytes);
-        Ok(Some(true))
+        Ok(Taken::DeadLettered)
     }
 
     /// Dead-letters `message` for `error` (counted, and logged within [`Core::poison_log`]).
