@@ -123,12 +123,14 @@ impl<'a, P: Processor> Core<'a, P> {
         self.outputs.push(dead_letter(&self.dlq_topic, &self.config.service, source, &error, max_message_bytes));
     }
 
-    /// Passes revocations on to the processor and drops the revoked partitions' restores.
-    pub(super) fn sync_revocations(&mut self) {
+    /// Passes revocations on to the processor and drops the revoked partitions' restores;
+    /// returns the partitions revoked since the last look.
+    pub(super) fn sync_revocations(&mut self) -> Vec<i32> {
         let revoked = self.rebalance.sync_revocations(&mut self.processor);
         if !revoked.is_empty() {
             self.restores.revoke(&revoked, self.config.kafka.cooperative());
         }
+        revoked
     }
 
     /// Takes a waiting assignment and starts restoring its partitions (off the loop, see
@@ -165,9 +167,8 @@ impl<'a, P: Processor> Core<'a, P> {
         consumer: &LoopConsumer,
         mut restored: Restored<P::Restored>,
     ) -> Result<Vec<i32>, RuntimeError> {
-        let revoked = self.rebalance.sync_revocations(&mut self.processor);
+        let revoked = self.sync_revocations();
         if !revoked.is_empty() {
-            self.restores.revoke(&revoked, restored.cooperative);
             if !restored.cooperative {
                 return Ok(Vec::new());
             }
