@@ -7,6 +7,7 @@ use bench::Report;
 
 #[test]
 fn tiny_end_to_end_bench_completes_with_exact_counts() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let dir = std::env::temp_dir().join(pipeline_testkit::unique("bench-smoke"));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("report.json");

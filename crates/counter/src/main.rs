@@ -209,7 +209,7 @@ async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
             Err(e) if !e.is_transient() => return Err(anyhow::Error::new(e).context("the checkpoint store")),
             _ => {}
         }
-        let group = runtime_config.group_id.clone();
+        let group = runtime_config.group_id().to_owned();
         let store = CheckpointStore::new(store, &cli.checkpoint_prefix, &group, &cli.input_topic);
         let readiness = runtime_config.readiness.clone();
         Some(Checkpoints { store, recovery: cli.checkpoint_recovery, readiness })

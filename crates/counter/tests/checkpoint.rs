@@ -47,6 +47,7 @@ fn state(rows: u64) -> WindowsState {
 
 #[tokio::test]
 async fn newest_wins_old_ones_are_pruned_and_damage_is_named() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let (s3, store) = testkit::bucket("ckpt").await;
     let prefix = s3.dims_prefix.replace("/data/dims", "/checkpoints");
     let checkpoints = CheckpointStore::new(store.clone(), &prefix, "group-a", "alerts");
@@ -123,6 +124,7 @@ async fn private(name: &str) -> (pipeline_s3::S3Args, ObjectStore, String) {
 
 #[tokio::test]
 async fn previous_falls_back_per_partition_and_replays_one_with_a_single_checkpoint() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let (_, store, prefix) = private("ckpt-prev").await;
     let checkpoints = CheckpointStore::new(store, &prefix, "group", "alerts");
     let config = config();
@@ -152,6 +154,7 @@ async fn previous_falls_back_per_partition_and_replays_one_with_a_single_checkpo
 
 #[tokio::test]
 async fn a_manifest_that_cannot_be_read_is_an_error_naming_it() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let (s3, store, prefix) = private("ckpt-manifest").await;
     let checkpoints = CheckpointStore::new(store.clone(), &prefix, "group", "alerts");
     let config = config();
@@ -186,6 +189,7 @@ async fn a_manifest_that_cannot_be_read_is_an_error_naming_it() {
 
 #[tokio::test]
 async fn a_checkpoint_of_another_watermark_delay_is_refused_naming_both() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let (s3, store, prefix) = private("ckpt-delay").await;
     let checkpoints = CheckpointStore::new(store, &prefix, "group", "alerts");
     let config = config();

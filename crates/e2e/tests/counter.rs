@@ -55,6 +55,7 @@ fn high_watermarks(p: &Pipeline) -> Vec<i64> {
 
 #[tokio::test]
 async fn a_crashed_counter_restores_its_checkpoints_and_counts_exactly() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let p = Pipeline::new(3, 1101).await;
     let all = alerts(&p, 41, 900).await;
     let (first, second) = all.split_at(600);
@@ -118,6 +119,7 @@ async fn a_crashed_counter_restores_its_checkpoints_and_counts_exactly() {
 /// The partition an alert landed on (read back from the topic).
 #[tokio::test]
 async fn an_alerts_topic_recreated_below_the_checkpoint_stops_the_counter_or_is_counted_afresh() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let p = Pipeline::new(1, 1103).await;
     let old = alerts(&p, 43, 300).await;
     // The recreated topic's alerts, an hour later: windows of their own.
@@ -182,6 +184,7 @@ fn wait_exit(mut service: Service, timeout: Duration) -> std::process::ExitStatu
 
 #[tokio::test]
 async fn two_counters_split_the_partitions_and_their_partials_merge_exactly() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let p = Pipeline::new(3, 1202).await;
     let all = alerts(&p, 43, 900).await;
     let (first, second) = all.split_at(500);

@@ -156,6 +156,7 @@ fn await_table(browser: &Browser, want: &BTreeMap<String, Value>) {
 
 #[tokio::test]
 async fn the_dashboard_shows_alert_counts_live() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let p = Pipeline::new(3, 919).await;
     let addr = format!("127.0.0.1:{}", free_port());
     let services = vec![p.enricher(&[]), p.detector(&[]), p.counter(&["--metrics-addr", &addr])];

@@ -113,6 +113,7 @@ fn by_id(records: Vec<(EnrichedEvent<'static>, String)>) -> HashMap<Uuid, (Enric
 
 #[tokio::test]
 async fn a_dims_change_mid_stream_is_joined_and_stamped_without_a_restart() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let p = Pipeline::new(1, 911).await;
     let (service, addr) = enricher(&p);
     let v1 = version_now(&p).await;
@@ -174,6 +175,7 @@ async fn a_dims_change_mid_stream_is_joined_and_stamped_without_a_restart() {
 
 #[tokio::test]
 async fn a_deleted_table_keeps_the_old_version_degraded_until_it_is_restored() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let p = Pipeline::new(1, 912).await;
     let (service, addr) = enricher(&p);
     let v1 = version_now(&p).await;

@@ -89,6 +89,7 @@ fn want(rows: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
 
 #[tokio::test]
 async fn complete_and_updates_publish_changes_finals_and_corrections() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     for (mode, seed) in [("complete", 1301), ("updates", 1302)] {
         let got = run(mode, seed, 5).await;
         let expected = want(&[
@@ -108,6 +109,7 @@ async fn complete_and_updates_publish_changes_finals_and_corrections() {
 
 #[tokio::test]
 async fn final_publishes_each_window_once_then_corrections() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let got = run("final", 1303, 2).await;
     let expected = want(&[
         ("10:00/0", &["r1 final n=1 late=0 wm=10:20", "r2 final n=1 late=1 wm=10:20"]),

@@ -31,6 +31,7 @@ fn once(records: &[rdkafka::message::OwnedMessage], topic: &str) -> HashMap<Uuid
 
 #[tokio::test]
 async fn every_event_exactly_once_through_restarts_and_rebalances() {
+    pipeline_testkit::needs_stack!(Kafka, S3, TxnKafka);
     const N: usize = 4_000;
     let kafka = testkit::txn_kafka();
     let p = Pipeline::on(kafka.clone(), 3, 1301).await;
@@ -134,6 +135,7 @@ async fn every_event_exactly_once_through_restarts_and_rebalances() {
 
 #[tokio::test]
 async fn exactly_once_on_a_broker_without_transactions_says_so_in_one_line() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let p = Pipeline::new(1, 1302).await;
     let enricher = p.enricher(&["--guarantee", "exactly-once"]);
     let out = enricher.wait();

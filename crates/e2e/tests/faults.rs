@@ -22,6 +22,7 @@ fn kill_count(line: &str, service: &str) -> Option<usize> {
 
 #[test]
 fn short_fault_run_loses_nothing_in_either_mode() {
+    pipeline_testkit::needs_stack!(Kafka, S3, BrokerBuilds);
     let out = std::process::Command::new(e2e::bin("faults"))
         .args(["--events", "4000", "--rate", "400", "--kills", "6", "--counter-kills", "2"])
         .args(["--pause", "3s", "--s3-outage", "4s", "--mode", "both", "--seed", "7"])

@@ -71,6 +71,7 @@ fn megabyte_key() -> Vec<u8> {
 
 #[tokio::test]
 async fn a_megabyte_key_on_a_poison_input_is_cut_in_its_dead_letter_and_every_other_event_flows() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let p = Pipeline::new(3, 2201).await;
     let mut services = vec![p.enricher(&[]), p.detector(&[]), p.counter(&[])];
     let good = regenerate(&p, 41, 500, 1_000).await;
@@ -91,6 +92,7 @@ async fn a_megabyte_key_on_a_poison_input_is_cut_in_its_dead_letter_and_every_ot
 
 #[tokio::test]
 async fn a_flood_of_big_malformed_records_is_all_dead_lettered_and_the_log_stays_small() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     const FLOOD: usize = 200;
     const FIELD: usize = 200_000;
     let p = Pipeline::new(3, 2204).await;
@@ -132,6 +134,7 @@ async fn a_flood_of_big_malformed_records_is_all_dead_lettered_and_the_log_stays
 
 #[tokio::test]
 async fn an_alert_copying_a_megabyte_key_is_dead_lettered_cut_and_the_detector_keeps_going() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let p = Pipeline::new(3, 2202).await;
     let good = regenerate(&p, 42, 500, 1_000).await;
     let join = p.join();
@@ -165,6 +168,7 @@ async fn an_alert_copying_a_megabyte_key_is_dead_lettered_cut_and_the_detector_k
 
 #[tokio::test]
 async fn alerts_stamped_years_ahead_or_at_the_calendar_edges_leave_every_ordinary_alert_counted() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let p = Pipeline::new(3, 2203).await;
     let mut services = vec![p.enricher(&[]), p.detector(&[]), p.counter(&[])];
     // Ordinary events of one car over the last few minutes of this machine's clock (so of the

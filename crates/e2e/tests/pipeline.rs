@@ -23,6 +23,7 @@ type PoisonKind = (&'static str, Box<dyn Fn(usize) -> Vec<u8>>);
 
 #[tokio::test]
 async fn ten_thousand_events_flow_exactly() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     const N: usize = 10_000;
     let p = Pipeline::new(3, 101).await;
     let services = vec![p.enricher(&[]), p.detector(&[]), p.counter(&[])];
@@ -44,6 +45,7 @@ async fn ten_thousand_events_flow_exactly() {
 
 #[tokio::test]
 async fn poison_records_are_dead_lettered_and_good_ones_flow() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let p = Pipeline::new(3, 202).await;
     let services = vec![p.enricher(&["--max-record-bytes", "4096"]), p.detector(&[]), p.counter(&[])];
     let good = regenerate(&p, 3, 2_000, 1000).await;
@@ -121,6 +123,7 @@ async fn poison_records_are_dead_lettered_and_good_ones_flow() {
 
 #[tokio::test]
 async fn sigterm_and_restart_lose_nothing() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     const N: usize = 12_000;
     let p = Pipeline::new(3, 303).await;
     let (mut enricher, mut detector, mut counter) = (p.enricher(&[]), p.detector(&[]), p.counter(&[]));
@@ -160,6 +163,7 @@ async fn sigterm_and_restart_lose_nothing() {
 
 #[tokio::test]
 async fn boundary_events_match_the_seed() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let p = Pipeline::new(1, 404).await;
     let services = vec![p.enricher(&[]), p.detector(&[]), p.counter(&[])];
     let car = p.dims.cars[0].car_id;
@@ -211,6 +215,7 @@ async fn boundary_events_match_the_seed() {
 
 #[tokio::test]
 async fn late_alerts_go_to_the_late_topic() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let p = Pipeline::new(1, 505).await;
     // No watermark delay: an alert behind the newest window's start is late.
     let counter = p.counter(&["--watermark-delay", "0s"]);
@@ -241,6 +246,7 @@ async fn late_alerts_go_to_the_late_topic() {
 
 #[tokio::test]
 async fn the_enricher_waits_for_its_tables_and_picks_up_new_ones() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let (s3, store) = pipeline_testkit::bucket("late-dims").await;
     let topic_in = pipeline_testkit::topic("in", 1).await;
     let topic_out = pipeline_testkit::topic("out", 1).await;
@@ -300,6 +306,7 @@ async fn the_enricher_waits_for_its_tables_and_picks_up_new_ones() {
 
 #[test]
 fn services_fail_fast_with_one_line() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let missing = pipeline_testkit::unique("missing");
     for (name, args) in
         [("detector", vec!["--input-topic", missing.as_str()]), ("counter", vec!["--input-topic", missing.as_str()])]
@@ -330,6 +337,7 @@ fn services_fail_fast_with_one_line() {
 
 #[tokio::test]
 async fn a_second_instance_joining_and_leaving_loses_nothing() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     const N: usize = 12_000;
     let p = Pipeline::new(3, 606).await;
     let first = p.enricher(&[]);
@@ -377,6 +385,7 @@ async fn a_second_instance_joining_and_leaving_loses_nothing() {
 
 #[tokio::test]
 async fn metrics_and_health_endpoints_report_exact_counts() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     const N: usize = 300;
     let p = Pipeline::new(3, 707).await;
     let (ep, dp) = (free_port(), free_port());
@@ -428,6 +437,7 @@ async fn metrics_and_health_endpoints_report_exact_counts() {
 
 #[tokio::test]
 async fn json_logs_never_show_a_kafka_password() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let p = Pipeline::new(1, 808).await;
     let enricher = p.enricher(&["-X", "sasl.password=hunter2-do-not-log", "--log-format", "json"]);
     let events = regenerate(&p, 5, 20, 1000).await;

@@ -69,6 +69,7 @@ fn print_warnings(p: &Pipeline, service: &str, max: usize) {
 
 #[tokio::test]
 async fn an_oversized_poison_record_is_dead_lettered_cut_to_fit_and_the_enricher_keeps_going() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     const SIZE: usize = 1_010_000; // under --max-record-bytes (1 MiB), over message.max.bytes (1 000 000)
     let p = Pipeline::new(3, 2101).await;
     let mut services = vec![p.enricher(&[]), p.detector(&[]), p.counter(&[])];
@@ -253,6 +254,7 @@ fn log_lines_after_assignment(p: &Pipeline, service: &str, needle: &str) -> Vec<
 /// behaviour, not a failure of the loop.
 #[tokio::test]
 async fn a_broker_paused_past_the_message_timeout_mid_backlog_loses_nothing() {
+    pipeline_testkit::needs_stack!(Kafka, S3, BrokerBuilds);
     // The enricher works through ~20 000 events a second here: 100 000 leave it mid-backlog
     // when both services have made their first commit.
     const N: usize = 100_000;
@@ -484,6 +486,7 @@ fn consumed(addr: &str) -> Option<u64> {
 
 #[tokio::test]
 async fn a_counter_catching_up_on_a_backlog_checkpoints_and_prints_on_time() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let started = Instant::now();
     let p = Pipeline::new(3, 2303).await;
     let alerts = alerts_of(&p, 29, 660_000).await;

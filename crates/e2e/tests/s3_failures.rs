@@ -56,6 +56,7 @@ fn await_ready(addr: &str, want: impl Fn(u16, &str) -> bool) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_stalled_past_the_poll_interval_under_the_counter_costs_no_revocation_and_every_window_is_exact() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let p = Pipeline::new(3, 2221).await;
     let proxy = StallProxy::s3().await;
     let (endpoint, addr) = (proxy.endpoint(), format!("127.0.0.1:{}", testkit::free_port()));
@@ -131,6 +132,7 @@ fn assert_stops_with_one_line(p: &Pipeline, mut service: Service, log_name: &str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_s3_refuses_stop_the_enricher_and_the_counter_at_start_with_one_line_and_no_secret() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let p = Pipeline::new(1, 2222).await;
     let secret = "not-the-secret-2222/with+symbols";
     let env = [("AWS_SECRET_ACCESS_KEY", secret)];
@@ -146,6 +148,7 @@ async fn credentials_s3_refuses_stop_the_enricher_and_the_counter_at_start_with_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bucket_deleted_under_the_running_enricher_and_counter_stops_each_with_one_line() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let mut p = Pipeline::new(1, 2223).await;
     // A bucket of their own (the shared test bucket must stay).
     let bucket = testkit::unique("gone");

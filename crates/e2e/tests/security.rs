@@ -81,6 +81,7 @@ fn generate(broker: &OwnBroker, s3: &pipeline_s3::S3Args, topic: &str, count: &s
 
 #[tokio::test]
 async fn scram_credentials_work_and_a_wrong_password_is_refused() {
+    pipeline_testkit::needs_stack!(Kafka, S3, BrokerBuilds);
     let dir = std::env::temp_dir().join(testkit::unique("nisshi-auth"));
     std::fs::create_dir_all(&dir).unwrap();
     let broker = secured_broker(&dir, &[]).await;
@@ -122,6 +123,7 @@ async fn scram_credentials_work_and_a_wrong_password_is_refused() {
 
 #[tokio::test]
 async fn scram_over_tls_works_and_plaintext_is_refused() {
+    pipeline_testkit::needs_stack!(Kafka, S3, BrokerBuilds);
     let dir = std::env::temp_dir().join(testkit::unique("nisshi-tls"));
     std::fs::create_dir_all(&dir).unwrap();
     let made = Command::new("openssl")

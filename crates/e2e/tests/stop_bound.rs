@@ -138,6 +138,7 @@ fn all_three(p: &Pipeline, extra: &[&str]) -> Vec<Running> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_service_stops_in_time_at_full_speed_with_the_broker_up() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let p = Pipeline::new(3, 1701).await;
     backlog(&p, 150_000).await;
     // One at a time, each mid-backlog (tens of thousands of inputs each) after 2 000 inputs:
@@ -151,6 +152,7 @@ async fn every_service_stops_in_time_at_full_speed_with_the_broker_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_service_stops_in_time_with_the_broker_paused() {
+    pipeline_testkit::needs_stack!(Kafka, S3, BrokerBuilds);
     let (broker, p) = own_broker().await;
     backlog(&p, 60_000).await;
     let running = all_three(&p, &[]);
@@ -163,6 +165,7 @@ async fn every_service_stops_in_time_with_the_broker_paused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_service_stops_in_time_with_the_cluster_gone() {
+    pipeline_testkit::needs_stack!(Kafka, S3, BrokerBuilds);
     let (broker, p) = own_broker().await;
     backlog(&p, 60_000).await;
     let running = all_three(&p, &[]);
@@ -173,6 +176,7 @@ async fn every_service_stops_in_time_with_the_cluster_gone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_service_stops_in_time_with_its_output_topics_deleted() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let p = Pipeline::new(3, 1703).await;
     backlog(&p, 60_000).await;
     let running = all_three(&p, &[]);
@@ -185,6 +189,7 @@ async fn every_service_stops_in_time_with_its_output_topics_deleted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_service_stops_in_time_during_a_rebalance() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let p = Pipeline::new(3, 1704).await;
     backlog(&p, 150_000).await;
     let mut first = all_three(&p, &[]);
@@ -208,6 +213,7 @@ async fn every_service_stops_in_time_during_a_rebalance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_enricher_and_the_counter_stop_in_time_while_s3_is_stalled() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let p = Pipeline::new(3, 1705).await;
     backlog(&p, 60_000).await;
     let proxy = StallProxy::s3().await;
@@ -234,6 +240,7 @@ async fn the_enricher_and_the_counter_stop_in_time_while_s3_is_stalled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_exactly_once_services_stop_in_time_with_a_transaction_open() {
+    pipeline_testkit::needs_stack!(Kafka, S3, BrokerBuilds);
     let broker = OwnBroker::tansu(testkit::free_port()).await;
     let p = Pipeline::on(broker.kafka(&[]), 3, 1706).await;
     backlog(&p, 20_000).await;

@@ -48,6 +48,7 @@ fn error_line(out: &Output) -> String {
 
 #[tokio::test]
 async fn dims_round_trip_through_s3() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let (s3, store) = testkit::bucket("dims").await;
     let out = generator_at(&s3, "dims", &["--seed", "5", "--cars", "20"]);
     assert_ok(&out);
@@ -66,6 +67,7 @@ async fn dims_round_trip_through_s3() {
 
 #[tokio::test]
 async fn a_spark_style_multi_part_directory_loads() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let (s3, store) = testkit::bucket("parts").await;
     let prefix = s3.dims_prefix.as_str();
     let tables = DimTables::seed(30, 3);
@@ -99,6 +101,7 @@ fn start() -> chrono::DateTime<Utc> {
 
 #[tokio::test]
 async fn run_produces_exactly_the_seeded_events() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     const N: usize = 5_000;
     let (s3, store) = testkit::bucket("run").await;
     let topic = testkit::topic("sensors", 3).await;
@@ -160,6 +163,7 @@ async fn run_produces_exactly_the_seeded_events() {
 
 #[tokio::test]
 async fn sigterm_flushes_everything_it_counted() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let (s3, _) = testkit::bucket("term").await;
     let topic = testkit::topic("term", 3).await;
     assert_ok(&generator_at(&s3, "dims", &["--seed", "1"]));
@@ -202,6 +206,7 @@ async fn sigterm_flushes_everything_it_counted() {
 
 #[tokio::test]
 async fn error_paths_say_what_to_do() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     // S3 down.
     let out = generator(&["run", "--s3-endpoint", "http://127.0.0.1:9", "--count", "1"]);
     let line = error_line(&out);

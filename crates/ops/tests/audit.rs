@@ -93,6 +93,7 @@ fn rows(out: &Output) -> Vec<(String, Vec<u64>)> {
 
 #[tokio::test]
 async fn audit_of_a_correct_run_is_clean_with_exact_counts() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let r = run().await;
     let p = &r.p;
     let out = audit(p, &p.enriched, &p.alerts, &p.counts, &[]);
@@ -141,6 +142,7 @@ async fn copy(topic: &str, records: &[OwnedMessage]) {
 
 #[tokio::test]
 async fn audit_of_a_doctored_copy_reports_exactly_the_faults() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let r = run().await;
     let p = &r.p;
     let read = |t: &str| testkit::read_all(t, Duration::from_secs(60));
@@ -237,6 +239,7 @@ async fn audit_of_a_doctored_copy_reports_exactly_the_faults() {
 
 #[tokio::test]
 async fn audit_that_cannot_run_says_why_and_exits_2() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let p = Pipeline::new(1, 5).await;
     let missing = testkit::unique("audit-missing");
     let out = audit(&p, &missing, &p.alerts, &p.counts, &[]);

@@ -133,6 +133,7 @@ fn expected(statuses: [&str; 9]) -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn smoke_passes_against_the_stack_and_leaves_nothing_behind() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let (s3, store) = testkit::bucket("ops-smoke").await;
     let prefix = format!("{}/", testkit::unique("ops-smoke"));
     let out = ops(&["smoke", "--s3-bucket", &s3.s3_bucket, "--probe-prefix", &prefix]);
@@ -157,6 +158,7 @@ async fn smoke_passes_against_the_stack_and_leaves_nothing_behind() {
 
 #[test]
 fn smoke_against_a_dead_kafka_says_what_to_do_and_prints_no_secret() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let out = ops(&[
         "smoke",
         "--bootstrap-servers",
@@ -195,6 +197,7 @@ fn smoke_against_a_dead_kafka_says_what_to_do_and_prints_no_secret() {
 
 #[test]
 fn smoke_against_a_dead_s3_says_what_to_do() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let endpoint = format!("http://127.0.0.1:{port}");
     let out = ops(&["smoke", "--s3-endpoint", &endpoint]);
@@ -217,6 +220,7 @@ fn smoke_against_a_dead_s3_says_what_to_do() {
 
 #[tokio::test]
 async fn produce_then_tail_shows_exactly_that_record() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let topic = testkit::topic("ops-produce", 3).await;
     let event = sensor(4242, 1);
     let out = ops(&["produce", &topic, "--schema", "sensor", "--value", &event]);
@@ -264,6 +268,7 @@ async fn produce_then_tail_shows_exactly_that_record() {
 
 #[tokio::test]
 async fn ndjson_on_stdin_then_tail_from_offsets_times_and_partitions() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let topic = testkit::topic("ops-ndjson", 1).await;
     let events: Vec<String> = (1..=3).map(|car| sensor(car, car as u32)).collect();
     let input = format!("{}\n\n{}\r\n{}\n", events[0], events[1], events[2]);
@@ -299,6 +304,7 @@ async fn ndjson_on_stdin_then_tail_from_offsets_times_and_partitions() {
 
 #[tokio::test]
 async fn invalid_records_are_refused_and_nothing_is_sent() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let topic = testkit::topic("ops-refuse", 2).await;
     let good = sensor(7, 7);
     let refused = |args: &[&str], stdin: Option<&str>| -> String {
@@ -358,6 +364,7 @@ async fn invalid_records_are_refused_and_nothing_is_sent() {
 
 #[tokio::test]
 async fn a_file_with_one_pretty_alert_is_one_record() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let topic = testkit::topic("ops-file", 1).await;
     let alert = r#"{
   "event_id": "5f0c1d3e-8b1a-4c3d-9e2f-0123456789ab",
@@ -379,6 +386,7 @@ async fn a_file_with_one_pretty_alert_is_one_record() {
 
 #[tokio::test]
 async fn topics_create_list_describe_round_trip() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let (a, b) = (testkit::unique("ops-topic-a"), testkit::unique("ops-topic-b"));
     let out = assert_ok(&ops(&["topics", "create", &a, &b, "--partitions", "2", "--replication", "1"]));
     assert_eq!(out, format!("created {a} partitions=2 replication=1\ncreated {b} partitions=2 replication=1\n"));
@@ -425,6 +433,7 @@ async fn topics_create_list_describe_round_trip() {
 
 #[tokio::test]
 async fn tail_follow_prints_new_records_until_max_or_a_signal() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
     let topic = testkit::topic("ops-follow", 2).await;
     let follower = spawn(&["tail", &topic, "--follow", "--max", "1", "--format", "json"]);
     std::thread::sleep(Duration::from_millis(500));

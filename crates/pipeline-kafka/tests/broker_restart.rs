@@ -29,6 +29,7 @@ fn committed(kafka: &KafkaArgs, group: &str, topic: &str) -> Vec<(i32, Offset)> 
 
 #[tokio::test]
 async fn records_and_committed_offsets_survive_a_broker_crash() {
+    pipeline_testkit::needs_stack!(Kafka, S3, BrokerBuilds);
     const N: usize = 1_000;
     // Nisshi takes a whole bucket; this one is deleted at the end (SeaweedFS has a volume per
     // bucket and only so many of them).

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use pipeline_core::generate::{EventClock, EventGenerator};
 use pipeline_core::schema::{JsonEvent, SensorEvent};
-use pipeline_kafka::args::KafkaArgs;
+use pipeline_kafka::args::{KafkaArgs, ServiceArgs};
 use pipeline_kafka::observe::Readiness;
 use pipeline_kafka::runtime::{self, InputMeta, Output, Processor, RunStats, dlq_headers};
 use pipeline_kafka::runtime::{Guarantee, RuntimeConfig};
@@ -93,31 +93,34 @@ fn kafka(mock: &MockCluster<'static, DefaultProducerContext>, properties: &[(&st
     .with_properties(properties)
 }
 
-fn config(kafka: KafkaArgs, drain: Duration) -> RuntimeConfig {
-    let readiness = Readiness::default();
-    readiness.require("broker");
-    readiness.require("partitions_assigned");
-    RuntimeConfig {
-        service: "echo".into(),
+/// The settings the echo service would parse from its command line.
+fn service_args(kafka: KafkaArgs, drain: Duration) -> ServiceArgs {
+    ServiceArgs {
         kafka,
-        group_id: GROUP.into(),
-        input_topic: INPUT.into(),
-        dlq_topic: DLQ.into(),
-        output_topics: vec![OUTPUT.into()],
-        commits: runtime::OffsetCommits::Acknowledged,
+        group_id: Some(GROUP.into()),
+        dlq_topic: Some(DLQ.into()),
         max_in_flight: 20_000,
         max_in_flight_bytes: 16 << 20,
         max_record_bytes: 2 << 20,
         drain_timeout: drain,
-        tick: Duration::from_millis(100),
-        checkpoint_interval: None,
-        readiness,
-        metrics: false,
+        log_format: Default::default(),
+        metrics_addr: None,
         guarantee: Guarantee::AtLeastOnce,
-        transactional_id: "echo".into(),
+        transactional_id: Some("echo".into()),
         transaction_interval: Duration::from_millis(100),
-        below_checkpoint: Default::default(),
     }
+}
+
+/// The echo loop's configuration, made as a service makes it.
+fn config_from(args: &ServiceArgs) -> RuntimeConfig {
+    let tick = Duration::from_millis(100);
+    let mut config = RuntimeConfig::new(args, "echo", INPUT, runtime::OffsetCommits::Acknowledged, tick).unwrap();
+    config.output_topics = vec![OUTPUT.into()];
+    config
+}
+
+fn config(kafka: KafkaArgs, drain: Duration) -> RuntimeConfig {
+    config_from(&service_args(kafka, drain))
 }
 
 /// Produces `n` events (and any `extra` raw values) to [`INPUT`]; returns the events' ids.
@@ -413,12 +416,12 @@ async fn an_aborted_transaction_at_a_cooperative_revocation_rewinds_the_kept_par
     let cooperative = [("partition.assignment.strategy", "cooperative-sticky")];
     let txn_config = |id: &str, interval: Duration| {
         mock.coordinator(MockCoordinator::Transaction(id.into()), 1).unwrap();
-        RuntimeConfig {
+        config_from(&ServiceArgs {
             guarantee: Guarantee::ExactlyOnce,
-            transactional_id: id.into(),
+            transactional_id: Some(id.into()),
             transaction_interval: interval,
-            ..config(kafka(&mock, &cooperative), Duration::from_secs(5))
-        }
+            ..service_args(kafka(&mock, &cooperative), Duration::from_secs(5))
+        })
     };
     let mut ids = fill(&mock, 6, 2000, &[]);
     // A transaction far longer than the test: the only commits are the revocation's and the stop's.

@@ -11,6 +11,7 @@ use rdkafka::producer::FutureRecord;
 
 #[tokio::test]
 async fn describe_then_delete_a_topic() {
+    pipeline_testkit::needs_stack!(Kafka);
     let args = testkit::kafka();
     let topic = testkit::topic("admin", 2).await;
 

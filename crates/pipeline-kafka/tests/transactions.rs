@@ -89,6 +89,7 @@ fn txn_error(error: KafkaError) -> (RDKafkaErrorCode, bool, bool) {
 
 #[tokio::test]
 async fn commit_makes_exactly_the_transactions_records_visible() {
+    pipeline_testkit::needs_stack!(TxnKafka);
     let topic = testkit::topic_on(&txn(), "txn-commit", 3).await;
     let producer = txn_producer(&testkit::unique("txn-commit"));
 
@@ -107,6 +108,7 @@ async fn commit_makes_exactly_the_transactions_records_visible() {
 
 #[tokio::test]
 async fn consecutive_transactions_of_one_producer_all_commit() {
+    pipeline_testkit::needs_stack!(TxnKafka);
     let topic = testkit::topic_on(&txn(), "txn-consecutive", 3).await;
     let producer = txn_producer(&testkit::unique("txn-consecutive"));
     for round in 0..5 {
@@ -121,6 +123,7 @@ async fn consecutive_transactions_of_one_producer_all_commit() {
 
 #[tokio::test]
 async fn abort_succeeds_but_read_committed_still_sees_the_aborted_records() {
+    pipeline_testkit::needs_stack!(TxnKafka);
     // TANSU DEVIATION. Apache Kafka: a read_committed reader skips aborted records. Tansu writes
     // the abort marker but leaves the aborted-transactions list of its Fetch responses empty, so
     // librdkafka cannot tell which records the marker aborts ("received abort txn ctrl msg ...
@@ -148,6 +151,7 @@ async fn abort_succeeds_but_read_committed_still_sees_the_aborted_records() {
 
 #[tokio::test]
 async fn one_transaction_spans_topics_and_partitions() {
+    pipeline_testkit::needs_stack!(TxnKafka);
     // The loop writes an output topic and a dead-letter topic in one transaction: neither is
     // visible before the commit, both are after.
     let out = testkit::topic_on(&txn(), "txn-span-out", 3).await;
@@ -167,6 +171,7 @@ async fn one_transaction_spans_topics_and_partitions() {
 
 #[tokio::test]
 async fn an_open_transactions_records_are_invisible_until_commit() {
+    pipeline_testkit::needs_stack!(TxnKafka);
     let topic = testkit::topic_on(&txn(), "txn-open", 3).await;
     let producer = txn_producer(&testkit::unique("txn-open"));
 
@@ -182,6 +187,7 @@ async fn an_open_transactions_records_are_invisible_until_commit() {
 
 #[tokio::test]
 async fn an_open_transaction_holds_back_later_committed_records() {
+    pipeline_testkit::needs_stack!(TxnKafka);
     // The last stable offset: a read_committed reader stops at the first record of a
     // transaction still open, even where records after it are committed (by another producer),
     // so records are read in offset order.
@@ -207,6 +213,7 @@ async fn an_open_transaction_holds_back_later_committed_records() {
 
 #[tokio::test]
 async fn offsets_sent_to_a_transaction_commit_and_abort_with_it() {
+    pipeline_testkit::needs_stack!(TxnKafka);
     let args = txn();
     let input = testkit::topic_on(&args, "txn-offsets-in", 3).await;
     let output = testkit::topic_on(&args, "txn-offsets-out", 3).await;
@@ -301,6 +308,7 @@ async fn offsets_sent_to_a_transaction_commit_and_abort_with_it() {
 
 #[tokio::test]
 async fn an_offsets_only_transaction_commits_its_offsets_only_as_the_producers_first() {
+    pipeline_testkit::needs_stack!(TxnKafka);
     // TANSU DEVIATION. A transaction that sends offsets but produces nothing (a batch whose
     // records are all filtered out) commits without error, but its offsets are applied only
     // when it is the producer's first transaction since init_transactions. Apache Kafka applies
@@ -340,6 +348,7 @@ async fn an_offsets_only_transaction_commits_its_offsets_only_as_the_producers_f
 
 #[tokio::test]
 async fn a_second_producer_with_the_same_transactional_id_takes_over_and_the_first_cannot_commit() {
+    pipeline_testkit::needs_stack!(TxnKafka);
     let topic = testkit::topic_on(&txn(), "txn-fence", 3).await;
     let id = testkit::unique("txn-fence");
 

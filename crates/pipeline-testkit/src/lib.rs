@@ -2,10 +2,14 @@
 //!
 //! The stack's address comes from the same environment variables the services read
 //! (`scripts/test.sh` exports `config/local.env`). Every test makes its own topics and buckets
-//! with [`unique`] names, so tests run in parallel without seeing each other's records.
+//! with [`unique`] names, so tests run in parallel without seeing each other's records. A test
+//! that needs the stack starts with [`needs_stack!`](crate::needs_stack!): without a stack it is skipped with one line
+//! per test binary; under `scripts/test.sh` it fails.
 
+mod stack;
 mod stall_proxy;
 
+pub use stack::{Part, REQUIRE_STACK, stack_has};
 pub use stall_proxy::StallProxy;
 
 use std::collections::HashMap;

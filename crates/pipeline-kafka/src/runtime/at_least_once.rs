@@ -21,14 +21,18 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::ThreadedProducer;
 use tokio_util::sync::CancellationToken;
 
+use pipeline_core::lock;
+
 use super::close;
 use super::deliveries::{Deliveries, DeliveryContext, DeliveryState, Undelivered};
 use super::error::{ProcessorError, RuntimeError};
 use super::failure_report::{FailureLine, FailureReport};
 use super::loop_core::{Core, Taken};
+use super::metrics::RunStats;
 use super::processor::{CheckpointWrite, Detached, Processor};
-use super::rebalance::{LoopConsumer, offsets_list, store_offsets};
-use super::settings::OffsetCommits;
+use super::rebalance::{LoopConsumer, Rebalancer, RevokeWork, offsets_list, store_offsets};
+use super::settings::{OffsetCommits, RuntimeConfig};
+use super::subscribe::subscribe;
 
 /// How often offsets are stored and due retries resent.
 pub(super) const HOUSEKEEPING: Duration = Duration::from_millis(50);
@@ -57,8 +61,46 @@ pub(super) struct AtLeastOnceLoop<'a, P: Processor> {
     pub(super) stopping: CancellationToken,
 }
 
+/// Runs `processor` at-least-once until `cancel` fires, then drains within `drain_timeout`,
+/// commits, and closes the consumer and then the producer.
+pub(super) async fn run<P: Processor>(
+    config: &RuntimeConfig,
+    processor: P,
+    cancel: CancellationToken,
+) -> Result<RunStats, RuntimeError> {
+    let rebalance = Rebalancer::new();
+    // Cancelled with `cancel`, or by the loop itself when it stops on an error.
+    let stopping = cancel.child_token();
+    let deliveries = Arc::new(Deliveries::default());
+    let consumer = Arc::new(subscribe(config, &rebalance, &stopping, RevokeWork::Drain(deliveries.clone()))?);
+    let pending = rebalance.assignment.clone();
+    let core = Core::new(config, processor, rebalance);
+    let producer = super::outputs::producer(config, &deliveries, &core.metrics)?;
+    let mut state = AtLeastOnceLoop {
+        core,
+        producer,
+        deliveries,
+        checkpoint_due: false,
+        failure_report: FailureReport::new(Instant::now()),
+        max_message_bytes: config.clients.max_message_bytes,
+        output_keys: Vec::new(),
+        stopping,
+    };
+    let outcome = state.run_until_stopped(&consumer, cancel).await;
+    let stats = state.stats();
+    let assignment_pending = lock(&pending).is_some();
+    close::close(consumer, &config.service, assignment_pending).await;
+    // The producer's drop purges and flushes (up to 500 ms) and joins librdkafka's threads:
+    // off the runtime too, bounded.
+    let AtLeastOnceLoop { producer, core, .. } = state;
+    drop(core);
+    close::off_runtime("producer-close", close::CLOSE_BUDGET, move || drop(producer)).await;
+    outcome.map(|()| stats)
+}
+
 impl<P: Processor> AtLeastOnceLoop<'_, P> {
-    pub(super) async fn run(
+    /// Polls, produces and commits until `cancel` fires (or an error stops it), then drains.
+    async fn run_until_stopped(
         &mut self,
         consumer: &Arc<LoopConsumer>,
         cancel: CancellationToken,
@@ -234,9 +276,9 @@ impl<P: Processor> AtLeastOnceLoop<'_, P> {
     }
 
     /// What the loop did so far.
-    pub(super) fn stats(&self) -> super::RunStats {
+    fn stats(&self) -> RunStats {
         let state = self.deliveries.lock();
-        super::RunStats { produced: state.produced, retried: state.failures, ..self.core.stats.clone() }
+        RunStats { produced: state.produced, retried: state.failures, ..self.core.stats.clone() }
     }
 
     /// One drain, bounded by `drain_timeout` whatever the broker does: the processor's last

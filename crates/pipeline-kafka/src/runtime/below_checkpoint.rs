@@ -11,8 +11,8 @@ use std::time::Duration;
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Message};
 
+use super::close::blocking;
 use super::error::RuntimeError;
-use super::exactly_once::blocking;
 use super::loop_core::Core;
 use super::processor::{Processor, Resume};
 use super::rebalance::LoopConsumer;

@@ -54,6 +54,14 @@ pub(super) async fn close(consumer: Arc<LoopConsumer>, service: &str, assignment
     }
 }
 
+/// Runs a blocking call into librdkafka without stalling the async runtime's other tasks.
+pub(super) fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

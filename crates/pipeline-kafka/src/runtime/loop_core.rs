@@ -128,7 +128,7 @@ impl<'a, P: Processor> Core<'a, P> {
     pub(super) fn sync_revocations(&mut self) -> Vec<i32> {
         let revoked = self.rebalance.sync_revocations(&mut self.processor);
         if !revoked.is_empty() {
-            self.restores.revoke(&revoked, self.config.kafka.cooperative());
+            self.restores.revoke(&revoked, self.config.clients.cooperative);
         }
         revoked
     }

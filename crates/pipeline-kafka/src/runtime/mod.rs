@@ -48,6 +48,7 @@
 
 mod at_least_once;
 mod below_checkpoint;
+mod clients;
 mod close;
 mod dead_letter;
 mod deliveries;
@@ -62,30 +63,26 @@ mod processor;
 mod rebalance;
 mod restores;
 mod settings;
+mod subscribe;
+mod transactions;
 
-use std::sync::Arc;
-
-use pipeline_core::lock;
-use rdkafka::consumer::Consumer;
-use tokio_util::sync::CancellationToken;
-
-use self::at_least_once::AtLeastOnceLoop;
+pub use self::clients::{CONSUMER_DEFAULTS, LoopClients, SESSION_TIMEOUT_MS};
 pub use self::close::{CLOSE_BUDGET, off_runtime};
 pub use self::dead_letter::dlq_headers;
-use self::deliveries::Deliveries;
 pub use self::error::{ProcessorError, RuntimeError};
 use self::loop_core::Core;
 pub use self::metrics::RunStats;
 pub use self::processor::{CheckpointWrite, Detached, InputMeta, Output, Processor, Resume};
-use self::rebalance::{LoopConsumer, Rebalancer, RevokeWork, RuntimeContext};
-use self::settings::commit_defaults;
-pub use self::settings::{BelowCheckpoint, CONSUMER_DEFAULTS, OffsetCommits, RuntimeConfig, SESSION_TIMEOUT_MS};
+use self::rebalance::{LoopConsumer, Rebalancer};
+pub use self::settings::{BelowCheckpoint, OffsetCommits, RuntimeConfig};
 pub use crate::args::Guarantee;
 use crate::client::{self, KafkaSetupError};
+use tokio_util::sync::CancellationToken;
 
 /// Runs `processor` over `config.input_topic` until `cancel` fires, then drains, commits and
-/// returns what it did. With [`Guarantee::ExactlyOnce`] (and a service that commits) the
-/// transactional loop of `exactly_once` runs instead.
+/// returns what it did: the at-least-once loop (`at_least_once`), or with
+/// [`Guarantee::ExactlyOnce`] (and a service that commits) the transactional one
+/// (`exactly_once`). Each makes its clients from `config`'s finished settings and closes them.
 pub async fn run<P: Processor>(
     config: &RuntimeConfig,
     processor: P,
@@ -93,49 +90,11 @@ pub async fn run<P: Processor>(
 ) -> Result<RunStats, RuntimeError> {
     check_topics(config).await?;
     config.readiness.set("broker", true);
-    let rebalance = Rebalancer::new();
-    // Cancelled with `cancel`, or by the loop itself when it stops on an error.
-    let stopping = cancel.child_token();
     if config.guarantee == Guarantee::ExactlyOnce && config.commits == OffsetCommits::Acknowledged {
-        let txn = tokio::select! {
-            // init_transactions waits for the broker (up to a minute); a stop request does not.
-            _ = cancel.cancelled() => return Ok(RunStats::default()),
-            txn = exactly_once::Transactions::start(config) => txn?,
-        };
-        let revoke = RevokeWork::CommitTransaction(txn.clone());
-        let consumer = Arc::new(subscribe(config, &rebalance, &stopping, revoke)?);
-        let pending = rebalance.assignment.clone();
-        let outcome = exactly_once::run(config, &consumer, rebalance, txn, processor, cancel, &stopping).await;
-        let assignment_pending = lock(&pending).is_some();
-        close::close(consumer, &config.service, assignment_pending).await;
-        return outcome;
+        exactly_once::run(config, processor, cancel).await
+    } else {
+        at_least_once::run(config, processor, cancel).await
     }
-    let deliveries = Arc::new(Deliveries::default());
-    let consumer = Arc::new(subscribe(config, &rebalance, &stopping, RevokeWork::Drain(deliveries.clone()))?);
-    let pending = rebalance.assignment.clone();
-    let core = Core::new(config, processor, rebalance);
-    let producer = outputs::producer(config, &deliveries, &core.metrics)?;
-    let mut state = AtLeastOnceLoop {
-        core,
-        producer,
-        deliveries,
-        checkpoint_due: false,
-        failure_report: failure_report::FailureReport::new(std::time::Instant::now()),
-        max_message_bytes: config.max_message_bytes(),
-        output_keys: Vec::new(),
-        stopping,
-    };
-    let outcome = state.run(&consumer, cancel).await;
-    let stats = state.stats();
-    let assignment_pending = lock(&pending).is_some();
-    close::close(consumer, &config.service, assignment_pending).await;
-    // The producer's drop purges and flushes (up to 500 ms) and joins librdkafka's threads:
-    // off the runtime too, bounded.
-    let AtLeastOnceLoop { producer, core, .. } = state;
-    drop(core);
-    close::off_runtime("producer-close", close::CLOSE_BUDGET, move || drop(producer)).await;
-    outcome?;
-    Ok(stats)
 }
 
 /// The broker answers, and the input, output and dead-letter topics exist: each missing one
@@ -152,51 +111,4 @@ async fn check_topics(config: &RuntimeConfig) -> Result<(), RuntimeError> {
         }
     }
     Ok(())
-}
-
-/// The group consumer of `config.input_topic`, subscribed, its context wired to `rebalance`
-/// and to what a revocation must finish first.
-fn subscribe(
-    config: &RuntimeConfig,
-    rebalance: &Rebalancer,
-    stopping: &CancellationToken,
-    revoke: RevokeWork,
-) -> Result<LoopConsumer, RuntimeError> {
-    let transactional = matches!(revoke, RevokeWork::CommitTransaction(_));
-    let context = RuntimeContext {
-        service: config.service.clone(),
-        commit: config.commits == OffsetCommits::Acknowledged && !transactional,
-        epoch: rebalance.epoch.clone(),
-        revoked: rebalance.revoked.clone(),
-        assignment: rebalance.assignment.clone(),
-        assigned: rebalance.assigned.clone(),
-        readiness: config.readiness.clone(),
-        revoke,
-        drain_timeout: config.drain_timeout,
-        input_topic: config.input_topic.clone(),
-        cooperative: config.kafka.cooperative(),
-        applied: rebalance.applied.clone(),
-        stopping: stopping.clone(),
-    };
-    // Offsets are committed by librdkafka (at-least-once) or inside transactions (exactly-once).
-    let auto_commit = config.commits == OffsetCommits::Acknowledged && config.guarantee == Guarantee::AtLeastOnce;
-    let defaults: Vec<_> = CONSUMER_DEFAULTS.iter().copied().chain(commit_defaults(auto_commit)).collect();
-    let mut consumer_config = config.kafka.client_config(&defaults);
-    consumer_config.set("group.id", &config.group_id).set("client.id", &config.service);
-    if config.guarantee == Guarantee::ExactlyOnce {
-        // Never read a record of an aborted (or still open) transaction.
-        consumer_config.set("isolation.level", "read_committed");
-    }
-    if config.metrics {
-        consumer_config.set("statistics.interval.ms", "2000");
-    }
-    let consumer: LoopConsumer = consumer_config.create_with_context(context).map_err(KafkaSetupError::Config)?;
-    consumer
-        .subscribe(&[&config.input_topic])
-        .map_err(|source| RuntimeError::Subscribe { topic: config.input_topic.clone(), source })?;
-    tracing::info!(
-        service = %config.service, input = %config.input_topic, group = %config.group_id,
-        commits = ?config.commits, guarantee = ?config.guarantee, "consuming"
-    );
-    Ok(consumer)
 }

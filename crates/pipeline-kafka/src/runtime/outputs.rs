@@ -29,11 +29,7 @@ pub(super) fn producer(
         retried: metrics.retried.clone(),
         service: config.service.clone(),
     };
-    let mut producer_config = config.kafka.client_config(client::PRODUCER_DEFAULTS);
-    if config.metrics {
-        producer_config.set("statistics.interval.ms", "2000");
-    }
-    Ok(producer_config.create_with_context(context).map_err(client::KafkaSetupError::Config)?)
+    Ok(config.clients.producer.create_with_context(context).map_err(client::KafkaSetupError::Config)?)
 }
 
 impl<P: Processor> AtLeastOnceLoop<'_, P> {

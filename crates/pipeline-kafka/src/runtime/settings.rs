@@ -2,19 +2,24 @@
 
 use std::time::Duration;
 
+use super::clients::{ClientRoles, LoopClients};
 use crate::args::{Guarantee, KafkaArgs, ServiceArgs, host_name};
 use crate::observe::Readiness;
 use crate::setting_guard::{SettingError, check_service};
 
-/// How the loop runs.
+/// How the loop runs. Built by [`RuntimeConfig::new`] only: the fields its clients' settings
+/// follow from (service, group, commits, guarantee, transactional id, metrics) are read-only,
+/// so the settings in [`LoopClients`] cannot drift from them; the others may be set after.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
     /// Service name: the consumer group's default, logs and the `dlq.service` header.
-    pub service: String,
-    /// Kafka cluster and `-X` overrides.
-    pub kafka: KafkaArgs,
+    pub(crate) service: String,
+    /// Kafka cluster and `-X` overrides: the start-up checks of the cluster and its topics.
+    pub(crate) kafka: KafkaArgs,
+    /// The finished settings of the loop's clients, made once from `kafka` and the fields here.
+    pub(crate) clients: LoopClients,
     /// Consumer group id.
-    pub group_id: String,
+    pub(crate) group_id: String,
     /// Topic consumed.
     pub input_topic: String,
     /// Where poison inputs go.
@@ -24,7 +29,7 @@ pub struct RuntimeConfig {
     pub output_topics: Vec<String>,
     /// Which offsets it commits: each input's once acknowledged, or only what a checkpoint
     /// covers.
-    pub commits: OffsetCommits,
+    pub(crate) commits: OffsetCommits,
     /// Most inputs awaiting acknowledgement at once; beyond it the loop stops reading.
     pub max_in_flight: usize,
     /// Most output bytes awaiting acknowledgement at once; beyond it the loop stops reading.
@@ -39,13 +44,11 @@ pub struct RuntimeConfig {
     pub checkpoint_interval: Option<Duration>,
     /// Readiness checks this loop maintains (`broker`, `partitions_assigned`).
     pub readiness: Readiness,
-    /// Metrics are served: ask librdkafka for statistics (consumer lag).
-    pub metrics: bool,
     /// At-least-once (the default) or exactly-once (transactions).
-    pub guarantee: Guarantee,
+    pub(crate) guarantee: Guarantee,
     /// Exactly-once: this instance's transactional id, unique per running instance (see
     /// `--transactional-id`; a restarted instance with the same id fences its predecessor).
-    pub transactional_id: String,
+    pub(crate) transactional_id: String,
     /// Exactly-once: how long a transaction collects inputs before it commits.
     pub transaction_interval: Duration,
     /// What to do when a partition's records arrive below the offset its restored state
@@ -86,47 +89,7 @@ pub enum BelowCheckpoint {
     Stop,
 }
 
-/// The services' consumer session timeout, in milliseconds (`session.timeout.ms`).
-pub const SESSION_TIMEOUT_MS: &str = "10000";
-
-/// Consumer defaults of every service: a short session timeout so a dead instance's partitions
-/// move quickly, short fetch waits for latency, and a new group starts from the earliest offset.
-/// (Public so the benchmark's relays consume exactly like the services.)
-///
-/// The prefetch is sized, not left at librdkafka's defaults (100 000 records per partition, up
-/// to 64 MiB), which read a whole backlog into memory: the enricher draining 300 000 queued
-/// events peaked at 91–96 MiB. 10 000 records per partition and 16 MiB bring that to 56 MiB
-/// in the same 2.7–2.9 s, but only with `fetch.queue.backoff.ms` short: at its default
-/// (1 s) a full queue pauses fetching for a second and the same drain took 14 s.
-pub const CONSUMER_DEFAULTS: &[(&str, &str)] = &[
-    ("enable.auto.offset.store", "false"),
-    ("auto.offset.reset", "earliest"),
-    ("session.timeout.ms", SESSION_TIMEOUT_MS),
-    ("heartbeat.interval.ms", "1000"),
-    ("fetch.wait.max.ms", "50"),
-    ("enable.partition.eof", "false"),
-    ("queued.min.messages", "10000"),
-    ("queued.max.messages.kbytes", "16384"),
-    ("fetch.queue.backoff.ms", "10"),
-];
-
-/// Offsets stored by the loop are committed by librdkafka every second (or never, for a
-/// service that rebuilds its state by replay).
-pub(super) fn commit_defaults(commit: bool) -> [(&'static str, &'static str); 2] {
-    if commit {
-        [("enable.auto.commit", "true"), ("auto.commit.interval.ms", "1000")]
-    } else {
-        [("enable.auto.commit", "false"), ("auto.commit.interval.ms", "1000")]
-    }
-}
-
 impl RuntimeConfig {
-    /// The largest record the producer accepts: `-X message.max.bytes`, else librdkafka's
-    /// default. Dead letters are cut to fit under it.
-    pub fn max_message_bytes(&self) -> usize {
-        self.kafka.property("message.max.bytes").and_then(|v| v.trim().parse().ok()).unwrap_or(1_000_000)
-    }
-
     /// The runtime loop's configuration for `service` reading `input_topic`; a setting that
     /// would break the service's guarantee is refused ([`crate::setting_guard`]).
     pub fn new(
@@ -143,10 +106,24 @@ impl RuntimeConfig {
         let readiness = Readiness::default();
         readiness.require("broker");
         readiness.require("partitions_assigned");
+        let group_id = args.group_id.clone().unwrap_or_else(|| service.to_owned());
+        let transactional_id = args
+            .transactional_id
+            .clone()
+            .unwrap_or_else(|| format!("{group_id}-{}-{}", host_name(), std::process::id()));
+        let roles = ClientRoles {
+            service,
+            group_id: &group_id,
+            commits,
+            guarantee: args.guarantee,
+            transactional_id: &transactional_id,
+            statistics: args.metrics_addr.is_some(),
+        };
         Ok(Self {
             service: service.to_owned(),
             kafka: args.kafka.clone(),
-            group_id: args.group_id.clone().unwrap_or_else(|| service.to_owned()),
+            clients: LoopClients::new(&args.kafka, &roles),
+            group_id,
             input_topic: input_topic.to_owned(),
             dlq_topic: args.dlq_topic.clone().unwrap_or_else(|| format!("{input_topic}.dlq")),
             output_topics: Vec::new(),
@@ -158,15 +135,16 @@ impl RuntimeConfig {
             tick,
             checkpoint_interval: None,
             readiness,
-            metrics: args.metrics_addr.is_some(),
             guarantee: args.guarantee,
-            transactional_id: args.transactional_id.clone().unwrap_or_else(|| {
-                let group = args.group_id.clone().unwrap_or_else(|| service.to_owned());
-                format!("{group}-{}-{}", host_name(), std::process::id())
-            }),
+            transactional_id,
             transaction_interval: args.transaction_interval,
             below_checkpoint: BelowCheckpoint::default(),
         })
+    }
+
+    /// The consumer group's id.
+    pub fn group_id(&self) -> &str {
+        &self.group_id
     }
 }
 
