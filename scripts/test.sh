@@ -7,11 +7,14 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 t0=$(now)
 # Debian packages the tests use: docker-compose validates docker-compose.yaml (no Docker engine
-# needed); chromium and chromedriver load the counter's dashboard in a real headless browser.
+# needed); chromium and chromedriver load the counter's dashboard in a real headless browser;
+# prometheus brings promtool.
 missing=()
 command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
 [[ -x /usr/bin/chromium ]] || missing+=(chromium)
 [[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
+# promtool (Debian's prometheus) checks and unit-tests the alert rules of deploy/kubernetes.
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if ((${#missing[@]})); then
   apt_cmd="apt-get update && apt-get install -y ${missing[*]}"
   [[ $(id -u) == 0 ]] || die "the tests need Debian packages that are missing: run 'sudo sh -c \"$apt_cmd\"' and rerun"
@@ -35,6 +38,9 @@ fi
 eval "$("$ROOT/scripts/stack.sh" paths)"
 [[ -n ${NISSHI_BIN-} && -n ${TANSU_BIN-} ]] || die "scripts/stack.sh up left Nisshi or Tansu uninstalled"
 export NISSHI_BIN TANSU_BIN
+# The offline checkers of deploy/kubernetes/ (installed once into the cache).
+DEPLOY_TOOLS=$("$ROOT/scripts/deploy-tools.sh")
+export DEPLOY_TOOLS
 cd "$ROOT"
 cargo fmt --all --check || die "the code is not formatted: run 'cargo fmt --all'"
 "$ROOT/scripts/deny.sh"

@@ -1,13 +1,15 @@
 //! The Kafka side of the pipeline's services: configuration (`args`), clients with the
 //! project's defaults and start-up checks (`client`), the consume → transform → produce loops
 //! with their delivery guarantees (`runtime`), the settings refused at start (`setting_guard`),
-//! metrics and health endpoints (`observe`), log
+//! metrics and health endpoints (`observe`) with the loop's heartbeat behind `/healthz`
+//! (`liveness`), log
 //! set-up (`telemetry`) and signal-driven shutdown (`shutdown`).
 //!
 //! No S3 and no Parquet here: a service that needs neither (the detector) links neither.
 
 pub mod args;
 pub mod client;
+pub mod liveness;
 pub mod observe;
 pub mod runtime;
 pub mod setting_guard;

@@ -1,7 +1,7 @@
 //! Metrics (Prometheus text format) and health endpoints of a service.
 //!
-//! With `--metrics-addr` set, a service serves `GET /metrics`, `GET /healthz` (the process
-//! answers) and `GET /readyz` (200 once every readiness check passed — broker reachable,
+//! With `--metrics-addr` set, a service serves `GET /metrics`, `GET /healthz` (the loop keeps
+//! turning, or has not started: [`crate::liveness`]) and `GET /readyz` (200 once every readiness check passed — broker reachable,
 //! partitions assigned, dims loaded for the enricher — else 503 naming what is missing; a
 //! degraded check still passes, its line saying why: `dims_loaded degraded: <reason>`).
 //! Without it, the metric calls are no-ops and nothing listens.
@@ -21,6 +21,8 @@ use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
+use crate::liveness::LoopHeartbeat;
+
 /// Observability set-up errors.
 #[derive(Debug, thiserror::Error)]
 pub enum ObserveError {
@@ -33,11 +35,14 @@ pub enum ObserveError {
 }
 
 /// Named readiness checks; ready when there is at least one and all pass (a degraded check
-/// passes).
+/// passes). It carries the loop's heartbeat too: the one handle a service passes to its loop
+/// and to the server answers both `/readyz` and `/healthz`.
 #[derive(Debug, Clone, Default)]
 pub struct Readiness {
     /// Check name → its state.
     checks: Arc<Mutex<BTreeMap<&'static str, Check>>>,
+    /// When the loop last turned (`/healthz`).
+    pub heartbeat: LoopHeartbeat,
 }
 
 /// The state of one readiness check.
@@ -148,11 +153,18 @@ pub async fn serve(
     cancel: CancellationToken,
 ) -> Result<(), ObserveError> {
     let handle = recorder()?;
+    let heartbeat = readiness.heartbeat.clone();
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ObserveError::Bind { addr, source })?;
     let bound = listener.local_addr().unwrap_or(addr);
     let app = Router::new()
         .route("/metrics", get(move || std::future::ready(handle.render())))
-        .route("/healthz", get(|| std::future::ready("ok\n")))
+        .route(
+            "/healthz",
+            get(move || {
+                let (alive, line) = heartbeat.health();
+                std::future::ready((if alive { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, line))
+            }),
+        )
         .route(
             "/readyz",
             get(move || {

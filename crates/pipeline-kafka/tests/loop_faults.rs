@@ -387,6 +387,9 @@ async fn cooperative_rebalancing_mid_stream_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(first.readiness.is_ready(), "the first instance kept a partition (incremental, not eager)");
+    // The transactional loop beats too, between its transactions (`/healthz`).
+    let beat = first.readiness.heartbeat.last().expect("the loop has turned");
+    wait_for("a heartbeat", Duration::from_secs(30), || first.readiness.heartbeat.last() > Some(beat)).await;
     second.cancel.cancel();
     let second_stats = second.task.await.unwrap().unwrap();
     ids.extend(fill(&mock, 1000, 1000, &[]));
@@ -433,6 +436,9 @@ async fn an_aborted_transaction_at_a_cooperative_revocation_rewinds_the_kept_par
     let second = start(txn_config("echo-second", Duration::from_millis(200)), -1.0);
     wait_for("the second instance's partition", Duration::from_secs(60), || second.readiness.is_ready()).await;
     assert!(first.readiness.is_ready(), "the first instance kept a partition (incremental, not eager)");
+    // The transactional loop beats too, between its transactions (`/healthz`).
+    let beat = first.readiness.heartbeat.last().expect("the loop has turned");
+    wait_for("a heartbeat", Duration::from_secs(30), || first.readiness.heartbeat.last() > Some(beat)).await;
     // The revocation (and its abort) came before the second instance's assignment.
     mock.clear_request_errors(rdkafka::types::RDKafkaApiKey::TxnOffsetCommit);
     ids.extend(fill(&mock, 7, 200, &[]));
@@ -459,6 +465,7 @@ async fn an_aborted_transaction_at_a_cooperative_revocation_rewinds_the_kept_par
 
 /// A stop request with the whole cluster gone (both brokers down, the group coordinator too):
 /// the loop still stops within its drain deadline plus a few seconds for the client's close.
+/// Meanwhile it keeps turning: its heartbeat (`/healthz`) goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_request_with_the_cluster_gone_stops_within_the_drain_deadline() {
     let mock = cluster();
@@ -470,7 +477,11 @@ async fn a_stop_request_with_the_cluster_gone_stops_within_the_drain_deadline() 
     fill(&mock, 12, 500, &[]);
     wait_for("the new inputs read", Duration::from_secs(30), || run.processed.load(Ordering::Relaxed) == 1000).await;
     mock.broker_down(1).unwrap();
+    let at_outage = run.readiness.heartbeat.last().expect("the loop has turned");
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // The loop kept turning with the cluster gone: /healthz stays 200 (no restart storm).
+    assert!(run.readiness.heartbeat.last().unwrap() > at_outage, "no heartbeat during the outage");
+    assert!(run.readiness.heartbeat.health().0);
     let asked = Instant::now();
     run.cancel.cancel();
     let stats = run.task.await.unwrap().unwrap();

@@ -26,6 +26,9 @@ pub enum Part {
     TxnKafka,
     /// The broker builds tests start on ports of their own (`NISSHI_BIN`, `TANSU_BIN`).
     BrokerBuilds,
+    /// The offline checkers of `deploy/kubernetes/` (`DEPLOY_TOOLS`, from
+    /// `scripts/deploy-tools.sh`; `kubectl` and `promtool` on the PATH).
+    DeployTools,
 }
 
 impl Part {
@@ -40,12 +43,19 @@ impl Part {
                 Some(path) => Some(format!("{var}={} is not a file", std::path::Path::new(&path).display())),
                 None => Some(format!("{var} is not set")),
             }),
+            Part::DeployTools => match std::env::var_os("DEPLOY_TOOLS") {
+                None => Some("DEPLOY_TOOLS is not set".to_owned()),
+                Some(dir) if !std::path::Path::new(&dir).join("bin/kubernetes-validate").is_file() => {
+                    Some("DEPLOY_TOOLS has no bin/kubernetes-validate".to_owned())
+                }
+                Some(_) => None,
+            },
         }
     }
 
     /// Asked once per process: every test of a binary gets the same answer.
     fn cached(self) -> &'static Option<String> {
-        static ANSWERS: [OnceLock<Option<String>>; 4] = [const { OnceLock::new() }; 4];
+        static ANSWERS: [OnceLock<Option<String>>; 5] = [const { OnceLock::new() }; 5];
         ANSWERS[self as usize].get_or_init(|| self.missing())
     }
 }

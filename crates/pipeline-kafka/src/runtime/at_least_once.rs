@@ -140,7 +140,11 @@ impl<P: Processor> AtLeastOnceLoop<'_, P> {
                     writing = None;
                     self.checkpoint_written(consumer, written, CommitMode::Async)
                 }
-                _ = housekeeping.tick() => self.housekeeping(consumer),
+                _ = housekeeping.tick() => {
+                    // The heartbeat behind /healthz: this timer fires with the broker gone too.
+                    config.readiness.heartbeat.beat();
+                    self.housekeeping(consumer)
+                }
                 _ = tick.tick() => {
                     self.core.tick();
                     self.send_outputs(None, false)

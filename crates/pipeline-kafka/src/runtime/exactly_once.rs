@@ -91,12 +91,17 @@ impl<P: Processor> TxnLoop<'_, P> {
         let mut report = tokio::time::interval(Duration::from_secs(30));
         report.tick().await;
         let assigned = self.core.rebalance.assigned.clone();
+        // The heartbeat behind /healthz (the tick may be an hour: the enricher's).
+        let mut heartbeat = tokio::time::interval(Duration::from_secs(1));
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let due =
                 self.txn.since().map(|t| tokio::time::Instant::from_std(t + self.core.config.transaction_interval));
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
+                // Before the consumer: a backlog never starves it.
+                _ = heartbeat.tick() => self.core.config.readiness.heartbeat.beat(),
                 _ = assigned.notified() => drop(self.core.begin_assignment(consumer)?),
                 finished = self.core.restores.next(), if self.core.restores.is_running() => {
                     drop(self.core.restore_finished(consumer, finished)?);
