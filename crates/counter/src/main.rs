@@ -10,7 +10,9 @@
 //! to S3 with the offset they cover (`counter::checkpoint`), and that offset is then
 //! committed to the consumer group, so lag tools see progress; the checkpoint is the truth. A
 //! partition's new owner (after a restart, a crash or a rebalance) restores its newest
-//! checkpoint and replays from the offset it names, rebuilding exactly the values it had.
+//! checkpoint and replays from the offset it names, rebuilding exactly the values it had. At a
+//! rebalance the old owner writes the partitions it gives up first (within `--drain-timeout`:
+//! `pipeline_kafka::runtime`'s hand-off), so their new owner replays nothing.
 //! Without a checkpoint it replays the partition from the earliest offset. A checkpoint written
 //! with another `--window`, `--watermark-delay` or `--colors` is refused with one line naming it;
 //! `--checkpoint-recovery previous` skips the newest checkpoint of each partition and replays the

@@ -358,6 +358,36 @@ impl Counter {
         }
     }
 
+    /// The checkpoint of the changed partitions `of` selects, as the write that makes it
+    /// durable (None: none changed, or no checkpoints).
+    fn snapshot(&mut self, of: impl Fn(i32) -> bool) -> Option<CheckpointWrite> {
+        let checkpoints = self.checkpoints.as_ref()?;
+        // A write that never reported (a stop or a deadline cut it short) made nothing durable.
+        for partition in std::mem::take(&mut self.writing) {
+            if let Some(part) = self.parts.get_mut(&partition) {
+                part.dirty = true;
+            }
+        }
+        let mut snapshot = Vec::new();
+        for (partition, part) in self.parts.iter_mut().filter(|(p, part)| part.dirty && of(**p)) {
+            part.dirty = false;
+            self.writing.push(*partition);
+            snapshot.push(CheckpointStore::checkpoint(
+                &self.input_topic,
+                *partition,
+                part.next_offset,
+                &self.config,
+                part.counted,
+                part.windows.state(),
+            ));
+        }
+        if snapshot.is_empty() {
+            return None;
+        }
+        let (store, readiness) = (checkpoints.store.clone(), checkpoints.readiness.clone());
+        Some(Box::pin(write_checkpoints(store, snapshot, readiness)))
+    }
+
     fn fresh(&self) -> PartitionWindows {
         PartitionWindows { windows: Windows::new(self.config.clone()), next_offset: 0, counted: 0, dirty: false }
     }
@@ -509,31 +539,11 @@ impl Processor for Counter {
     }
 
     fn checkpoint(&mut self) -> Option<CheckpointWrite> {
-        let checkpoints = self.checkpoints.as_ref()?;
-        // A write that never reported (a stop cut it short) made nothing durable.
-        for partition in std::mem::take(&mut self.writing) {
-            if let Some(part) = self.parts.get_mut(&partition) {
-                part.dirty = true;
-            }
-        }
-        let mut snapshot = Vec::new();
-        for (partition, part) in self.parts.iter_mut().filter(|(_, p)| p.dirty) {
-            part.dirty = false;
-            self.writing.push(*partition);
-            snapshot.push(CheckpointStore::checkpoint(
-                &self.input_topic,
-                *partition,
-                part.next_offset,
-                &self.config,
-                part.counted,
-                part.windows.state(),
-            ));
-        }
-        if snapshot.is_empty() {
-            return None;
-        }
-        let (store, readiness) = (checkpoints.store.clone(), checkpoints.readiness.clone());
-        Some(Box::pin(write_checkpoints(store, snapshot, readiness)))
+        self.snapshot(|_| true)
+    }
+
+    fn hand_off(&mut self, partitions: &[i32]) -> Option<CheckpointWrite> {
+        self.snapshot(|p| partitions.contains(&p))
     }
 
     fn checkpointed(&mut self, durable: &[(i32, i64)]) {

@@ -227,3 +227,65 @@ async fn await_dashboard(addr: &str, want: &BTreeMap<String, Value>) {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// `name`'s value in the Prometheus text at `addr`'s `/metrics` (0 when the series is absent).
+fn metric(addr: &str, name: &str) -> f64 {
+    let (_, body) = http_get(&format!("http://{addr}/metrics"));
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A partition given up at a rebalance is handed over, not replayed: the old owner writes its
+/// windows to S3 before letting it go, so the new owner restores them at the exact offset the
+/// old one had reached and reads none of its records again — with no periodic checkpoint ever
+/// written (`--checkpoint-interval 1h`; before the hand-off the new owner replayed the whole
+/// partition). For eager and for cooperative rebalancing; the windows stay exact.
+#[tokio::test]
+async fn a_revoked_partition_is_handed_over_at_its_offset_and_none_of_it_is_read_again() {
+    pipeline_testkit::needs_stack!(Kafka, S3);
+    for (seed, strategy) in [(1204, "range,roundrobin"), (1205, "cooperative-sticky")] {
+        let p = Pipeline::new(3, seed).await;
+        let all = alerts(&p, 45, 900).await;
+        let (first, second) = all.split_at(600);
+        let strategy = format!("partition.assignment.strategy={strategy}");
+        let (a_addr, b_addr) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+        let common = ["--checkpoint-interval", "1h", "-X", &strategy, "--metrics-addr"];
+        let a = p.service("counter", "counter-a", &[&common[..], &[&a_addr]].concat());
+        produce_alerts(&p, first).await;
+        await_counts(&p.counts, &expected(first)).await;
+        let ends = high_watermarks(&p);
+        assert_eq!(metric(&a_addr, "pipeline_records_consumed_total"), 600.0);
+
+        // B joins: A hands over what moves; whatever each owns now is restored at the end of
+        // its log, and nothing is read twice.
+        let b = p.service("counter", "counter-b", &[&common[..], &[&b_addr]].concat());
+        let moved = p.await_log("counter-b", "restored from checkpoint", 1);
+        let mut restored = Vec::new();
+        for (log, first_start) in [("counter-a", 3), ("counter-b", 0)] {
+            let log = std::fs::read_to_string(p.log_path(log)).unwrap();
+            let replays = log.lines().filter(|l| l.contains("no checkpoint: replaying")).count();
+            assert_eq!(replays, first_start, "nothing replayed but at A's first start:\n{log}");
+            for line in log.lines().filter(|l| l.contains("restored from checkpoint")) {
+                let field = |name: &str| -> i64 {
+                    let value = line.split(&format!("{name}=")).nth(1).unwrap().split(' ').next().unwrap();
+                    value.parse().unwrap()
+                };
+                restored.push((field("partition"), field("next_offset")));
+            }
+        }
+        for (partition, next) in &restored {
+            assert_eq!(*next, ends[usize::try_from(*partition).unwrap()], "{strategy}: {restored:?}\n{moved}");
+        }
+        assert_eq!(metric(&b_addr, "pipeline_records_consumed_total"), 0.0, "{strategy}: B read nothing again");
+        assert_eq!(metric(&a_addr, "pipeline_records_consumed_total"), 600.0, "{strategy}: nor did A");
+
+        produce_alerts(&p, second).await;
+        await_counts(&p.counts, &expected(&all)).await;
+        let total =
+            metric(&a_addr, "pipeline_records_consumed_total") + metric(&b_addr, "pipeline_records_consumed_total");
+        assert_eq!(total, 900.0, "{strategy}: every alert read once");
+        stop_all(vec![a, b]);
+    }
+}

@@ -60,6 +60,11 @@ pub trait JsonEvent<'a>: Serialize + Deserialize<'a> {
     /// Checks what deserialization cannot (finite numbers).
     fn validate(&self) -> Result<(), DecodeError>;
 
+    /// The event's time in ms since the epoch, for the event-time lag (None: it has none).
+    fn event_time_ms(&self) -> Option<i64> {
+        None
+    }
+
     /// A faster reader for some inputs, tried before the UTF-8 check and serde_json: None
     /// leaves the input to them, so it must accept only valid UTF-8 that serde_json accepts,
     /// as the same value.
@@ -135,6 +140,10 @@ pub struct SensorEvent {
 impl JsonEvent<'_> for SensorEvent {
     const SCHEMA: &'static str = "sensor event";
 
+    fn event_time_ms(&self) -> Option<i64> {
+        Some(self.event_time.timestamp_millis())
+    }
+
     fn validate(&self) -> Result<(), DecodeError> {
         finite_speed(self.speed)
     }
@@ -200,6 +209,10 @@ impl EnrichedEvent<'_> {
 
 impl<'a> JsonEvent<'a> for EnrichedEvent<'a> {
     const SCHEMA: &'static str = "enriched event";
+
+    fn event_time_ms(&self) -> Option<i64> {
+        Some(self.event_time.timestamp_millis())
+    }
 
     fn validate(&self) -> Result<(), DecodeError> {
         finite_speed(self.speed)

@@ -2,7 +2,7 @@
 //! project's defaults and start-up checks (`client`), the consume → transform → produce loops
 //! with their delivery guarantees (`runtime`), the settings refused at start (`setting_guard`),
 //! metrics and health endpoints (`observe`) with the loop's heartbeat behind `/healthz`
-//! (`liveness`), log
+//! (`liveness`) and the per-partition gauges (`partition_health`), log
 //! set-up (`telemetry`) and signal-driven shutdown (`shutdown`).
 //!
 //! No S3 and no Parquet here: a service that needs neither (the detector) links neither.
@@ -11,6 +11,7 @@ pub mod args;
 pub mod client;
 pub mod liveness;
 pub mod observe;
+pub mod partition_health;
 pub mod runtime;
 pub mod setting_guard;
 pub mod shutdown;

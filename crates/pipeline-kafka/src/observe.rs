@@ -7,9 +7,10 @@
 //! Without it, the metric calls are no-ops and nothing listens.
 //!
 //! Metric names follow Prometheus conventions (`_total` counters, `_seconds` units), each
-//! labelled with `service`; `pipeline_consumer_lag{topic, partition}` comes from librdkafka's
-//! statistics (high watermark from the broker minus the loop's position), as do
-//! `pipeline_kafka_requests_total` and `pipeline_kafka_broker_wakeups_total` (per client).
+//! labelled with `service`; the per-partition gauges (`pipeline_consumer_lag`, time to drain,
+//! event-time lag, stalled) are [`crate::partition_health`]'s, for owned partitions only;
+//! `pipeline_kafka_requests_total` and `pipeline_kafka_broker_wakeups_total` (per client) come
+//! from librdkafka's statistics.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
 use crate::liveness::LoopHeartbeat;
+use crate::partition_health::PartitionHealth;
 
 /// Observability set-up errors.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,8 @@ pub struct Readiness {
     checks: Arc<Mutex<BTreeMap<&'static str, Check>>>,
     /// When the loop last turned (`/healthz`).
     pub heartbeat: LoopHeartbeat,
+    /// The owned partitions' lag, time to drain, event-time lag and stalls (`/metrics`).
+    pub partitions: PartitionHealth,
 }
 
 /// The state of one readiness check.
@@ -79,6 +83,11 @@ impl Readiness {
     /// [`Readiness::set`] with `true` clears it.
     pub fn degrade(&self, check: &'static str, reason: impl Into<String>) {
         self.lock().insert(check, Check::Degraded(reason.into()));
+    }
+
+    /// Removes a check (one that shows only while something is wrong).
+    pub fn clear(&self, check: &'static str) {
+        self.lock().remove(check);
     }
 
     /// Whether every check passes (degraded ones included).
@@ -154,10 +163,21 @@ pub async fn serve(
 ) -> Result<(), ObserveError> {
     let handle = recorder()?;
     let heartbeat = readiness.heartbeat.clone();
+    let partitions = readiness.partitions.clone();
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| ObserveError::Bind { addr, source })?;
     let bound = listener.local_addr().unwrap_or(addr);
     let app = Router::new()
-        .route("/metrics", get(move || std::future::ready(handle.render())))
+        .route(
+            "/metrics",
+            get(move || {
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+                let mut body = handle.render();
+                body.push_str(&partitions.render(tokio::time::Instant::now(), now_ms));
+                std::future::ready(body)
+            }),
+        )
         .route(
             "/healthz",
             get(move || {

@@ -23,14 +23,16 @@ use tokio_util::sync::CancellationToken;
 
 use pipeline_core::lock;
 
+use super::checkpoint_commits::poll_detached;
 use super::close;
 use super::deliveries::{Deliveries, DeliveryContext, DeliveryState, Undelivered};
-use super::error::{ProcessorError, RuntimeError};
+use super::error::RuntimeError;
 use super::failure_report::{FailureLine, FailureReport};
+use super::hand_off::HandOffs;
 use super::loop_core::{Core, Taken};
 use super::metrics::RunStats;
-use super::processor::{CheckpointWrite, Detached, Processor};
-use super::rebalance::{LoopConsumer, Rebalancer, RevokeWork, offsets_list, store_offsets};
+use super::processor::{CheckpointWrite, Processor};
+use super::rebalance::{LoopConsumer, Rebalancer, RevokeWork, store_offsets};
 use super::settings::{OffsetCommits, RuntimeConfig};
 use super::subscribe::subscribe;
 
@@ -59,6 +61,9 @@ pub(super) struct AtLeastOnceLoop<'a, P: Processor> {
     /// Shared with the consumer context; cancelled when the loop starts stopping, so a
     /// revocation from then on (the close's own) waits for nothing.
     pub(super) stopping: CancellationToken,
+    /// Revocations the consumer context left to the loop, to hand their state over first
+    /// (checkpointed commits only; never one otherwise).
+    pub(super) hand_offs: Arc<HandOffs>,
 }
 
 /// Runs `processor` at-least-once until `cancel` fires, then drains within `drain_timeout`,
@@ -72,7 +77,12 @@ pub(super) async fn run<P: Processor>(
     // Cancelled with `cancel`, or by the loop itself when it stops on an error.
     let stopping = cancel.child_token();
     let deliveries = Arc::new(Deliveries::default());
-    let consumer = Arc::new(subscribe(config, &rebalance, &stopping, RevokeWork::Drain(deliveries.clone()))?);
+    let hand_offs = Arc::new(HandOffs::default());
+    let revoke = match config.commits {
+        OffsetCommits::Acknowledged => RevokeWork::Drain(deliveries.clone()),
+        OffsetCommits::Checkpointed => RevokeWork::HandOff(deliveries.clone(), hand_offs.clone()),
+    };
+    let consumer = Arc::new(subscribe(config, &rebalance, &stopping, revoke)?);
     let pending = rebalance.assignment.clone();
     let core = Core::new(config, processor, rebalance);
     let producer = super::outputs::producer(config, &deliveries, &core.metrics)?;
@@ -85,6 +95,7 @@ pub(super) async fn run<P: Processor>(
         max_message_bytes: config.clients.max_message_bytes,
         output_keys: Vec::new(),
         stopping,
+        hand_offs,
     };
     let outcome = state.run_until_stopped(&consumer, cancel).await;
     let stats = state.stats();
@@ -118,6 +129,7 @@ impl<P: Processor> AtLeastOnceLoop<'_, P> {
         checkpoint.tick().await;
         let assigned = self.core.rebalance.assigned.clone();
         let deliveries = self.deliveries.clone();
+        let hand_offs = self.hand_offs.clone();
         // The checkpoint being written (one at a time), polled beside the consumer.
         let mut writing: Option<CheckpointWrite> = None;
         let outcome = loop {
@@ -133,6 +145,7 @@ impl<P: Processor> AtLeastOnceLoop<'_, P> {
                     let assigned = self.core.begin_assignment(consumer);
                     assigned.map(|parts| self.track(parts))
                 }
+                _ = hand_offs.wake.notified() => self.hand_off(consumer, &mut writing).await,
                 finished = self.core.restores.next(), if self.core.restores.is_running() => {
                     self.core.restore_finished(consumer, finished).map(|parts| self.track(parts))
                 }
@@ -142,7 +155,7 @@ impl<P: Processor> AtLeastOnceLoop<'_, P> {
                 }
                 _ = housekeeping.tick() => {
                     // The heartbeat behind /healthz: this timer fires with the broker gone too.
-                    config.readiness.heartbeat.beat();
+                    self.core.beat();
                     self.housekeeping(consumer)
                 }
                 _ = tick.tick() => {
@@ -243,24 +256,6 @@ impl<P: Processor> AtLeastOnceLoop<'_, P> {
         }
     }
 
-    /// A checkpoint was written: commits the offsets it covers of the partitions still owned (a
-    /// partition revoked while it was written is its next owner's to commit) and tells the
-    /// processor; a store that refuses it for good stops the service.
-    fn checkpoint_written(
-        &mut self,
-        consumer: &LoopConsumer,
-        written: Result<Vec<(i32, i64)>, ProcessorError>,
-        mode: CommitMode,
-    ) -> Result<(), RuntimeError> {
-        let service = &self.core.config.service;
-        let mut durable = written.map_err(|error| RuntimeError::Processor { service: service.clone(), error })?;
-        self.core.sync_revocations();
-        self.core.processor.checkpointed(&durable);
-        durable.retain(|(p, _)| self.core.rebalance.resumed.contains_key(p));
-        commit_offsets(consumer, &self.core.config.input_topic, &durable, mode, service);
-        Ok(())
-    }
-
     fn consumer_error(&self, error: KafkaError) -> Result<(), RuntimeError> {
         let fatal = matches!(
             error.rdkafka_error_code(),
@@ -345,57 +340,13 @@ impl<P: Processor> AtLeastOnceLoop<'_, P> {
         if self.deliveries.lock().tokens.len() == 0 {
             outcome = outcome.and(self.final_checkpoint(consumer, writing, remaining()).await);
         }
+        self.give_up_waiting(consumer);
         // No unsubscribe here: it waits for librdkafka's answer; the close leaves the group.
         tracing::info!(service = %config.service, stats = ?self.stats(), "stopped");
         outcome
     }
 }
 
-impl<P: Processor> AtLeastOnceLoop<'_, P> {
-    /// The last checkpoint, within `budget`: the one being written finishes first (its
-    /// snapshot is older), then one of everything since.
-    async fn final_checkpoint(
-        &mut self,
-        consumer: &LoopConsumer,
-        writing: Option<CheckpointWrite>,
-        budget: Duration,
-    ) -> Result<(), RuntimeError> {
-        let service = self.core.config.service.clone();
-        let until = tokio::time::Instant::now() + budget;
-        for write in [writing, None] {
-            self.core.sync_revocations();
-            let Some(write) = write.or_else(|| self.core.processor.checkpoint()) else { continue };
-            match tokio::time::timeout_at(until, write).await {
-                Ok(written) => self.checkpoint_written(consumer, written, CommitMode::Async)?,
-                Err(_) => {
-                    tracing::warn!(%service, "checkpoint unfinished within the drain deadline");
-                    return Ok(());
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Polls the detached work in `slot` (the caller's `select!` guards it with `is_some`).
-async fn poll_detached<T>(slot: &mut Option<Detached<T>>) -> T {
-    match slot {
-        Some(work) => work.await,
-        None => std::future::pending().await,
-    }
-}
-
 /// The least time the final commit and the final checkpoint each get when the drain has used
 /// the whole deadline: a stop takes at most `drain_timeout` plus twice this, plus the close.
 const LAST_STEP: Duration = Duration::from_millis(250);
-
-/// Commits `(partition, next offset)` pairs a checkpoint covers.
-fn commit_offsets(consumer: &LoopConsumer, topic: &str, commits: &[(i32, i64)], mode: CommitMode, service: &str) {
-    if commits.is_empty() {
-        return;
-    }
-    match consumer.commit(&offsets_list(topic, commits), mode) {
-        Ok(()) => tracing::debug!(%service, ?commits, "committed checkpointed offsets"),
-        Err(e) => tracing::warn!(%service, error = %e, "committing checkpointed offsets failed"),
-    }
-}

@@ -101,7 +101,7 @@ impl<P: Processor> TxnLoop<'_, P> {
                 biased;
                 _ = cancel.cancelled() => break,
                 // Before the consumer: a backlog never starves it.
-                _ = heartbeat.tick() => self.core.config.readiness.heartbeat.beat(),
+                _ = heartbeat.tick() => self.core.beat(),
                 _ = assigned.notified() => drop(self.core.begin_assignment(consumer)?),
                 finished = self.core.restores.next(), if self.core.restores.is_running() => {
                     drop(self.core.restore_finished(consumer, finished)?);

@@ -49,6 +49,9 @@ pub(super) struct Core<'a, P: Processor> {
     pub(super) refused_log: LogLimit,
     /// Partitions whose records below the checkpoint are being skipped (said once each).
     pub(super) skipping_below: std::collections::HashSet<i32>,
+    /// Per owned partition (by id), the newest event time processed, in ms: handed to the
+    /// partition gauges at each heartbeat, not per record; forgotten at a revocation.
+    newest_event_ms: Vec<Option<i64>>,
 }
 
 impl<'a, P: Processor> Core<'a, P> {
@@ -65,6 +68,7 @@ impl<'a, P: Processor> Core<'a, P> {
             poison_log: LogLimit::default(),
             refused_log: LogLimit::default(),
             skipping_below: std::collections::HashSet::new(),
+            newest_event_ms: Vec::new(),
         }
     }
 
@@ -87,6 +91,13 @@ impl<'a, P: Processor> Core<'a, P> {
         let refusal = match <P::Input<'_>>::decode(payload, self.config.max_record_bytes) {
             Ok(event) => match self.processor.admit(&event) {
                 Ok(()) => {
+                    if let (Some(ms), Ok(index)) = (event.event_time_ms(), usize::try_from(partition)) {
+                        if index >= self.newest_event_ms.len() {
+                            self.newest_event_ms.resize(index + 1, None);
+                        }
+                        let newest = &mut self.newest_event_ms[index];
+                        *newest = Some(newest.map_or(ms, |n| n.max(ms)));
+                    }
                     let meta = InputMeta { payload, key: message.key(), partition, offset };
                     self.processor.process(event, meta, &mut self.outputs);
                     return Ok(Taken::Processed);
@@ -127,6 +138,11 @@ impl<'a, P: Processor> Core<'a, P> {
     /// returns the partitions revoked since the last look.
     pub(super) fn sync_revocations(&mut self) -> Vec<i32> {
         let revoked = self.rebalance.sync_revocations(&mut self.processor);
+        for index in revoked.iter().filter_map(|p| usize::try_from(*p).ok()) {
+            if let Some(newest) = self.newest_event_ms.get_mut(index) {
+                *newest = None;
+            }
+        }
         if !revoked.is_empty() {
             self.restores.revoke(&revoked, self.config.clients.cooperative);
         }
@@ -181,6 +197,20 @@ impl<'a, P: Processor> Core<'a, P> {
             resumes.push((partition, self.check_resume(consumer, &topic, partition, resume)?));
         }
         self.rebalance.assign_resumes(consumer, self.config, &topic, cooperative, resumes)
+    }
+
+    /// The loop turned: the heartbeat behind `/healthz`, and the newest event times since the
+    /// last turn to the partition gauges.
+    pub(super) fn beat(&mut self) {
+        let readiness = &self.config.readiness;
+        readiness.heartbeat.beat();
+        // Every turn, not only after new records: the gauges learn a partition from librdkafka's
+        // statistics, which may come after its records.
+        for (partition, newest) in self.newest_event_ms.iter().enumerate() {
+            if let (Some(ms), Ok(partition)) = (*newest, i32::try_from(partition)) {
+                readiness.partitions.event_time(partition, ms);
+            }
+        }
     }
 
     /// A tick: revocations first, then the processor's own tick outputs.

@@ -8,7 +8,9 @@
 //! (`offset_tracker`, one state per partition, so cooperative rebalancing never disturbs the
 //! partitions it keeps). librdkafka commits the stored offsets every second; a revocation first
 //! drains the revoked partitions (bounded by `drain_timeout`), stores what is acknowledged and
-//! commits synchronously; shutdown drains once, bounded the same way, and commits. So every
+//! commits synchronously; shutdown drains once, bounded the same way, and commits. (A loop that
+//! commits by checkpoint, the counter's, hands the revoked partitions' state to its store first:
+//! `hand_off`.) So every
 //! input is reflected in the output topics before its offset is committed, and nothing is lost
 //! across a crash, a restart, a rebalance or a broker outage.
 //!
@@ -48,6 +50,7 @@
 
 mod at_least_once;
 mod below_checkpoint;
+mod checkpoint_commits;
 mod clients;
 mod close;
 mod dead_letter;
@@ -55,6 +58,7 @@ mod deliveries;
 mod error;
 mod exactly_once;
 mod failure_report;
+mod hand_off;
 mod loop_core;
 mod metrics;
 mod offset_tracker;

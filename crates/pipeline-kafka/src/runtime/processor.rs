@@ -104,6 +104,17 @@ pub trait Processor: Send {
     /// handed over again from the first one there.
     fn replay(&mut self, _partition: i32) {}
 
+    /// The partitions are being taken away (a rebalance) and are still this instance's:
+    /// snapshot their state and return the write that makes it durable, so their next owner
+    /// restores it at the offset this one reached instead of an older checkpoint it would read
+    /// forward from (None: nothing changed since the last checkpoint, or no store). The loop
+    /// waits for it within the drain deadline, commits what it made durable and only then gives
+    /// the partitions up; [`Processor::on_revoke`] follows. For a service that commits by
+    /// checkpoint.
+    fn hand_off(&mut self, _partitions: &[i32]) -> Option<CheckpointWrite> {
+        None
+    }
+
     /// The partitions were taken away (a rebalance): forget their state, publish nothing more
     /// for them.
     fn on_revoke(&mut self, _partitions: &[i32]) {}

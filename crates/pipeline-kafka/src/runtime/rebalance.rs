@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::deliveries::Deliveries;
 use super::error::RuntimeError;
+use super::hand_off::HandOffs;
 use super::processor::{Processor, Resume};
 use super::settings::RuntimeConfig;
 use crate::observe::Readiness;
@@ -38,6 +39,11 @@ pub(super) enum RevokeWork {
     /// At-least-once: wait (bounded) for the revoked partitions' in-flight outputs and store the
     /// offsets of what is acknowledged.
     Drain(Arc<Deliveries>),
+    /// At-least-once committing by checkpoint (the counter): the revoked partitions' state is
+    /// written to the store before they go, so their next owner starts from it. The loop owns
+    /// that state, so the callback leaves the revocation to it and returns (librdkafka waits for
+    /// the loop's unassign); while stopping, it drains as [`RevokeWork::Drain`].
+    HandOff(Arc<Deliveries>, Arc<HandOffs>),
     /// Exactly-once: commit the open transaction (its inputs' offsets go with it); if it
     /// aborts, rewind the partitions kept.
     CommitTransaction(Arc<dyn BeforeRevoke>),
@@ -84,23 +90,35 @@ pub(super) struct RuntimeContext {
     pub(super) stopping: CancellationToken,
 }
 
+/// The `/readyz` check a stalled partition shows as (degraded: `partitions_flowing degraded:
+/// partition 3 stalled: …`); absent while every partition flows.
+const STALLED_CHECK: &str = "partitions_flowing";
+
 impl ClientContext for RuntimeContext {
     /// librdkafka's statistics (every 2 s with metrics on): consumer lag per assigned
     /// partition, the broker's high watermark minus the position the loop has read to, and the
     /// client's request and wake-up counts.
     fn stats(&self, statistics: rdkafka::Statistics) {
         crate::observe::record_client_statistics(&self.service, "consumer", &statistics);
+        let health = &self.readiness.partitions;
+        let now = tokio::time::Instant::now();
         for (topic, t) in &statistics.topics {
             for (partition, p) in t.partitions.iter().filter(|(id, p)| **id >= 0 && p.desired) {
-                if p.hi_offset >= 0 && p.app_offset >= 0 {
-                    let labels = [
-                        ("service", self.service.clone()),
-                        ("topic", topic.clone()),
-                        ("partition", partition.to_string()),
-                    ];
-                    metrics::gauge!("pipeline_consumer_lag", &labels).set((p.hi_offset - p.app_offset).max(0) as f64);
+                // Until a record of a newly assigned partition reaches the loop its position is
+                // unknown to librdkafka (-1001): reading starts at the committed offset.
+                let position = if p.app_offset >= 0 { p.app_offset } else { p.committed_offset };
+                if p.hi_offset >= 0 && position >= 0 {
+                    health.observe(&self.service, topic, *partition, p.hi_offset, position, now);
                 }
             }
+        }
+        // A stalled partition shows on /readyz as a degraded check (still ready: another
+        // instance would stall on it the same way).
+        let stalled = health.stalled(now);
+        if stalled.is_empty() {
+            self.readiness.clear(STALLED_CHECK);
+        } else {
+            self.readiness.degrade(STALLED_CHECK, stalled.join("; "));
         }
     }
 }
@@ -135,41 +153,15 @@ impl ConsumerContext for RuntimeContext {
                         let aborted = txn.before_revoke(&|| consumer.group_metadata(), self.drain_timeout);
                         self.rewind_kept(consumer, &aborted, &parts);
                     }
-                    RevokeWork::Drain(deliveries) => self.drain_revoked(consumer, deliveries, &parts),
-                }
-                lock(&self.revoked).extend(&parts);
-                self.epoch.fetch_add(1, Ordering::SeqCst);
-                if self.commit && tpl.count() > 0 {
-                    // While stopping, the final commit has run (or runs) under the drain deadline;
-                    // an asynchronous one here waits for nothing.
-                    let mode = if self.stopping.is_cancelled() { CommitMode::Async } else { CommitMode::Sync };
-                    match consumer.commit_consumer_state(mode) {
-                        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
-                        Err(e) => tracing::warn!(service = %self.service, error = %e, "commit on revoke failed"),
+                    RevokeWork::HandOff(_, hand_offs) if !self.stopping.is_cancelled() => {
+                        hand_offs.request(parts, Instant::now());
+                        return;
+                    }
+                    RevokeWork::Drain(deliveries) | RevokeWork::HandOff(deliveries, _) => {
+                        self.drain_revoked(consumer, deliveries, &parts, Instant::now());
                     }
                 }
-                tracing::info!(service = %self.service, partitions = tpl.count(), "partitions revoked");
-                let mut applied = lock(&self.applied);
-                let done = if self.cooperative {
-                    // Only what was assigned: a partition still being restored never was, and
-                    // librdkafka refuses the whole unassign for one it does not hold. Cooperative
-                    // rebalancing keeps the partitions it does not revoke.
-                    let held: Vec<(i32, i64)> = parts.iter().filter(|p| applied.remove(p)).map(|&p| (p, 0)).collect();
-                    if held.is_empty() {
-                        Ok(())
-                    } else {
-                        consumer.incremental_unassign(&offsets_list(&self.input_topic, &held))
-                    }
-                } else {
-                    applied.clear();
-                    consumer.unassign()
-                };
-                let kept = !applied.is_empty();
-                drop(applied);
-                if let Err(e) = done {
-                    tracing::warn!(service = %self.service, error = %e, "unassign failed");
-                }
-                self.readiness.set("partitions_assigned", kept);
+                self.give_up(consumer, &parts);
             }
             other => {
                 let code: RDKafkaErrorCode = other.into();
@@ -204,10 +196,56 @@ impl RuntimeContext {
         }
     }
 
+    /// Gives `parts` up once what had to be finished first is: the loop and the processor hear
+    /// of it, their gauges go, stored offsets are committed (at-least-once) and librdkafka
+    /// unassigns them (incrementally when cooperative). From the callback, or from the loop
+    /// after a hand-off.
+    pub(super) fn give_up<C: Consumer<Self>>(&self, consumer: &C, parts: &[i32]) {
+        lock(&self.revoked).extend(parts);
+        self.readiness.partitions.forget(parts);
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        if self.commit && !parts.is_empty() {
+            // While stopping, the final commit has run (or runs) under the drain deadline; an
+            // asynchronous one here waits for nothing.
+            let mode = if self.stopping.is_cancelled() { CommitMode::Async } else { CommitMode::Sync };
+            match consumer.commit_consumer_state(mode) {
+                Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                Err(e) => tracing::warn!(service = %self.service, error = %e, "commit on revoke failed"),
+            }
+        }
+        tracing::info!(service = %self.service, partitions = parts.len(), "partitions revoked");
+        let mut applied = lock(&self.applied);
+        let done = if self.cooperative {
+            // Only what was assigned: a partition still being restored never was, and
+            // librdkafka refuses the whole unassign for one it does not hold. Cooperative
+            // rebalancing keeps the partitions it does not revoke.
+            let held: Vec<(i32, i64)> = parts.iter().filter(|p| applied.remove(p)).map(|&p| (p, 0)).collect();
+            if held.is_empty() {
+                Ok(())
+            } else {
+                consumer.incremental_unassign(&offsets_list(&self.input_topic, &held))
+            }
+        } else {
+            applied.clear();
+            consumer.unassign()
+        };
+        let kept = !applied.is_empty();
+        drop(applied);
+        if let Err(e) = done {
+            tracing::warn!(service = %self.service, error = %e, "unassign failed");
+        }
+        self.readiness.set("partitions_assigned", kept);
+    }
+
     /// Before giving partitions up: waits (bounded) for their in-flight outputs, stores the
     /// offsets of what is acknowledged, and forgets them (a late report is stale then).
-    fn drain_revoked(&self, consumer: &BaseConsumer<Self>, deliveries: &Deliveries, parts: &[i32]) {
-        let started = Instant::now();
+    pub(super) fn drain_revoked<C: Consumer<Self>>(
+        &self,
+        consumer: &C,
+        deliveries: &Deliveries,
+        parts: &[i32],
+        started: Instant,
+    ) {
         let (stores, abandoned) = deliveries.drain(parts, started + self.drain_timeout, &self.stopping);
         store_offsets(consumer, &self.input_topic, &stores);
         let mut state = deliveries.lock();
