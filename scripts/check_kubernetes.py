@@ -10,9 +10,13 @@
 6. Every container's command and flags parse (its binary run with `--help` appended: clap
    rejects an unknown flag first), every variable set in `env` is read by its binary, and every
    ConfigMap key by some binary loading it (as check_compose.py does for compose).
-7. What must agree does: each ScaledObject scales a Deployment of the same consumer group on
-   that service's input topic, with maxReplicaCount at most the topics' partitions; the grace
-   period exceeds the drain deadline plus the bounded close and the watchdog.
+7. What must agree does: each ScaledObject scales a Deployment or StatefulSet (of the kind its
+   scaleTargetRef names) of the same consumer group on that service's input topic, with
+   maxReplicaCount at most the topics' partitions, and the workload leaves its replicas to the
+   scaler; the grace period exceeds the drain deadline plus the bounded close and the watchdog.
+8. Static membership: a consumer StatefulSet (components/static-membership) takes
+   GROUP_INSTANCE_ID from its pod's name and names an existing Service as its serviceName; a
+   consumer Deployment sets no GROUP_INSTANCE_ID (its pod names change on every rollout).
 
 Usage: check_kubernetes.py BIN_DIR TOOLS_DIR   (TOOLS_DIR: the venv's bin/ and node_modules/ of
 `scripts/deploy-tools.sh`; prints one line per check, exits 1 on the first failure)
@@ -37,6 +41,9 @@ INPUT_TOPIC_VAR = {"enricher": "SENSORS_TOPIC", "detector": "ENRICHED_TOPIC", "c
 # The bound on a stop after SIGTERM: the drain, then the consumer's close (1 s) and the
 # watchdog's margin (2 s in all, README "A stop never hangs").
 STOP_MARGIN_S = 2
+# The kinds the consuming services run as: Deployments, or StatefulSets with static membership.
+WORKLOADS = ("Deployment", "StatefulSet")
+CONSUMER_LABEL = ("app.kubernetes.io/component", "consumer")
 
 # Validates each JSON object of argv[1] (a list) with the model class its kind names.
 NODE_VALIDATOR = r"""
@@ -140,27 +147,37 @@ def check_overlay(overlay, bin_dir, tools_dir, tmp):
     data = config["data"]
     helps = []
     reads = {}
-    for kind in ("Deployment", "Job"):
+    for kind in (*WORKLOADS, "Job"):
         for name, o in by_kind.get(kind, {}).items():
             pod = o["spec"]["template"]["spec"]
             for container in pod["containers"]:
                 reads[name] = check_container(bin_dir, kind, name, container, data, helps)
-            if kind == "Deployment":
+            if kind in WORKLOADS:
                 drain = duration_s(data.get("DRAIN_TIMEOUT", "8s"))
                 grace = pod.get("terminationGracePeriodSeconds", 30)
                 if grace <= drain + STOP_MARGIN_S:
-                    fail(f"Deployment/{name}: terminationGracePeriodSeconds {grace} s is not above the drain ({drain} s) + {STOP_MARGIN_S} s")
+                    fail(f"{kind}/{name}: terminationGracePeriodSeconds {grace} s is not above the drain ({drain} s) + {STOP_MARGIN_S} s")
     read_by_someone = set().union(*helps) | LIBRARY_VARS
     unread = sorted(set(data) - read_by_someone)
     if unread:
         fail(f"overlays/{overlay}: ConfigMap keys no binary reads: {', '.join(unread)}")
     print(f"PASS overlays/{overlay}: every ConfigMap key ({len(data)}) is read by a binary loading it")
 
+    check_static_membership(overlay, by_kind)
+
     partitions = int(data.get("OPS_TOPIC_PARTITIONS", "0"))
     for name, so in by_kind.get("ScaledObject", {}).items():
-        target = so["spec"]["scaleTargetRef"]["name"]
-        if target not in by_kind.get("Deployment", {}):
-            fail(f"ScaledObject/{name} scales {target}, which is not a Deployment here")
+        ref = so["spec"]["scaleTargetRef"]
+        target = ref["name"]
+        # KEDA's defaults: apps/v1 Deployment.
+        ref_kind, ref_api = ref.get("kind", "Deployment"), ref.get("apiVersion", "apps/v1")
+        kinds = [k for k in WORKLOADS if target in by_kind.get(k, {})]
+        if not kinds:
+            fail(f"ScaledObject/{name} scales {target}, which is no Deployment or StatefulSet here")
+        if (ref_api, ref_kind) != ("apps/v1", kinds[0]):
+            fail(f"ScaledObject/{name} scales {ref_api} {ref_kind} {target}, but {target} is an apps/v1 {kinds[0]}")
+        if "replicas" in by_kind[kinds[0]][target]["spec"]:
+            fail(f"{kinds[0]}/{target} sets replicas, which every apply would reset under ScaledObject/{name}")
         (trigger,) = so["spec"]["triggers"]
         meta = trigger["metadata"]
         group = meta["consumerGroup"]
@@ -173,7 +190,7 @@ def check_overlay(overlay, bin_dir, tools_dir, tmp):
             fail(f"ScaledObject/{name}: bootstrapServersFromEnv names no variable of the target's ConfigMap")
         if so["spec"]["maxReplicaCount"] > partitions:
             fail(f"ScaledObject/{name}: maxReplicaCount {so['spec']['maxReplicaCount']} > {partitions} partitions")
-        print(f"PASS ScaledObject/{name}: group {group}, topic {meta['topic']}, at most {so['spec']['maxReplicaCount']} of {partitions} partitions")
+        print(f"PASS ScaledObject/{name}: {ref_kind}/{target}, group {group}, topic {meta['topic']}, at most {so['spec']['maxReplicaCount']} of {partitions} partitions")
 
     for name, rule in by_kind.get("PrometheusRule", {}).items():
         rules_dir = os.path.join(tmp, f"{overlay}-rules")
@@ -194,6 +211,27 @@ def check_overlay(overlay, bin_dir, tools_dir, tmp):
         if untested:
             fail(f"PrometheusRule/{name}: alerts without a test: {', '.join(untested)}")
         print(f"PASS promtool check and test rules PrometheusRule/{name}: {len(alerts)} alerts, each tested")
+
+
+def check_static_membership(overlay, by_kind):
+    """Static members need stable, unique ids: their pods' names, which only a StatefulSet keeps."""
+    for kind in WORKLOADS:
+        for name, o in by_kind.get(kind, {}).items():
+            if o["metadata"].get("labels", {}).get(CONSUMER_LABEL[0]) != CONSUMER_LABEL[1]:
+                continue
+            env = [var for c in o["spec"]["template"]["spec"]["containers"] for var in c.get("env", [])]
+            ids = [var for var in env if var["name"] == "GROUP_INSTANCE_ID"]
+            if kind == "Deployment":
+                if ids:
+                    fail(f"overlays/{overlay} Deployment/{name}: GROUP_INSTANCE_ID on a Deployment, whose pod names change on every rollout")
+                continue
+            field = [var.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") for var in ids]
+            if field != ["metadata.name"]:
+                fail(f"overlays/{overlay} StatefulSet/{name}: GROUP_INSTANCE_ID is not set (once) from the pod's metadata.name")
+            service = o["spec"].get("serviceName")
+            if service not in by_kind.get("Service", {}):
+                fail(f"overlays/{overlay} StatefulSet/{name}: serviceName {service} names no Service here")
+            print(f"PASS static membership overlays/{overlay} StatefulSet/{name}: GROUP_INSTANCE_ID from metadata.name, serviceName {service}")
 
 
 def main(bin_dir, tools_dir):

@@ -1,8 +1,8 @@
 //! deploy/kubernetes/ cannot be applied here (no cluster), so it is checked offline against the
 //! real binaries (`scripts/check_kubernetes.py`): every overlay renders, every object validates
 //! (built-ins strictly, KEDA and Prometheus-operator objects against their CRD schemas), the
-//! alert rules pass `promtool test rules`, and every command, flag and variable the manifests
-//! set is one its binary reads.
+//! alert rules pass `promtool test rules`, every command, flag and variable the manifests set is
+//! one its binary reads, and a consumer StatefulSet's group member id is its pod's name.
 
 use std::process::Command;
 
@@ -25,8 +25,15 @@ fn kubernetes_manifests_render_validate_and_match_the_binaries() {
     assert_eq!(report.lines().filter(|l| l.starts_with("PASS kustomize overlays/")).count(), 2, "{report}");
     assert_eq!(report.lines().filter(|l| l.starts_with("PASS ScaledObject/")).count(), 3, "{report}");
     assert_eq!(report.lines().filter(|l| l.starts_with("PASS flags and env ")).count(), 12, "{report}");
+    // Production's consumers are static members (StatefulSets), local's are not.
+    assert_eq!(
+        report.lines().filter(|l| l.starts_with("PASS static membership overlays/production ")).count(),
+        3,
+        "{report}"
+    );
+    assert!(!report.contains("PASS static membership overlays/local "), "{report}");
     assert!(
-        report.contains("PASS promtool check and test rules PrometheusRule/pipeline: 7 alerts, each tested"),
+        report.contains("PASS promtool check and test rules PrometheusRule/pipeline: 8 alerts, each tested"),
         "{report}"
     );
 }

@@ -150,6 +150,14 @@ pub struct ServiceArgs {
     #[arg(long, env = "GROUP_ID")]
     pub group_id: Option<String>,
 
+    /// Static membership (KIP-345): this instance's own fixed id in its group, e.g. a
+    /// StatefulSet pod's name; each running instance needs a different one. A restart within the
+    /// session timeout gets the same partitions back with no rebalance, but a stopped instance
+    /// does not leave the group either: its partitions wait for it for the whole session
+    /// timeout, which then defaults to 45 s (`-X session.timeout.ms` sets it) so a restart fits.
+    #[arg(long, env = "GROUP_INSTANCE_ID")]
+    pub group_instance_id: Option<String>,
+
     /// Dead-letter topic for poison input (default: `<input topic>.dlq`).
     #[arg(long, env = "DLQ_TOPIC")]
     pub dlq_topic: Option<String>,

@@ -71,6 +71,7 @@ const OWNED: &[(&str, &str)] = &[
          exactly-once's inside transactions)",
     ),
     ("group.id", "use --group-id / GROUP_ID"),
+    ("group.instance.id", "use --group-instance-id / GROUP_INSTANCE_ID (one per instance)"),
 ];
 
 /// `-X` keys the exactly-once mode owns, and why.
@@ -99,7 +100,12 @@ impl KafkaArgs {
 
 /// Refuses what breaks a consuming service's guarantee: bad or owned `-X` keys, `acks` weaker
 /// than all, and a drain deadline not below the session timeout and the poll interval.
-pub(crate) fn check_service(kafka: &KafkaArgs, guarantee: Guarantee, drain: Duration) -> Result<(), SettingError> {
+pub(crate) fn check_service(
+    kafka: &KafkaArgs,
+    guarantee: Guarantee,
+    drain: Duration,
+    session_timeout: Duration,
+) -> Result<(), SettingError> {
     kafka.check()?;
     let exactly_once = if guarantee == Guarantee::ExactlyOnce { OWNED_EXACTLY_ONCE } else { &[] };
     for (key, why) in OWNED.iter().chain(exactly_once) {
@@ -114,10 +120,11 @@ pub(crate) fn check_service(kafka: &KafkaArgs, guarantee: Guarantee, drain: Dura
                   weaker acknowledgements lose acknowledged records when a leader fails",
         });
     }
-    for (key, default_ms) in [("session.timeout.ms", 10_000), ("max.poll.interval.ms", 300_000)] {
+    for (key, default) in [("session.timeout.ms", session_timeout), ("max.poll.interval.ms", Duration::from_secs(300))]
+    {
         // librdkafka accepted the value (check above): an integer of milliseconds.
         let set = kafka.property(key).and_then(|v| v.trim().parse::<u64>().ok());
-        let limit = Duration::from_millis(set.unwrap_or(default_ms));
+        let limit = set.map_or(default, Duration::from_millis);
         if drain >= limit {
             let limit = if set.is_some() { "as set by -X".to_owned() } else { format!("{limit:?} by default") };
             return Err(SettingError::DrainTooLong { drain, key, limit });
@@ -156,15 +163,18 @@ mod tests {
     }
 
     fn refusal(args: &[&str], guarantee: Guarantee, drain: Duration) -> String {
-        check_service(&kafka(args), guarantee, drain).unwrap_err().to_string()
+        check_service(&kafka(args), guarantee, drain, SESSION).unwrap_err().to_string()
     }
 
     const DRAIN: Duration = Duration::from_secs(8);
+    /// The session timeout of a dynamic member.
+    const SESSION: Duration = Duration::from_secs(10);
 
     #[test]
     fn the_defaults_pass() {
-        check_service(&kafka(&[]), Guarantee::AtLeastOnce, DRAIN).unwrap();
-        check_service(&kafka(&["-X", "linger.ms=5", "-X", "acks=all"]), Guarantee::ExactlyOnce, DRAIN).unwrap();
+        check_service(&kafka(&[]), Guarantee::AtLeastOnce, DRAIN, SESSION).unwrap();
+        check_service(&kafka(&["-X", "linger.ms=5", "-X", "acks=all"]), Guarantee::ExactlyOnce, DRAIN, SESSION)
+            .unwrap();
     }
 
     #[test]
@@ -172,9 +182,12 @@ mod tests {
         let err = refusal(&["-X", "enable.auto.offset.store=true"], Guarantee::AtLeastOnce, DRAIN);
         assert!(err.starts_with("-X enable.auto.offset.store is refused: "), "{err}");
         assert!(refusal(&["-X", "group.id=g"], Guarantee::AtLeastOnce, DRAIN).contains("--group-id"));
+        let err = refusal(&["-X", "group.instance.id=a"], Guarantee::AtLeastOnce, DRAIN);
+        assert!(err.contains("--group-instance-id"), "{err}");
         assert!(refusal(&["-X", "acks=1"], Guarantee::AtLeastOnce, DRAIN).starts_with("-X acks is refused"));
         // Only exactly-once owns these.
-        check_service(&kafka(&["-X", "isolation.level=read_uncommitted"]), Guarantee::AtLeastOnce, DRAIN).unwrap();
+        check_service(&kafka(&["-X", "isolation.level=read_uncommitted"]), Guarantee::AtLeastOnce, DRAIN, SESSION)
+            .unwrap();
         let err = refusal(&["-X", "isolation.level=read_uncommitted"], Guarantee::ExactlyOnce, DRAIN);
         assert!(err.starts_with("-X isolation.level is refused"), "{err}");
     }
@@ -192,8 +205,10 @@ mod tests {
             Duration::from_secs(30),
         );
         assert!(err.contains("max.poll.interval.ms (as set by -X)"), "{err}");
-        check_service(&kafka(&["-X", "session.timeout.ms=45000"]), Guarantee::AtLeastOnce, Duration::from_secs(30))
-            .unwrap();
+        let long = Duration::from_secs(30);
+        check_service(&kafka(&["-X", "session.timeout.ms=45000"]), Guarantee::AtLeastOnce, long, SESSION).unwrap();
+        // A static member's session is 45 s unless set: a 30 s drain fits in it.
+        check_service(&kafka(&[]), Guarantee::AtLeastOnce, long, Duration::from_secs(45)).unwrap();
     }
 
     #[test]

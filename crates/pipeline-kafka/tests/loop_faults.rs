@@ -98,6 +98,7 @@ fn service_args(kafka: KafkaArgs, drain: Duration) -> ServiceArgs {
     ServiceArgs {
         kafka,
         group_id: Some(GROUP.into()),
+        group_instance_id: None,
         dlq_topic: Some(DLQ.into()),
         max_in_flight: 20_000,
         max_in_flight_bytes: 16 << 20,

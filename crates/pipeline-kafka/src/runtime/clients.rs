@@ -9,8 +9,19 @@ use super::settings::OffsetCommits;
 use crate::args::{Guarantee, KafkaArgs};
 use crate::client::PRODUCER_DEFAULTS;
 
-/// The services' consumer session timeout, in milliseconds (`session.timeout.ms`).
+/// The services' consumer session timeout, in milliseconds (`session.timeout.ms`): a dead
+/// instance's partitions move after 10 s.
 pub const SESSION_TIMEOUT_MS: &str = "10000";
+
+/// The session timeout of a static member (`--group-instance-id`), in milliseconds: its
+/// partitions wait this long for it after it stops, so a restart (a rolling update's) fits.
+pub const STATIC_SESSION_TIMEOUT_MS: &str = "45000";
+
+/// The session timeout the consumer gets unless `-X session.timeout.ms` sets one.
+pub fn default_session_timeout(static_member: bool) -> std::time::Duration {
+    let ms = if static_member { STATIC_SESSION_TIMEOUT_MS } else { SESSION_TIMEOUT_MS };
+    std::time::Duration::from_millis(ms.parse().unwrap_or(10_000))
+}
 
 /// Consumer defaults of every service: a short session timeout so a dead instance's partitions
 /// move quickly, short fetch waits for latency, and a new group starts from the earliest offset.
@@ -42,6 +53,8 @@ pub(super) struct ClientRoles<'a> {
     pub(super) service: &'a str,
     /// The consumer's `group.id`.
     pub(super) group_id: &'a str,
+    /// The consumer's `group.instance.id` (static membership), if any.
+    pub(super) group_instance_id: Option<&'a str>,
     /// Which offsets the loop commits.
     pub(super) commits: OffsetCommits,
     /// At-least-once or exactly-once.
@@ -78,6 +91,12 @@ impl LoopClients {
         let defaults: Vec<_> = CONSUMER_DEFAULTS.iter().copied().chain(commit).collect();
         let mut consumer = kafka.client_config(&defaults);
         consumer.set("group.id", roles.group_id).set("client.id", roles.service);
+        if let Some(instance) = roles.group_instance_id {
+            consumer.set("group.instance.id", instance);
+            if kafka.property("session.timeout.ms").is_none() {
+                consumer.set("session.timeout.ms", STATIC_SESSION_TIMEOUT_MS);
+            }
+        }
         if transactional {
             // Never read a record of an aborted (or still open) transaction.
             consumer.set("isolation.level", "read_committed");
@@ -137,7 +156,15 @@ mod tests {
     }
 
     fn roles(commits: OffsetCommits, guarantee: Guarantee, statistics: bool) -> ClientRoles<'static> {
-        ClientRoles { service: "svc", group_id: "grp", commits, guarantee, transactional_id: "grp-h-1", statistics }
+        ClientRoles {
+            service: "svc",
+            group_id: "grp",
+            group_instance_id: None,
+            commits,
+            guarantee,
+            transactional_id: "grp-h-1",
+            statistics,
+        }
     }
 
     #[test]
@@ -149,6 +176,8 @@ mod tests {
         assert_eq!(c.consumer.get("client.id"), Some("svc"));
         assert_eq!(c.consumer.get("isolation.level"), None);
         assert_eq!(c.consumer.get("statistics.interval.ms"), None);
+        assert_eq!(c.consumer.get("group.instance.id"), None, "dynamic membership by default");
+        assert_eq!(c.consumer.get("session.timeout.ms"), Some(SESSION_TIMEOUT_MS));
         assert_eq!(c.producer.get("acks"), Some("all"));
         assert_eq!(c.producer.get("bootstrap.servers"), Some("b:9092"));
         assert_eq!(c.max_message_bytes, 1_000_000);
@@ -187,5 +216,19 @@ mod tests {
         assert!(c.cooperative);
         assert_eq!(c.producer.get("linger.ms"), Some("5"), "-X wins over the defaults");
         assert!(!format!("{c:?}").contains("hunter2"), "{c:?}");
+    }
+
+    #[test]
+    fn a_static_member_has_its_instance_id_and_a_session_timeout_a_restart_fits_in() {
+        let at_least_once = roles(OffsetCommits::Acknowledged, Guarantee::AtLeastOnce, false);
+        let member = ClientRoles { group_instance_id: Some("enricher-1"), ..at_least_once };
+        let c = LoopClients::new(&kafka(&[]), &member);
+        assert_eq!(c.consumer.get("group.instance.id"), Some("enricher-1"));
+        assert_eq!(c.consumer.get("session.timeout.ms"), Some(STATIC_SESSION_TIMEOUT_MS));
+        assert_eq!(c.producer.get("group.instance.id"), None, "the consumer's alone");
+        let c = LoopClients::new(&kafka(&[("session.timeout.ms", "60000")]), &member);
+        assert_eq!(c.consumer.get("session.timeout.ms"), Some("60000"), "-X wins");
+        assert_eq!(default_session_timeout(true), Duration::from_secs(45));
+        assert_eq!(default_session_timeout(false), Duration::from_secs(10));
     }
 }

@@ -99,7 +99,8 @@ impl RuntimeConfig {
         commits: OffsetCommits,
         tick: Duration,
     ) -> Result<Self, SettingError> {
-        check_service(&args.kafka, args.guarantee, args.drain_timeout)?;
+        let session = super::clients::default_session_timeout(args.group_instance_id.is_some());
+        check_service(&args.kafka, args.guarantee, args.drain_timeout, session)?;
         // The loop's own checks are registered now, not when the loop starts: a service with a
         // check of its own (the enricher's dims) would otherwise answer /readyz with 200 between
         // that check passing and the loop joining its group.
@@ -114,6 +115,7 @@ impl RuntimeConfig {
         let roles = ClientRoles {
             service,
             group_id: &group_id,
+            group_instance_id: args.group_instance_id.as_deref(),
             commits,
             guarantee: args.guarantee,
             transactional_id: &transactional_id,
