@@ -2,6 +2,7 @@
 //! real local stack, and the four service binaries run as child processes against it.
 
 pub mod check;
+pub mod rescale;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -54,6 +55,18 @@ impl Service {
         let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
         assert!(status.success());
         child.wait_with_output().expect("wait")
+    }
+
+    /// SIGTERM, without waiting (several instances asked to stop at once, as a scale-down does).
+    pub fn ask_to_stop(&self) {
+        let child = self.child.as_ref().expect("running");
+        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+        assert!(status.success());
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// SIGTERM, then waits at most `limit` for it to exit: how long it took (None: still
@@ -153,8 +166,13 @@ impl Pipeline {
 
     /// [`Pipeline::new`] on the cluster `kafka`.
     pub async fn on(kafka: KafkaArgs, partitions: i32, seed: u64) -> Self {
+        Self::with_cars(kafka, partitions, seed, 20).await
+    }
+
+    /// [`Pipeline::on`] with `cars` cars in the dims (the seed's 20 spread over few partitions).
+    pub async fn with_cars(kafka: KafkaArgs, partitions: i32, seed: u64, cars: usize) -> Self {
         let (s3, store) = testkit::bucket("e2e").await;
-        let dims = DimTables::seed(20, seed);
+        let dims = DimTables::seed(cars, seed);
         write_tables(&store, &s3.dims_prefix, &dims).await.expect("write dims");
         let id = testkit::unique("p");
         let name = |t: &str| format!("{id}-{t}");
@@ -220,8 +238,8 @@ impl Pipeline {
         self.service("detector", "detector", extra)
     }
 
-    /// Starts a counter on the private topics (1 s trigger, no table), its checkpoints in the
-    /// private prefix.
+    /// Starts a counter on the private topics (1 s trigger unless `extra` sets one, no table),
+    /// its checkpoints in the private prefix.
     pub fn counter(&self, extra: &[&str]) -> Service {
         self.service("counter", "counter", extra)
     }
@@ -246,7 +264,10 @@ impl Pipeline {
             "counter" => {
                 args.extend(["--s3-bucket", &self.s3.s3_bucket, "--checkpoint-prefix", &checkpoints]);
                 args.extend(["--input-topic", &self.alerts, "--counts-topic", &self.counts]);
-                args.extend(["--late-topic", &self.late, "--trigger", "1s", "--quiet"]);
+                args.extend(["--late-topic", &self.late, "--quiet"]);
+                if !extra.contains(&"--trigger") {
+                    args.extend(["--trigger", "1s"]);
+                }
             }
             other => panic!("no service `{other}`"),
         }

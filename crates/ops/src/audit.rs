@@ -4,7 +4,9 @@
 //! watermarks captured when it starts; recomputes what every stage must hold with the
 //! services' own library code (`JoinIndex::enrich`, `AlertRules::check_event`, `Windows`,
 //! `PartialMerge`); and reports per stage the events (windows) missing, duplicated, different
-//! and unexpected. Exit 0: clean; 1: differences; 2: the audit could not run.
+//! and unexpected. Each event stage is judged against the input; the windows against the
+//! alerts as their topic holds them (the counter's input, duplicates included). Exit 0: clean;
+//! 1: differences; 2: the audit could not run.
 //!
 //! - `read`: bounded, group-less reads with large fetches.
 //! - `compare`: the input index and the event stages (enriched, alerts).
@@ -115,10 +117,10 @@ fn run(
         let alerts = s.spawn(move || events(Kind::Alerts, alerts));
         let mut stage = windows::CountsStage::new(&counts.topic, config.colors.clone());
         read::read(&args.kafka, counts, stall, |p, o, v| stage.add(ctx, (p, o), v))?;
-        let expected = windows::expected(ctx, inputs, config);
-        let windows = stage.finish(ctx, &expected);
         let join = |h: std::thread::ScopedJoinHandle<'_, anyhow::Result<_>>| h.join().expect("reader does not panic");
-        Ok(vec![join(enriched)?, join(alerts)?, windows])
+        let ((enriched, _), (alerts, alert_copies)) = (join(enriched)?, join(alerts)?);
+        let expected = windows::expected(ctx, inputs, &alert_copies, config);
+        Ok(vec![enriched, alerts, stage.finish(ctx, &expected)])
     })?;
 
     let differences = stages.iter().map(compare::StageReport::differences).sum();

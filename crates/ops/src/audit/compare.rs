@@ -311,8 +311,9 @@ impl EventStage {
         }
     }
 
-    /// Missing and duplicated events, once everything is read.
-    pub fn finish(mut self, ctx: &Ctx<'_>, inputs: &Inputs) -> StageReport {
+    /// Missing and duplicated events, once everything is read; with the copies found per input
+    /// event (the windows stage counts the alerts as often as their topic holds them).
+    pub fn finish(mut self, ctx: &Ctx<'_>, inputs: &Inputs) -> (StageReport, Vec<u32>) {
         let r = &mut self.report;
         for (i, input) in inputs.events.iter().enumerate() {
             if self.kind == Kind::Alerts && !input.alert {
@@ -339,7 +340,7 @@ impl EventStage {
                 r.example(ctx.examples, example("duplicated", format!("{seen} copies, {want} expected")));
             }
         }
-        self.report
+        (self.report, self.seen)
     }
 }
 

@@ -118,6 +118,13 @@ impl Report {
                 writeln!(out, "{} {}{what}{at}: {}", s.stage, e.kind, e.detail)?;
             }
         }
+        if let Some(alerts) = self.stages.iter().find(|s| s.stage == "alerts" && s.extra_copies > 0) {
+            writeln!(
+                out,
+                "windows count the alerts as {} holds them: {} extra copies included (at-least-once duplicates)",
+                alerts.topic, alerts.extra_copies
+            )?;
+        }
         let verdict =
             if self.differences == 0 { "clean".to_owned() } else { format!("{} difference(s)", self.differences) };
         writeln!(out, "audit: {verdict} ({} records read in {:.1}s)", self.records(), self.elapsed_seconds)
