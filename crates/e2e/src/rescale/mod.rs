@@ -258,12 +258,27 @@ fn await_ready(fleet: &Fleet<'_>, role: Role, slot: usize, limit: Duration) {
     }
 }
 
-/// Waits until `role`'s output has caught up, at least `min` and at most `max` after `began`.
+/// Waits until `role`'s output and every stage after it have caught up and stayed so for a
+/// second, at least `min` and at most `max` after `began`. Downstream too, and for a second:
+/// an upstream recovery hands the next stage a burst of backlog, and the next event must not
+/// start while that is still being absorbed (a SIGKILL then replays the burst, which is the
+/// previous event's doing, not its own).
 async fn settle(watch: &Watch, role: Role, began: Instant, min: Duration, max: Duration) -> bool {
+    const STEADY: Duration = Duration::from_secs(1);
+    let stages = &[Stage::Enriched, Stage::Alerts, Stage::Counts][stage(role) as usize..];
+    let mut caught_up_since: Option<Instant> = None;
     loop {
         let elapsed = began.elapsed();
-        let caught_up = watch.caught_up(stage(role), now_ms(), Duration::from_secs(3));
-        if elapsed >= min && caught_up.is_ok() {
+        let caught_up: Result<(), String> =
+            stages.iter().try_for_each(|s| watch.caught_up(*s, now_ms(), Duration::from_secs(3)));
+        let since = match caught_up {
+            Ok(()) => *caught_up_since.get_or_insert_with(Instant::now),
+            Err(_) => {
+                caught_up_since = None;
+                Instant::now()
+            }
+        };
+        if elapsed >= min && since.elapsed() >= STEADY {
             return true;
         }
         if elapsed >= max {
