@@ -56,7 +56,7 @@ impl Bench {
                 alerts += 1;
                 alert_sensor += sensor_len;
                 buf.clear();
-                AlertEvent { event: &enriched, alert_reasons: reasons }.encode_into(&mut buf);
+                AlertEvent { event: &enriched, alert_reasons: reasons, thresholds: rules }.encode_into(&mut buf);
                 bytes[2] += buf.len();
             }
         }
@@ -125,6 +125,8 @@ impl Bench {
         enricher.metrics_addr = Some(addr);
         let addr = free_addr()?;
         let mut args = common(hop2, &addr);
+        args.extend([s("--s3-bucket"), p.s3.s3_bucket.clone(), s("--dims-prefix"), p.s3.dims_prefix.clone()]);
+        args.extend([s("--rules-prefix"), p.rules_prefix()]);
         args.extend([s("--input-topic"), p.enriched.clone(), s("--output-topic"), p.alerts.clone()]);
         let mut detector = Proc::spawn(self, hop2, "detector", &args, false)?;
         detector.metrics_addr = Some(addr);

@@ -62,6 +62,7 @@
 //! year 1) is an ordinary alert: late when its window is final (the usual case), else counted in its
 //! window, which the next watermark closes.
 
+use pipeline_core::defaults;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,11 +94,11 @@ struct Cli {
     s3: S3Args,
 
     /// Topic of the alerts.
-    #[arg(long, env = "ALERTS_TOPIC", default_value = "alert-data")]
+    #[arg(long, env = "ALERTS_TOPIC", default_value = defaults::ALERTS_TOPIC)]
     input_topic: String,
 
     /// Topic the partial window values are published to (key = `<window start>/<partition>`).
-    #[arg(long, env = "COUNTS_TOPIC", default_value = "alert-counts")]
+    #[arg(long, env = "COUNTS_TOPIC", default_value = defaults::COUNTS_TOPIC)]
     counts_topic: String,
 
     /// Topic late alerts are sent to.
@@ -105,7 +106,7 @@ struct Cli {
     late_topic: String,
 
     /// Window length.
-    #[arg(long, env = "COUNTER_WINDOW", default_value = "15m", value_parser = positive_duration)]
+    #[arg(long, env = "COUNTER_WINDOW", default_value = defaults::WINDOW, value_parser = positive_duration)]
     window: Duration,
 
     /// How far the watermark trails the largest event time seen.

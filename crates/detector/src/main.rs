@@ -1,19 +1,34 @@
 //! `detector`: consumes `samples-enriched` and produces to `alert-data` the events that break a
-//! rule — speed above `--max-speed`, rpm above `--max-rpm`, or gear different from
-//! `expected_gear` — each with the list of rules it broke in `alert_reasons`.
+//! rule — speed above the limit, rpm above the limit, or (where the gear rule applies) gear
+//! different from `expected_gear` — each with the list of rules it broke in `alert_reasons` and
+//! the thresholds it was judged by in `thresholds`.
+//!
+//! The limits are the operator's rules table in S3, per model or brand, followed live (`rules`:
+//! polled, validated, swapped in between two events); every alert's `rules.version` header
+//! names the version that judged it. Without a table, the seed's rules under `--max-speed` /
+//! `--max-rpm`.
 //!
 //! At-least-once: an input's offset is committed only after its alert (if any) is acknowledged
 //! (see `pipeline_kafka::runtime`).
 
+mod rules;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
+use arc_swap::ArcSwap;
 use clap::Parser;
-use pipeline_core::rules::AlertRules;
+use pipeline_core::defaults;
 use pipeline_core::schema::{AlertEvent, EnrichedEvent};
-use pipeline_kafka::args::ServiceArgs;
+use pipeline_kafka::args::{ServiceArgs, positive_duration};
 use pipeline_kafka::runtime::{self, InputMeta, Output, Processor};
+use pipeline_s3::S3Args;
+use pipeline_s3::rules_store::{RulesArgs, ThresholdArgs};
+use pipeline_s3::store::ObjectStore;
 use tokio_util::sync::CancellationToken;
+
+use crate::rules::{Poller, Rules, Source};
 
 /// Keeps the enriched events that break a rule.
 #[derive(Debug, Parser)]
@@ -23,27 +38,36 @@ struct Cli {
     #[command(flatten)]
     service: ServiceArgs,
 
+    /// Where the dims (the models a rule may name) and the rules are.
+    #[command(flatten)]
+    s3: S3Args,
+
+    /// Where the rules table is.
+    #[command(flatten)]
+    rules: RulesArgs,
+
+    /// The thresholds without a table, and a table's default row's fallback.
+    #[command(flatten)]
+    thresholds: ThresholdArgs,
+
     /// Topic of the enriched events.
-    #[arg(long, env = "ENRICHED_TOPIC", default_value = "samples-enriched")]
+    #[arg(long, env = "ENRICHED_TOPIC", default_value = defaults::ENRICHED_TOPIC)]
     input_topic: String,
 
     /// Topic the alerts go to.
-    #[arg(long, env = "ALERTS_TOPIC", default_value = "alert-data")]
+    #[arg(long, env = "ALERTS_TOPIC", default_value = defaults::ALERTS_TOPIC)]
     output_topic: String,
 
-    /// A speed strictly above this (km/h) is an alert.
-    #[arg(long, env = "ALERT_MAX_SPEED", default_value_t = 120.0)]
-    max_speed: f64,
-
-    /// An rpm strictly above this is an alert.
-    #[arg(long, env = "ALERT_MAX_RPM", default_value_t = 6000)]
-    max_rpm: i32,
+    /// How often the rules table and the dims are checked for a change (a LIST each; read
+    /// only when changed).
+    #[arg(long, env = "RULES_POLL", default_value = "10s", value_parser = positive_duration)]
+    rules_poll: Duration,
 }
 
 /// The rule check as a runtime processor.
 struct Detector {
-    /// Thresholds.
-    rules: AlertRules,
+    /// The rules in use, swapped whole by the poll task.
+    rules: Arc<ArcSwap<Rules>>,
     /// Destination topic.
     output: Arc<str>,
 }
@@ -53,13 +77,21 @@ impl Processor for Detector {
     type Input<'a> = EnrichedEvent<'a>;
 
     fn process(&mut self, event: EnrichedEvent<'_>, meta: InputMeta<'_>, out: &mut Vec<Output>) {
-        let reasons = self.rules.check_event(&event);
+        // One load per event: a new version takes effect between two events, never inside one.
+        let rules = self.rules.load();
+        let thresholds = *rules.by_model.for_model(event.model_id);
+        let reasons = thresholds.check_event(&event);
         if reasons.is_empty() {
             return;
         }
-        let mut payload = Vec::with_capacity(320);
-        AlertEvent { event: &event, alert_reasons: reasons }.encode_into(&mut payload);
-        out.push(Output { topic: self.output.clone(), key: meta.key.map(<[u8]>::to_vec), payload, headers: None });
+        let mut payload = Vec::with_capacity(384);
+        AlertEvent { event: &event, alert_reasons: reasons, thresholds }.encode_into(&mut payload);
+        out.push(Output {
+            topic: self.output.clone(),
+            key: meta.key.map(<[u8]>::to_vec),
+            payload,
+            headers: Some(rules.headers.clone()),
+        });
     }
 }
 
@@ -72,13 +104,29 @@ async fn run(cli: Cli, cancel: CancellationToken) -> anyhow::Result<()> {
         Duration::from_secs(3600),
     )?;
     config.output_topics = vec![cli.output_topic.clone()];
+    config.readiness.require(rules::READY_CHECK);
     cli.service.observe(&config.readiness, &cancel).await?;
-    let processor = Detector {
-        rules: AlertRules { max_speed: cli.max_speed, max_rpm: cli.max_rpm },
-        output: Arc::from(cli.output_topic.as_str()),
+    // A missing topic says so at once, not after the rules' wait for S3.
+    runtime::check_topics(&config).await?;
+    let source = Source {
+        store: ObjectStore::connect(&cli.s3).await,
+        rules_prefix: cli.rules.rules_prefix.clone(),
+        dims_prefix: cli.s3.dims_prefix.clone(),
+        base: cli.thresholds.rules(),
     };
-    runtime::run(&config, processor, cancel).await?;
-    Ok(())
+    let Some(poller) = Poller::start(source, config.readiness.clone(), &cancel).await.context("loading the rules")?
+    else {
+        return Ok(());
+    };
+    let processor = Detector { rules: poller.current(), output: Arc::from(cli.output_topic.as_str()) };
+    // The poller stops the service (cancels `stop`) when S3 refuses for good.
+    let stop = cancel.child_token();
+    let polling = tokio::spawn(poller.run(cli.rules_poll, stop.clone()));
+    let result = runtime::run(&config, processor, stop.clone()).await;
+    stop.cancel();
+    let polled = polling.await.context("the rules' poller panicked")?;
+    result?;
+    polled.context("following the rules")
 }
 
 fn main() -> std::process::ExitCode {

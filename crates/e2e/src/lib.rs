@@ -253,14 +253,18 @@ impl Pipeline {
     /// [`Pipeline::service`] with `env` added to its environment (credentials, say).
     pub fn service_env(&self, name: &'static str, log: &str, extra: &[&str], env: &[(&str, &str)]) -> Service {
         let group = format!("{}-{name}", self.id);
-        let checkpoints = self.checkpoint_prefix();
+        let (checkpoints, rules) = (self.checkpoint_prefix(), self.rules_prefix());
         let mut args = self.common(&group);
         match name {
             "enricher" => {
                 args.extend(["--s3-bucket", &self.s3.s3_bucket, "--dims-prefix", &self.s3.dims_prefix]);
                 args.extend(["--input-topic", &self.sensors, "--output-topic", &self.enriched]);
             }
-            "detector" => args.extend(["--input-topic", &self.enriched, "--output-topic", &self.alerts]),
+            "detector" => {
+                args.extend(["--s3-bucket", &self.s3.s3_bucket, "--dims-prefix", &self.s3.dims_prefix]);
+                args.extend(["--rules-prefix", &rules]);
+                args.extend(["--input-topic", &self.enriched, "--output-topic", &self.alerts]);
+            }
             "counter" => {
                 args.extend(["--s3-bucket", &self.s3.s3_bucket, "--checkpoint-prefix", &checkpoints]);
                 args.extend(["--input-topic", &self.alerts, "--counts-topic", &self.counts]);
@@ -278,6 +282,11 @@ impl Pipeline {
     /// Where this pipeline's counters keep their checkpoints (in [`Pipeline::s3`]'s bucket).
     pub fn checkpoint_prefix(&self) -> String {
         format!("{}/checkpoints", self.s3.dims_prefix.trim_end_matches("/data/dims"))
+    }
+
+    /// Where this pipeline's rules table is (beside its dims, in [`Pipeline::s3`]'s bucket).
+    pub fn rules_prefix(&self) -> String {
+        format!("{}/rules", self.s3.dims_prefix.trim_end_matches("/dims"))
     }
 
     /// Runs the generator to completion on the private bucket and sensors topic.
@@ -311,6 +320,16 @@ pub async fn produce_raw_to(kafka: &KafkaArgs, topic: &str, records: &[(Option<V
     for result in futures::future::join_all(sends).await {
         result.expect("acknowledged");
     }
+}
+
+/// Produces one record with `headers` to `topic` on the local broker (a doctored copy, say).
+pub async fn produce_with_headers(topic: &str, key: &str, value: &[u8], headers: &[(&str, &str)]) {
+    let producer = pipeline_kafka::client::producer(&testkit::kafka()).expect("producer");
+    let headers = headers.iter().fold(rdkafka::message::OwnedHeaders::new(), |h, (k, v)| {
+        h.insert(rdkafka::message::Header { key: k, value: Some(*v) })
+    });
+    let record = FutureRecord::<str, [u8]>::to(topic).key(key).payload(value).headers(headers);
+    producer.send(record, Duration::from_secs(60)).await.expect("acknowledged");
 }
 
 /// Every record of `topic` (blocking read, off the async runtime).

@@ -33,7 +33,7 @@ fn kubernetes_manifests_render_validate_and_match_the_binaries() {
     );
     assert!(!report.contains("PASS static membership overlays/local "), "{report}");
     assert!(
-        report.contains("PASS promtool check and test rules PrometheusRule/pipeline: 8 alerts, each tested"),
+        report.contains("PASS promtool check and test rules PrometheusRule/pipeline: 9 alerts, each tested"),
         "{report}"
     );
 }

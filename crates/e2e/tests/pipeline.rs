@@ -431,7 +431,10 @@ async fn metrics_and_health_endpoints_report_exact_counts() {
         http_get(&format!("http://{e_addr}/readyz")),
         (200, "broker ok\ndims_loaded ok\npartitions_assigned ok\n".to_owned())
     );
-    assert_eq!(http_get(&format!("http://{d_addr}/readyz")), (200, "broker ok\npartitions_assigned ok\n".to_owned()));
+    assert_eq!(
+        http_get(&format!("http://{d_addr}/readyz")),
+        (200, "broker ok\npartitions_assigned ok\nrules_loaded ok\n".to_owned())
+    );
     stop_all(services);
 }
 

@@ -246,7 +246,7 @@ fn log_lines_after_assignment(p: &Pipeline, service: &str, needle: &str) -> Vec<
 /// `partitions revoked` after the initial assignment), and each topic holds at most the
 /// in-flight window (`--max-in-flight`, 20 000) of duplicates.
 ///
-/// The pause is shorter than the consumers' 10 s session timeout on purpose: this test is about
+/// The pause is well within the consumers' session timeout (20 s here) on purpose: this test is about
 /// the loop riding out failed deliveries. A longer pause loses the group session by Kafka's
 /// protocol (librdkafka: `SESSTMOUT … revoking assignment`; the commit on revoke then fails with
 /// `AssignmentLost`): a rebalance follows, and every input since the last commit is read again,
@@ -258,10 +258,14 @@ async fn a_broker_paused_past_the_message_timeout_mid_backlog_loses_nothing() {
     // The enricher works through ~20 000 events a second here: 100 000 leave it mid-backlog
     // when both services have made their first commit.
     const N: usize = 100_000;
-    // Longer than MESSAGE_TIMEOUT_MS, shorter than the 10 s session.timeout.ms of the services'
-    // consumers (heartbeats every 1 s: the last answered one may be up to 1 s before the pause).
+    // Longer than MESSAGE_TIMEOUT_MS, well within SESSION_TIMEOUT_MS: the session counts from the
+    // last answered heartbeat (up to 1 s before the pause), and a resumed broker works through
+    // its queue before it answers again, longer on a busy machine. With the services' default 10 s
+    // that left a second or two, and a loaded run rebalanced; the outage's bound under test is
+    // the message timeout, not the session's.
     const PAUSE: Duration = Duration::from_secs(8);
     const MESSAGE_TIMEOUT_MS: u64 = 3000;
+    const SESSION_TIMEOUT_MS: u64 = 20_000;
     const MAX_DUPLICATES: usize = 20_000; // the in-flight window (--max-in-flight)
     let started = Instant::now();
     // A broker of the test's own, its data in a fresh bucket (deleted at the end).
@@ -298,7 +302,8 @@ async fn a_broker_paused_past_the_message_timeout_mid_backlog_loses_nothing() {
     eprintln!("{N} events pre-filled in {:.1} s; {} alerts expected", generated.as_secs_f64(), want_alerts.len());
 
     let message_timeout = format!("message.timeout.ms={MESSAGE_TIMEOUT_MS}");
-    let timeout = ["-X", message_timeout.as_str()];
+    let session_timeout = format!("session.timeout.ms={SESSION_TIMEOUT_MS}");
+    let timeout = ["-X", message_timeout.as_str(), "-X", session_timeout.as_str()];
     let mut services = vec![p.enricher(&timeout), p.detector(&timeout)];
     let watch: BaseConsumer = kafka.client_config(&[]).create().unwrap();
 
@@ -428,7 +433,7 @@ async fn a_broker_paused_past_the_message_timeout_mid_backlog_loses_nothing() {
     // A pause shorter than the session timeout keeps both groups' sessions: no rebalance.
     assert!(
         rebalances.is_empty(),
-        "a {} s pause (below the 10 s session timeout) rebalanced a group:\n{}",
+        "a {} s pause (well below the {SESSION_TIMEOUT_MS} ms session timeout) rebalanced a group:\n{}",
         PAUSE.as_secs(),
         rebalances.join("\n")
     );

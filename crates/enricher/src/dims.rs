@@ -84,7 +84,7 @@ pub struct Poller {
     /// Their prefix.
     prefix: String,
     /// What is loaded and whether it is degraded.
-    watch: Watch,
+    watch: Watch<DimsVersion>,
     /// The version the processor reads, swapped whole.
     current: Arc<ArcSwap<Dims>>,
     /// Where `dims_loaded` is reported.

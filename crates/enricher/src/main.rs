@@ -10,6 +10,7 @@
 
 mod dims;
 
+use pipeline_core::defaults;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,11 +43,11 @@ struct Cli {
     s3: S3Args,
 
     /// Topic of the sensor events.
-    #[arg(long, env = "SENSORS_TOPIC", default_value = "sensors-sample")]
+    #[arg(long, env = "SENSORS_TOPIC", default_value = defaults::SENSORS_TOPIC)]
     input_topic: String,
 
     /// Topic the enriched events go to.
-    #[arg(long, env = "ENRICHED_TOPIC", default_value = "samples-enriched")]
+    #[arg(long, env = "ENRICHED_TOPIC", default_value = defaults::ENRICHED_TOPIC)]
     output_topic: String,
 
     /// How often the dimension tables are checked for a change: one LIST per table, no read;

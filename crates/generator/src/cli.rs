@@ -1,5 +1,6 @@
 //! The generator's command line.
 
+use pipeline_core::defaults;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -48,6 +49,15 @@ pub struct DimsArgs {
     /// Leave the tables alone when all three already exist.
     #[arg(long, env = "DIMS_IF_MISSING")]
     pub if_missing: bool,
+
+    /// Where the rules table goes (the default one is written when there is none; an
+    /// existing table, an operator's, is left alone).
+    #[command(flatten)]
+    pub rules: pipeline_s3::rules_store::RulesArgs,
+
+    /// The default table's thresholds (the detector's, from the same variables).
+    #[command(flatten)]
+    pub thresholds: pipeline_s3::rules_store::ThresholdArgs,
 }
 
 /// `generator run`.
@@ -62,7 +72,7 @@ pub struct RunArgs {
     pub kafka: KafkaArgs,
 
     /// Topic the events go to.
-    #[arg(long, env = "SENSORS_TOPIC", default_value = "sensors-sample")]
+    #[arg(long, env = "SENSORS_TOPIC", default_value = defaults::SENSORS_TOPIC)]
     pub topic: String,
 
     /// Stop after this many events (default: run until interrupted).

@@ -9,7 +9,9 @@
 //! 1: differences; 2: the audit could not run.
 //!
 //! - `read`: bounded, group-less reads with large fetches.
-//! - `compare`: the input index and the event stages (enriched, alerts).
+//! - `compare`: the input index, the range, the report types.
+//! - `event_stage`: the event stages (enriched, alerts).
+//! - `judged`: which rules version judged each event (the audit holds across a rules change).
 //! - `windows`: the windows stage.
 //! - `report`: text and JSON output.
 
@@ -17,19 +19,21 @@ use std::time::Instant;
 
 use anyhow::{Context, ensure};
 use pipeline_core::join::{DimTables, JoinIndex};
-use pipeline_core::rules::AlertRules;
-use pipeline_core::window::WindowConfig;
 use pipeline_s3::dims::load_tables;
 use pipeline_s3::store::ObjectStore;
 
 use crate::cli::{AuditArgs, AuditFormat};
+use crate::rules::book::RulesBook;
 
 mod compare;
-mod read;
+mod event_stage;
+mod judged;
+pub mod read;
 mod report;
 mod windows;
 
-use compare::{Ctx, EventStage, Inputs, Kind, Range};
+use compare::{Ctx, Inputs, Range};
+use event_stage::{EventStage, Kind};
 use read::Extent;
 use report::{DimsReport, InputReport, Report};
 
@@ -45,7 +49,6 @@ pub enum Verdict {
 /// `ops audit`: an error is a "cannot run" (exit 2).
 pub async fn audit(args: AuditArgs) -> anyhow::Result<Verdict> {
     let started = Instant::now();
-    ensure!(!args.window.is_zero(), "--window must be longer than zero");
     if let (Some(from), Some(to)) = (args.from, args.to) {
         ensure!(from < to, "--from must be before --to");
     }
@@ -62,9 +65,15 @@ pub async fn audit(args: AuditArgs) -> anyhow::Result<Verdict> {
         .with_context(|| format!("cannot load the dims from {location}"))?;
     let dims_report =
         DimsReport { location, cars: dims.cars.len(), models: dims.models.len(), colors: dims.colors.len() };
+    let book = RulesBook::load(&store, &args.rules.rules_prefix, args.thresholds.rules(), &dims.models)
+        .await
+        .context("cannot read the rules versions")?;
+    for url in &book.mismatched {
+        tracing::warn!(%url, "a kept rules version is not the version its name says: not used");
+    }
 
     let format = args.format;
-    let report = tokio::task::spawn_blocking(move || run(&args, range, &extents, &dims, dims_report, started))
+    let report = tokio::task::spawn_blocking(move || run(&args, range, &extents, &dims, &book, dims_report, started))
         .await
         .context("audit task")??;
     let mut out = std::io::stdout().lock();
@@ -83,45 +92,38 @@ fn run(
     range: Range,
     extents: &[Extent],
     dims: &DimTables,
+    book: &RulesBook,
     dims_report: DimsReport,
     started: Instant,
 ) -> anyhow::Result<Report> {
     let [input, enriched, alerts, counts] = extents else { unreachable!("four topics") };
     let join = JoinIndex::new(dims);
-    let ctx = Ctx {
-        join: &join,
-        rules: AlertRules { max_speed: args.max_speed, max_rpm: args.max_rpm },
-        range,
-        limit: args.max_record_bytes,
-        examples: args.examples,
-    };
+    let ctx = Ctx { join: &join, rules: book, range, limit: args.max_record_bytes, examples: args.examples };
     let stall = args.stall_timeout;
     let mut inputs = Inputs::with_capacity(usize::try_from(input.records()).unwrap_or(0));
-    read::read(&args.kafka, input, stall, |_, _, value| inputs.add(&ctx, value))?;
-    let inputs = inputs;
-    let config = WindowConfig {
-        size: chrono::Duration::from_std(args.window).context("--window is too large")?,
-        watermark_delay: chrono::Duration::zero(),
-        idle_timeout: std::time::Duration::MAX,
-        colors: args.colors.iter().map(|c| c.trim().to_owned()).filter(|c| !c.is_empty()).collect(),
-    };
+    read::read(&args.kafka, input, stall, |_, _, value, _| inputs.add(&ctx, value))?;
+    let config = args.windows.config()?;
 
-    let stages = std::thread::scope(|s| -> anyhow::Result<_> {
+    let (enriched, alerts, counts) = std::thread::scope(|s| -> anyhow::Result<_> {
         let (ctx, inputs) = (&ctx, &inputs);
         let events = |kind: Kind, extent: &'_ Extent| {
             let mut stage = EventStage::new(kind, &extent.topic, inputs);
-            read::read(&args.kafka, extent, stall, |p, o, v| stage.add(ctx, inputs, (p, o), v))?;
-            anyhow::Ok(stage.finish(ctx, inputs))
+            read::read(&args.kafka, extent, stall, |p, o, v, h| stage.add(ctx, inputs, (p, o), v, h))?;
+            anyhow::Ok(stage)
         };
         let enriched = s.spawn(move || events(Kind::Enriched, enriched));
         let alerts = s.spawn(move || events(Kind::Alerts, alerts));
         let mut stage = windows::CountsStage::new(&counts.topic, config.colors.clone());
-        read::read(&args.kafka, counts, stall, |p, o, v| stage.add(ctx, (p, o), v))?;
+        read::read(&args.kafka, counts, stall, |p, o, v, _| stage.add(ctx, (p, o), v))?;
         let join = |h: std::thread::ScopedJoinHandle<'_, anyhow::Result<_>>| h.join().expect("reader does not panic");
-        let ((enriched, _), (alerts, alert_copies)) = (join(enriched)?, join(alerts)?);
-        let expected = windows::expected(ctx, inputs, &alert_copies, config);
-        Ok(vec![enriched, alerts, stage.finish(ctx, &expected)])
+        Ok((join(enriched)?, join(alerts)?, stage))
     })?;
+    // Which rules judged an event without an alert is known only now (the alerts around it).
+    EventStage::judge(&mut inputs, &ctx, &enriched, &alerts);
+    let (enriched, _) = enriched.finish(&ctx, &inputs);
+    let (alerts, alert_copies) = alerts.finish(&ctx, &inputs);
+    let expected = windows::expected(&ctx, &inputs, &alert_copies, config);
+    let stages = vec![enriched, alerts, counts.finish(&ctx, &expected)];
 
     let differences = stages.iter().map(compare::StageReport::differences).sum();
     Ok(Report {

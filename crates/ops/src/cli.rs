@@ -6,8 +6,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use pipeline_core::defaults;
 use pipeline_kafka::args::{KafkaArgs, LogFormat};
 use pipeline_s3::S3Args;
+
+mod audit_args;
+
+pub use audit_args::{AuditArgs, AuditFormat, WindowArgs};
 
 /// The operator's tools for the telemetry pipeline: check the stack, send and read records,
 /// manage topics.
@@ -39,6 +44,12 @@ pub enum Command {
     /// windows with the services' own code and report what is missing, duplicated or different
     /// per stage. Exit 0 clean, 1 differences, 2 cannot run.
     Audit(AuditArgs),
+    /// Show, validate and change the detector's rules table.
+    Rules(crate::rules::RulesCmd),
+    /// What a candidate rules table would change: reads the enriched events of an event-time
+    /// range and compares the alerts and windows of the rules in use with the candidate's.
+    /// Reads only (no group, nothing committed or produced).
+    WhatIf(crate::what_if::WhatIfArgs),
 }
 
 /// `ops smoke`.
@@ -116,15 +127,15 @@ pub struct ProduceArgs {
 #[derive(Debug, Clone, Args)]
 pub struct TopicNames {
     /// Topic of the sensor events (validated as SensorEvent).
-    #[arg(long, env = "SENSORS_TOPIC", default_value = "sensors-sample")]
+    #[arg(long, env = "SENSORS_TOPIC", default_value = defaults::SENSORS_TOPIC)]
     pub sensors_topic: String,
 
     /// Topic of the enriched events (validated as EnrichedEvent).
-    #[arg(long, env = "ENRICHED_TOPIC", default_value = "samples-enriched")]
+    #[arg(long, env = "ENRICHED_TOPIC", default_value = defaults::ENRICHED_TOPIC)]
     pub enriched_topic: String,
 
     /// Topic of the alerts (validated as an enriched event with alert_reasons).
-    #[arg(long, env = "ALERTS_TOPIC", default_value = "alert-data")]
+    #[arg(long, env = "ALERTS_TOPIC", default_value = defaults::ALERTS_TOPIC)]
     pub alerts_topic: String,
 }
 
@@ -217,87 +228,7 @@ pub enum TailFormat {
     Json,
 }
 
-/// `ops audit`. Topic, rule and window flags take the services' own environment variables,
-/// so after `source scripts/env.sh` it audits the pipeline the services run.
-#[derive(Debug, Args)]
-pub struct AuditArgs {
-    /// The Kafka cluster.
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-
-    /// Where the dimension tables are (the enricher's --s3-bucket and --dims-prefix).
-    #[command(flatten)]
-    pub s3: S3Args,
-
-    /// Topic of the pipeline's input (the enricher's input).
-    #[arg(long, env = "SENSORS_TOPIC", default_value = "sensors-sample")]
-    pub input_topic: String,
-
-    /// Topic of the enriched events (the enricher's output).
-    #[arg(long, env = "ENRICHED_TOPIC", default_value = "samples-enriched")]
-    pub enriched_topic: String,
-
-    /// Topic of the alerts (the detector's output).
-    #[arg(long, env = "ALERTS_TOPIC", default_value = "alert-data")]
-    pub alerts_topic: String,
-
-    /// Topic of the counter's partial windows.
-    #[arg(long, env = "COUNTS_TOPIC", default_value = "alert-counts")]
-    pub counts_topic: String,
-
-    /// Audit only events with an event_time at or after this (RFC 3339). Event time, not the
-    /// record timestamp: it is the same in every stage. Windows cut by a bound are not compared.
-    #[arg(long, env = "OPS_AUDIT_FROM", value_parser = parse_time)]
-    pub from: Option<DateTime<Utc>>,
-
-    /// Audit only events with an event_time before this (RFC 3339).
-    #[arg(long, env = "OPS_AUDIT_TO", value_parser = parse_time)]
-    pub to: Option<DateTime<Utc>>,
-
-    /// The detector's speed threshold (km/h): a speed strictly above it is an alert.
-    #[arg(long, env = "ALERT_MAX_SPEED", default_value_t = 120.0)]
-    pub max_speed: f64,
-
-    /// The detector's rpm threshold: an rpm strictly above it is an alert.
-    #[arg(long, env = "ALERT_MAX_RPM", default_value_t = 6000)]
-    pub max_rpm: i32,
-
-    /// The counter's window length.
-    #[arg(long, env = "COUNTER_WINDOW", default_value = "15m", value_parser = humantime::parse_duration)]
-    pub window: Duration,
-
-    /// The counter's counted colors (its `num_of_<color>` columns), comma separated.
-    #[arg(long, env = "COUNTER_COLORS", value_delimiter = ',', default_value = "Black,White,Silver")]
-    pub colors: Vec<String>,
-
-    /// Records larger than this are invalid (the services dead-letter them).
-    #[arg(long, env = "MAX_RECORD_BYTES", default_value_t = 1 << 20)]
-    pub max_record_bytes: usize,
-
-    /// Differences shown as examples per stage (all are counted).
-    #[arg(long, env = "OPS_AUDIT_EXAMPLES", default_value_t = 10)]
-    pub examples: usize,
-
-    /// Give up (exit 2) when a topic yields nothing for this long before its end.
-    #[arg(long, env = "OPS_AUDIT_STALL_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
-    pub stall_timeout: Duration,
-
-    /// Output: `text` (a table, examples and a verdict line) or `json` (one document).
-    #[arg(long, env = "OPS_AUDIT_FORMAT", value_enum, default_value_t)]
-    pub format: AuditFormat,
-}
-
-/// `audit`'s output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
-pub enum AuditFormat {
-    /// For people.
-    #[default]
-    Text,
-    /// One JSON object, for scripts.
-    Json,
-}
-
-fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+pub fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
     pipeline_core::schema::event_time::parse(s)
         .map_err(|_| format!("`{s}` is not an RFC 3339 time (2026-01-02T03:04:05Z)"))
 }

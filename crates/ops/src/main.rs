@@ -1,6 +1,7 @@
 //! `ops`: the operator's tools for the telemetry pipeline — `smoke` (is the stack usable?),
 //! `produce` and `tail` (send and read records), `topics` (create, list, describe), `audit`
-//! (reconcile the outputs with the input).
+//! (reconcile the outputs with the input), `rules` (the detector's rules table: show, validate,
+//! set) and `what-if` (what a candidate table would change).
 
 use clap::Parser;
 
@@ -8,9 +9,11 @@ mod audit;
 mod cli;
 mod json;
 mod produce;
+mod rules;
 mod smoke;
 mod tail;
 mod topics;
+mod what_if;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -33,6 +36,8 @@ async fn main() -> std::process::ExitCode {
             cli::Command::Produce(args) => produce::produce(args).await,
             cli::Command::Tail(args) => tail::tail(args, cancel).await,
             cli::Command::Topics(args) => topics::topics(args.command).await,
+            cli::Command::Rules(args) => rules::rules(args).await,
+            cli::Command::WhatIf(args) => what_if::what_if(args).await,
             cli::Command::Audit(_) => unreachable!("audit runs above"),
         }
     })

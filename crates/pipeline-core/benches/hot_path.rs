@@ -10,7 +10,6 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use pipeline_core::rules::AlertRules;
 use pipeline_core::schema::{EnrichedEvent, JsonEvent};
 use pipeline_core::window::AlertPoint;
 
@@ -20,7 +19,7 @@ use common::{LIMIT, N, detect_into, enrich_into, inputs};
 
 fn hot_path(c: &mut Criterion) {
     let (join, sensors, enriched) = inputs();
-    let rules = AlertRules::default();
+    let rules = common::rules(false);
     let mut group = c.benchmark_group("per_event");
     group.throughput(Throughput::Elements(N as u64));
 

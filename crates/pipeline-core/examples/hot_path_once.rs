@@ -5,7 +5,11 @@
 //! cargo build --release -p pipeline-core --example hot_path_once
 //! valgrind --tool=callgrind target/release/examples/hot_path_once all 1
 //! valgrind --tool=callgrind target/release/examples/hot_path_once all 3
+//! valgrind --tool=callgrind target/release/examples/hot_path_once detector 3 uniform
 //! ```
+//!
+//! The detector judges by per-model rules with three models overridden; `uniform` gives every
+//! model the seed's rules (the alerts the seed raises: the lookup's cost alone).
 //!
 //! The setup (tables, 10 000 encoded events) is the same for any number of rounds, so the
 //! difference of two runs divided by the extra events is the path's own cost per event.
@@ -15,7 +19,6 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use pipeline_core::rules::AlertRules;
 use pipeline_core::schema::{EnrichedEvent, JsonEvent};
 use pipeline_core::window::AlertPoint;
 
@@ -30,7 +33,8 @@ fn main() {
     let rounds: usize = args.get(2).map_or(1, |r| r.parse().unwrap());
 
     let (join, sensors, enriched) = inputs();
-    let rules = AlertRules::default();
+    // A third argument `uniform`: the seed's rules for every model (no override).
+    let rules = common::rules(args.get(3).is_some_and(|a| a == "uniform"));
     let mut windows = common::windows();
     let now = Instant::now();
     let mut buf = Vec::with_capacity(512);

@@ -111,6 +111,8 @@ pub struct CarInfo {
     pub model_name: Option<String>,
     /// `car_colors.color_name`.
     pub color_name: Option<String>,
+    /// `cars.model_id` (whether or not `car_models` has it): what the detector's rules key on.
+    pub model_id: Option<i32>,
 }
 
 /// The three tables pre-joined into one lookup by car id: `cars LEFT JOIN car_models LEFT JOIN
@@ -136,6 +138,7 @@ impl JoinIndex {
                     brand_name: model.map(|m| m.car_brand.clone()),
                     model_name: model.map(|m| m.car_model.clone()),
                     color_name: colors.get(&c.color_id).map(|c| c.color_name.clone()),
+                    model_id: Some(c.model_id),
                 };
                 (c.car_id, info)
             })
@@ -166,6 +169,7 @@ impl JoinIndex {
             model_name: name(|i| &i.model_name),
             color_name: name(|i| &i.color_name),
             expected_gear: expected_gear(e.speed),
+            model_id: info.and_then(|i| i.model_id),
         };
         (enriched, info.is_some())
     }
@@ -215,6 +219,7 @@ mod tests {
         let no_model = idx.get(t.cars[1].car_id).unwrap();
         assert_eq!((no_model.brand_name.as_ref(), no_model.model_name.as_ref()), (None, None));
         assert!(no_model.color_name.is_some() && no_model.driver_id == Some(t.cars[1].driver_id));
+        assert_eq!((full.model_id, no_model.model_id), (Some(t.cars[0].model_id), Some(99)), "the car's own key");
         assert_eq!(idx.get(t.cars[2].car_id).unwrap().color_name, None);
         assert!(idx.get(1).is_none());
     }

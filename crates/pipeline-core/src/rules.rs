@@ -1,4 +1,7 @@
-//! The business rules: which gear a speed calls for, and when a reading is an alert.
+//! The business rules: which gear a speed calls for, and when a reading is an alert; the
+//! operator's table of thresholds per model or brand is [`table`].
+
+pub mod table;
 
 pub use crate::schema::AlertReasons;
 use crate::schema::EnrichedEvent;
@@ -18,25 +21,37 @@ pub fn expected_gear(speed: f64) -> i32 {
     }
 }
 
-/// Thresholds of the alert predicate; the defaults are the seed's.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// The seed's speed limit (km/h).
+pub const SEED_MAX_SPEED: f64 = 120.0;
+/// The seed's rpm limit.
+pub const SEED_MAX_RPM: i32 = 6000;
+
+/// Thresholds of the alert predicate for one model; the defaults are the seed's. Every alert
+/// carries the ones it was judged by (`"thresholds"`, after `alert_reasons`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AlertRules {
     /// A speed strictly above this (km/h) is an alert.
     pub max_speed: f64,
     /// An rpm strictly above this is an alert.
     pub max_rpm: i32,
+    /// Whether a gear other than `expected_gear` is an alert (the seed's: always).
+    pub gear_rule: bool,
 }
 
 impl Default for AlertRules {
     fn default() -> Self {
-        Self { max_speed: 120.0, max_rpm: 6000 }
+        Self { max_speed: SEED_MAX_SPEED, max_rpm: SEED_MAX_RPM, gear_rule: true }
     }
 }
 
 impl AlertRules {
     /// The rules `event` breaks; empty when it is not an alert.
     pub fn check(&self, speed: f64, rpm: i32, gear: i32, expected_gear: i32) -> AlertReasons {
-        AlertReasons { speed: speed > self.max_speed, rpm: rpm > self.max_rpm, gear: gear != expected_gear }
+        AlertReasons {
+            speed: speed > self.max_speed,
+            rpm: rpm > self.max_rpm,
+            gear: self.gear_rule && gear != expected_gear,
+        }
     }
 
     /// [`AlertRules::check`] on an enriched event (using the `expected_gear` it carries).
@@ -87,9 +102,12 @@ mod tests {
 
     #[test]
     fn thresholds_are_configurable() {
-        let r = AlertRules { max_speed: 50.0, max_rpm: 3000 };
+        let r = AlertRules { max_speed: 50.0, max_rpm: 3000, gear_rule: true };
         assert!(r.check(50.0, 3000, 2, 2).is_empty());
         assert_eq!(r.check(50.5, 3001, 1, 2), AlertReasons { speed: true, rpm: true, gear: true });
+        let no_gear = AlertRules { gear_rule: false, ..r };
+        assert!(no_gear.check(40.0, 1000, 1, 2).is_empty(), "the gear rule off: a wrong gear is no alert");
+        assert_eq!(no_gear.check(50.5, 1000, 1, 2), AlertReasons { speed: true, ..Default::default() });
     }
 
     #[test]

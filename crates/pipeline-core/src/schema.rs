@@ -192,6 +192,11 @@ pub struct EnrichedEvent<'a> {
     pub color_name: Option<Cow<'a, str>>,
     /// The gear the speed calls for (`rules::expected_gear`).
     pub expected_gear: i32,
+    /// `cars.model_id` of the car, null for an unknown car: the key the detector looks its
+    /// thresholds up by (`rules::table::ModelRules`). Not in the seed's schema: added last, and
+    /// a record without it reads as null.
+    #[serde(default)]
+    pub model_id: Option<i32>,
 }
 
 impl EnrichedEvent<'_> {
@@ -298,8 +303,10 @@ impl Serialize for AlertReasons {
 }
 
 /// An alert as the detector produces it to `alert-data`: the enriched event's fields followed by
-/// the rules it broke (`"alert_reasons": ["speed", "rpm", "gear"]`, a subset in that order).
-/// Consumers that read it as an [`EnrichedEvent`] ignore the extra field.
+/// the rules it broke (`"alert_reasons": ["speed", "rpm", "gear"]`, a subset in that order) and
+/// the thresholds it was judged by (`"thresholds": {"max_speed": …, "max_rpm": …, "gear_rule":
+/// …}`; the rules version is the record's `rules.version` header). Consumers that read it as an
+/// [`EnrichedEvent`] ignore the extra fields.
 #[derive(Debug, Serialize)]
 pub struct AlertEvent<'a> {
     /// The enriched event that broke a rule.
@@ -307,6 +314,8 @@ pub struct AlertEvent<'a> {
     pub event: &'a EnrichedEvent<'a>,
     /// Which rules it broke.
     pub alert_reasons: AlertReasons,
+    /// The thresholds of its model it was judged by.
+    pub thresholds: crate::rules::AlertRules,
 }
 
 impl AlertEvent<'_> {

@@ -53,6 +53,8 @@ mod reference {
         #[serde(default)]
         pub color_name: Option<String>,
         pub expected_gear: i32,
+        #[serde(default)]
+        pub model_id: Option<i32>,
     }
 
     pub struct Reasons(pub AlertReasons);
@@ -68,6 +70,7 @@ mod reference {
         #[serde(flatten)]
         pub event: &'a EnrichedEvent,
         pub alert_reasons: Reasons,
+        pub thresholds: AlertRules,
     }
 
     mod time {
@@ -149,6 +152,7 @@ fn ref_enriched(e: &EnrichedEvent<'_>) -> reference::EnrichedEvent {
         model_name: s(&e.model_name),
         color_name: s(&e.color_name),
         expected_gear: e.expected_gear,
+        model_id: e.model_id,
     }
 }
 
@@ -259,14 +263,36 @@ fn encoders_write_the_reference_bytes() {
         enriched.encode_into(&mut buf);
         assert_eq!(String::from_utf8_lossy(&buf), String::from_utf8_lossy(&reference::encode(&old)), "{e:?}");
 
+        let enriched_bytes = enriched.encode();
         let checked = rules.check_event(&enriched);
         alerts += usize::from(!checked.is_empty());
         let every = (0..8).map(|b| AlertReasons { speed: b & 1 != 0, rpm: b & 2 != 0, gear: b & 4 != 0 });
+        // Thresholds as an operator may set them: fractions, zero, the gear rule off.
+        let odd = AlertRules {
+            max_speed: f64::from(e.rpm % 300) / 7.0,
+            max_rpm: e.gear.wrapping_mul(1000),
+            gear_rule: e.rpm % 2 == 0,
+        };
         for reasons in std::iter::once(checked).chain(every.filter(|_| !known)) {
-            buf.clear();
-            AlertEvent { event: &enriched, alert_reasons: reasons }.encode_into(&mut buf);
-            let want = reference::encode(&reference::Alert { event: &old, alert_reasons: reference::Reasons(reasons) });
-            assert_eq!(String::from_utf8_lossy(&buf), String::from_utf8_lossy(&want), "{e:?} {reasons:?}");
+            for thresholds in [rules, odd] {
+                buf.clear();
+                AlertEvent { event: &enriched, alert_reasons: reasons, thresholds }.encode_into(&mut buf);
+                let want = reference::encode(&reference::Alert {
+                    event: &old,
+                    alert_reasons: reference::Reasons(reasons),
+                    thresholds,
+                });
+                assert_eq!(String::from_utf8_lossy(&buf), String::from_utf8_lossy(&want), "{e:?} {reasons:?}");
+                // And the enriched reader reads the alert as the enriched event (the counter's
+                // input): the same value, or the same refusal (a time beyond 9999).
+                match (EnrichedEvent::decode(&buf, LIMIT), EnrichedEvent::decode(&enriched_bytes, LIMIT)) {
+                    (Ok(a), Ok(b)) => {
+                        assert_eq!(reference::encode(&ref_enriched(&a)), reference::encode(&ref_enriched(&b)))
+                    }
+                    (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+                    (a, b) => panic!("alert {a:?}, enriched {b:?}"),
+                }
+            }
         }
     }
     assert!(unknown > 1000 && alerts > 10_000, "unknown cars {unknown}, alerts {alerts}");
@@ -303,7 +329,8 @@ fn records() -> Vec<Vec<u8>> {
         out.push(enriched.encode());
         let reasons = AlertReasons { speed: i % 2 == 0, rpm: i % 3 == 0, gear: true };
         let mut alert = Vec::new();
-        AlertEvent { event: &enriched, alert_reasons: reasons }.encode_into(&mut alert);
+        let thresholds = AlertRules { max_speed: f64::from(i as u32 % 200), max_rpm: 6000, gear_rule: i % 5 != 0 };
+        AlertEvent { event: &enriched, alert_reasons: reasons, thresholds }.encode_into(&mut alert);
         if i % 7 == 0 {
             let value: serde_json::Value = serde_json::from_slice(&alert).unwrap();
             alert = serde_json::to_vec_pretty(&value).unwrap();

@@ -5,7 +5,7 @@
 //! (`liveness`) and the per-partition gauges (`partition_health`), log
 //! set-up (`telemetry`) and signal-driven shutdown (`shutdown`).
 //!
-//! No S3 and no Parquet here: a service that needs neither (the detector) links neither.
+//! No S3 and no Parquet here: those are `pipeline-s3`'s, linked by the services that read S3.
 
 pub mod args;
 pub mod client;

@@ -8,7 +8,8 @@
 //! instance. [`Watch`] compares a poll's version with the one loaded: equal, nothing is read;
 //! different, [`load`] GETs exactly the listed objects. A table that disappears or cannot be
 //! read leaves the loaded tables in use and marks them degraded — once per change, so the
-//! caller logs one line when it breaks and one when it recovers.
+//! caller logs one line when it breaks and one when it recovers (`crate::version_watch`, which
+//! the detector's rules share).
 
 use std::fmt;
 
@@ -18,6 +19,7 @@ use pipeline_core::join::{Car, CarColor, CarModel, DimTables};
 
 use crate::dims::{DimsError, Table, from_parquet, is_data_file, table_dir};
 use crate::store::{ObjectInfo, ObjectStore, S3Error};
+pub use crate::version_watch::{Health, Next, Watch};
 
 /// The header every enriched record carries: the [`DimsVersion`] it was joined with.
 pub const HEADER: &str = "dims.version";
@@ -196,96 +198,13 @@ pub async fn load(store: &ObjectStore, listing: &Listing) -> Result<DimTables, W
     })
 }
 
-/// Whether to read the tables after a poll.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
-    /// Nothing changed (or the change is known unreadable): no GET.
-    Keep,
-    /// The tables changed: [`load`] the listing, then report [`Watch::loaded`] or
-    /// [`Watch::load_failed`].
-    Load,
-}
-
-/// How the health of the tables changed with an event; each change is reported once.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Health {
-    /// Same as before (healthy, or still degraded — possibly with a newer reason).
-    Same,
-    /// Just became degraded, for this reason: the loaded tables stay in use.
-    Broke(String),
-    /// Healthy again after being degraded.
-    Recovered,
-}
-
-/// The change-detection state machine (pure: the caller does the I/O, the logs and the
-/// metrics).
-#[derive(Debug, Default)]
-pub struct Watch {
-    /// The version in use (None before the first load).
-    loaded: Option<DimsVersion>,
-    /// A version whose objects failed to load for good (corrupt, bad columns): not read again
-    /// until the listing changes, so a bad file costs one GET per change, not one per poll.
-    rejected: Option<DimsVersion>,
-    /// Why the tables are degraded (the newest reason), if they are.
-    degraded: Option<String>,
-}
-
-impl Watch {
-    /// The version in use.
-    pub fn version(&self) -> Option<&DimsVersion> {
-        self.loaded.as_ref()
+impl crate::version_watch::LoadError for WatchError {
+    fn is_permanent(&self) -> bool {
+        WatchError::is_permanent(self)
     }
 
-    /// Why the tables in use are degraded, if they are.
-    pub fn degraded(&self) -> Option<&str> {
-        self.degraded.as_deref()
-    }
-
-    /// A poll listed `version`: load it unless it is the one in use (or one known unreadable).
-    pub fn listed(&mut self, version: &DimsVersion) -> (Next, Health) {
-        if self.loaded.as_ref() == Some(version) {
-            self.rejected = None;
-            (Next::Keep, self.recover())
-        } else if self.rejected.as_ref() == Some(version) {
-            (Next::Keep, Health::Same)
-        } else {
-            (Next::Load, Health::Same)
-        }
-    }
-
-    /// A poll's LIST failed (a table is missing, S3 is unreachable…).
-    pub fn list_failed(&mut self, reason: String) -> Health {
-        self.degrade(reason)
-    }
-
-    /// `version` was loaded and is now in use.
-    pub fn loaded(&mut self, version: DimsVersion) -> Health {
-        self.loaded = Some(version);
-        self.rejected = None;
-        self.recover()
-    }
-
-    /// Loading `version` failed with `error`; the tables in use stay. An object that vanished
-    /// mid-read is a rewrite in progress, not a degradation: the next poll lists the result.
-    pub fn load_failed(&mut self, version: DimsVersion, error: &WatchError) -> Health {
-        if matches!(error, WatchError::Vanished { .. }) {
-            return Health::Same;
-        }
-        if error.is_permanent() {
-            self.rejected = Some(version);
-        }
-        self.degrade(error.to_string())
-    }
-
-    fn degrade(&mut self, reason: String) -> Health {
-        match self.degraded.replace(reason.clone()) {
-            None => Health::Broke(reason),
-            Some(_) => Health::Same,
-        }
-    }
-
-    fn recover(&mut self) -> Health {
-        if self.degraded.take().is_some() { Health::Recovered } else { Health::Same }
+    fn is_rewrite(&self) -> bool {
+        matches!(self, Self::Vanished { .. })
     }
 }
 

@@ -49,6 +49,7 @@ pub(super) fn alert(at: DateTime<Utc>, speed: f64) -> EnrichedEvent<'static> {
         model_name: None,
         color_name: Some("Black".into()),
         expected_gear: 5,
+        model_id: None,
     }
 }
 

@@ -1,5 +1,6 @@
-//! The reconciliation itself: the input events indexed by id, and each output stage compared
-//! with what the library code (`JoinIndex::enrich`, `AlertRules::check_event`) makes of them.
+//! What the reconciliation works on: the input events indexed by id, the audited range, what
+//! the stages share (`Ctx`) and what each reports (`StageReport`); the event stages themselves
+//! are `event_stage`, the windows `windows`.
 //!
 //! Events are compared by id (the uuid as a `u128`, never a string) and by decoded value, not
 //! by bytes: a stage that adds a field or a header later stays comparable, and only the fields
@@ -10,10 +11,11 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use chrono::{DateTime, Utc};
 use pipeline_core::join::JoinIndex;
-use pipeline_core::rules::{AlertReasons, AlertRules};
-use pipeline_core::schema::{EnrichedEvent, JsonEvent, SensorEvent, event_time};
+use pipeline_core::schema::{JsonEvent, SensorEvent};
 use serde::Serialize;
 use uuid::Uuid;
+
+use crate::rules::book::RulesBook;
 
 /// Hashes a random (v4) uuid by folding its halves: the bits are random already, so SipHash's
 /// cost per lookup (millions of them) buys nothing.
@@ -150,7 +152,8 @@ pub struct Input {
     pub event: SensorEvent,
     /// How many records of the input carry its id: the faithful output repeats it as often.
     pub copies: u32,
-    /// Whether the rules make it an alert (computed once, from its enrichment).
+    /// Whether the rules that judged it make it an alert: set by [`EventStage::judge`] once the
+    /// enriched events and the alerts are read (which version judged it is known only then).
     pub alert: bool,
 }
 
@@ -159,8 +162,8 @@ pub struct Input {
 pub struct Ctx<'a> {
     /// The dims, pre-joined (the enricher's own join).
     pub join: &'a JoinIndex,
-    /// The detector's thresholds.
-    pub rules: AlertRules,
+    /// The rules versions alerts may name.
+    pub rules: &'a RulesBook,
     /// The audited event times.
     pub range: Range,
     /// Largest record decoded.
@@ -215,195 +218,22 @@ impl Inputs {
             }
             std::collections::hash_map::Entry::Vacant(e) => {
                 e.insert(next);
-                let alert = !ctx.rules.check_event(&ctx.join.enrich(event.clone()).0).is_empty();
-                self.events.push(Input { event, copies: 1, alert });
+                self.events.push(Input { event, copies: 1, alert: false });
             }
         }
     }
 
-    fn get(&self, id: Uuid) -> Option<usize> {
+    /// The index of event `id`, if the input has it.
+    pub(super) fn get(&self, id: Uuid) -> Option<usize> {
         self.index.get(&id.as_u128()).map(|&i| i as usize)
     }
 }
 
-/// Which output of the events a stage holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Every input event, enriched.
-    Enriched,
-    /// The enriched events the rules flag, with their reasons.
-    Alerts,
-}
-
-/// One event stage being read: copies seen per input event.
-#[derive(Debug)]
-pub struct EventStage {
-    /// Which stage.
-    kind: Kind,
-    /// Copies found, per input event.
-    seen: Vec<u32>,
-    /// Whether a copy differed, per input event (counted once).
-    differs: Vec<bool>,
-    /// The report being filled.
-    report: StageReport,
-}
-
-impl EventStage {
-    /// A stage reading `topic`, for `inputs`.
-    pub fn new(kind: Kind, topic: &str, inputs: &Inputs) -> Self {
-        let name = match kind {
-            Kind::Enriched => "enriched",
-            Kind::Alerts => "alerts",
-        };
-        let n = inputs.events.len();
-        Self { kind, seen: vec![0; n], differs: vec![false; n], report: StageReport::new(name, topic) }
-    }
-
-    /// Takes in one output record.
-    pub fn add(&mut self, ctx: &Ctx<'_>, inputs: &Inputs, (partition, offset): (i32, i64), value: Option<&[u8]>) {
-        let r = &mut self.report;
-        r.records += 1;
-        let at = || Some(format!("{partition}/{offset}"));
-        let found = match EnrichedEvent::decode(value.unwrap_or_default(), ctx.limit) {
-            Ok(e) => e,
-            Err(e) => {
-                r.invalid += 1;
-                r.example(
-                    ctx.examples,
-                    Example { kind: "invalid", event_id: None, window_start: None, at: at(), detail: e.to_string() },
-                );
-                return;
-            }
-        };
-        if !ctx.range.contains(found.event_time) {
-            r.outside_range += 1;
-            return;
-        }
-        r.found += 1;
-        let id = found.event_id;
-        let example = |kind, detail| Example { kind, event_id: Some(id), window_start: None, at: at(), detail };
-        let Some(i) = inputs.get(id) else {
-            r.unexpected += 1;
-            r.example(ctx.examples, example("unexpected", "no input event has this id".into()));
-            return;
-        };
-        let input = &inputs.events[i];
-        if self.kind == Kind::Alerts && !input.alert {
-            r.unexpected += 1;
-            r.example(ctx.examples, example("unexpected", "the rules raise no alert for this event".into()));
-            return;
-        }
-        self.seen[i] += 1;
-        let expected = ctx.join.enrich(input.event.clone()).0;
-        let mut detail = fields_differ(&expected, &found);
-        if self.kind == Kind::Alerts {
-            let want = ctx.rules.check_event(&expected);
-            match reasons(value.unwrap_or_default()) {
-                Ok(got) if got.iter().copied().eq(want.names()) => {}
-                Ok(got) => push(&mut detail, format!("alert_reasons: expected {:?}, found {got:?}", names(want))),
-                Err(e) => push(&mut detail, format!("alert_reasons: {e}")),
-            }
-        }
-        if !detail.is_empty() && !self.differs[i] {
-            self.differs[i] = true;
-            r.different += 1;
-            r.example(ctx.examples, example("different", detail));
-        }
-    }
-
-    /// Missing and duplicated events, once everything is read; with the copies found per input
-    /// event (the windows stage counts the alerts as often as their topic holds them).
-    pub fn finish(mut self, ctx: &Ctx<'_>, inputs: &Inputs) -> (StageReport, Vec<u32>) {
-        let r = &mut self.report;
-        for (i, input) in inputs.events.iter().enumerate() {
-            if self.kind == Kind::Alerts && !input.alert {
-                continue;
-            }
-            r.expected += 1;
-            let (seen, want) = (self.seen[i], input.copies);
-            let example = |kind, detail| Example {
-                kind,
-                event_id: Some(input.event.event_id),
-                window_start: None,
-                at: None,
-                detail,
-            };
-            if seen == 0 {
-                r.missing += 1;
-                r.example(
-                    ctx.examples,
-                    example("missing", format!("event at {}", event_time::format(&input.event.event_time))),
-                );
-            } else if seen > want {
-                r.duplicated += 1;
-                r.extra_copies += u64::from(seen - want);
-                r.example(ctx.examples, example("duplicated", format!("{seen} copies, {want} expected")));
-            }
-        }
-        (self.report, self.seen)
-    }
-}
-
-fn push(detail: &mut String, more: String) {
-    if !detail.is_empty() {
-        detail.push_str("; ");
-    }
-    detail.push_str(&more);
-}
-
-fn names(r: AlertReasons) -> Vec<&'static str> {
-    r.names().collect()
-}
-
-/// The fields of `found` that differ from `expected`, as `name: expected X, found Y; …`.
-fn fields_differ(expected: &EnrichedEvent<'_>, found: &EnrichedEvent<'_>) -> String {
-    let mut out = String::new();
-    macro_rules! field {
-        ($($f:ident),*) => {$(
-            if expected.$f != found.$f {
-                push(&mut out, format!(concat!(stringify!($f), ": expected {:?}, found {:?}"), expected.$f, found.$f));
-            }
-        )*};
-    }
-    field!(event_time, car_id, speed, rpm, gear, driver_id, brand_name, model_name, color_name, expected_gear);
-    out
-}
-
-/// The `alert_reasons` of an alert record: read from the tail of the canonical layout
-/// (`…,"alert_reasons":["speed","gear"]}`) without a second parse, or by serde_json otherwise.
-fn reasons(value: &[u8]) -> Result<Vec<&str>, String> {
-    const KEY: &[u8] = b",\"alert_reasons\":[";
-    let tail = value.len().saturating_sub(64);
-    if let Some(pos) = value[tail..].windows(KEY.len()).position(|w| w == KEY)
-        && let Some(list) = value[tail + pos + KEY.len()..].strip_suffix(b"]}")
-        && let Ok(list) = std::str::from_utf8(list)
-        && !list.contains(['\\', ' '])
-    {
-        return Ok(if list.is_empty() {
-            Vec::new()
-        } else {
-            list.split(',').map(|s| s.strip_prefix('"').and_then(|s| s.strip_suffix('"')).unwrap_or(s)).collect()
-        });
-    }
-    #[derive(serde::Deserialize)]
-    struct Only<'a> {
-        #[serde(borrow)]
-        alert_reasons: Vec<&'a str>,
-    }
-    serde_json::from_slice::<Only<'_>>(value).map(|o| o.alert_reasons).map_err(|e| e.to_string())
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use pipeline_core::schema::event_time;
 
-    #[test]
-    fn reasons_read_fast_and_slow() {
-        assert_eq!(reasons(br#"{"a":1,"alert_reasons":["speed","gear"]}"#).unwrap(), ["speed", "gear"]);
-        assert_eq!(reasons(br#"{"a":1,"alert_reasons":[]}"#).unwrap(), Vec::<&str>::new());
-        assert_eq!(reasons(br#"{"alert_reasons": ["rpm"], "a": 1}"#).unwrap(), ["rpm"]);
-        assert!(reasons(br#"{"a":1}"#).unwrap_err().contains("missing field"));
-    }
+    use super::*;
 
     #[test]
     fn ranges_are_half_open() {

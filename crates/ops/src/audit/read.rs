@@ -9,6 +9,7 @@ use pipeline_kafka::args::KafkaArgs;
 use pipeline_kafka::client::{self, KafkaSetupError};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::message::BorrowedHeaders;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 /// Why a topic could not be read: every variant is a "cannot run" (exit 2), one line each.
@@ -127,7 +128,7 @@ pub fn read(
     kafka: &KafkaArgs,
     extent: &Extent,
     stall: Duration,
-    mut each: impl FnMut(i32, i64, Option<&[u8]>),
+    mut each: impl FnMut(i32, i64, Option<&[u8]>, Option<&BorrowedHeaders>),
 ) -> Result<u64, ReadError> {
     let topic = extent.topic.as_str();
     let consume = |source| ReadError::Consume { topic: topic.to_owned(), source };
@@ -159,7 +160,7 @@ pub fn read(
                     remaining.remove(&p);
                     continue;
                 }
-                each(p, offset, m.payload());
+                each(p, offset, m.payload(), m.headers());
                 read += 1;
                 if offset + 1 >= high {
                     remaining.remove(&p);

@@ -8,6 +8,7 @@ use chrono::{TimeZone, Utc};
 use pipeline_core::generate::{EventClock, EventGenerator};
 use pipeline_core::join::{DimTables, JoinIndex};
 use pipeline_core::rules::AlertRules;
+use pipeline_core::rules::table::{ModelRules, RulesTable};
 use pipeline_core::schema::{AlertEvent, EnrichedEvent, JsonEvent, SensorEvent};
 use pipeline_core::window::{WindowConfig, Windows};
 
@@ -39,12 +40,31 @@ pub fn enrich_into<'j>(join: &'j JoinIndex, raw: &[u8], buf: &mut Vec<u8>) -> En
     e
 }
 
-/// The detector's work on one decoded event: check, and encode an alert into `buf` if any.
-pub fn detect_into(rules: &AlertRules, e: &EnrichedEvent<'_>, buf: &mut Vec<u8>) {
-    let reasons = rules.check_event(e);
+/// The rules an operator might run: the Kias' red line lower, a model slower and without the
+/// gear rule (three of the seed's seven models overridden); or, `uniform`, the seed's for every
+/// model (the same alerts as before the rules went per model: the lookup's cost alone).
+pub fn rules(uniform: bool) -> ModelRules {
+    if uniform {
+        return ModelRules::uniform(AlertRules::default());
+    }
+    let table =
+        br#"{"overrides": [{"brand": "Kia", "max_rpm": 5500}, {"model_id": 7, "max_speed": 90, "gear_rule": false}]}"#;
+    let tables = DimTables::seed(0, 1);
+    RulesTable::parse(table)
+        .unwrap()
+        .canonical(AlertRules::default(), Some(&tables.models))
+        .unwrap()
+        .compile(&tables.models)
+}
+
+/// The detector's work on one decoded event: its model's thresholds, the check, and the alert
+/// (with the thresholds) encoded into `buf` if any.
+pub fn detect_into(rules: &ModelRules, e: &EnrichedEvent<'_>, buf: &mut Vec<u8>) {
+    let thresholds = *rules.for_model(e.model_id);
+    let reasons = thresholds.check_event(e);
     if !reasons.is_empty() {
         buf.clear();
-        AlertEvent { event: e, alert_reasons: reasons }.encode_into(buf);
+        AlertEvent { event: e, alert_reasons: reasons, thresholds }.encode_into(buf);
     }
 }
 

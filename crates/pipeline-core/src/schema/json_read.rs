@@ -44,9 +44,18 @@ pub(super) fn enriched(bytes: &[u8]) -> Option<EnrichedEvent<'_>> {
     let color_name = c.nullable(Cursor::str)?;
     c.key(key!("expected_gear"))?;
     let expected_gear = c.i32()?;
+    // Added after the seed's fields: a record written before it has none (null, as serde's
+    // default), and only the compact spelling is read here (any other goes to serde_json).
+    let model_id = if c.b[c.pos..].starts_with(key!("model_id")) {
+        c.pos += key!("model_id").len();
+        c.nullable(Cursor::i32)?
+    } else {
+        None
+    };
     c.ws();
     if c.peek() == b',' {
-        // An alert's reasons: serde_json checks an ignored value's syntax, so do we.
+        // An alert's reasons and thresholds: serde_json checks an ignored value's syntax, so
+        // do we (exactly the detector's layout; anything else is serde_json's to read).
         c.key(key!("alert_reasons"))?;
         c.byte(b'[')?;
         c.ws();
@@ -58,6 +67,16 @@ pub(super) fn enriched(bytes: &[u8]) -> Option<EnrichedEvent<'_>> {
             }
         }
         c.byte(b']')?;
+        if c.ws_peek() == b',' {
+            c.key(key!("thresholds"))?;
+            c.key(b"{\"max_speed\":")?;
+            c.float()?;
+            c.key(key!("max_rpm"))?;
+            c.int()?;
+            c.key(key!("gear_rule"))?;
+            c.bool()?;
+            c.byte(b'}')?;
+        }
     }
     c.end()?;
     Some(EnrichedEvent {
@@ -72,6 +91,7 @@ pub(super) fn enriched(bytes: &[u8]) -> Option<EnrichedEvent<'_>> {
         model_name: model_name.map(Cow::Borrowed),
         color_name: color_name.map(Cow::Borrowed),
         expected_gear,
+        model_id,
     })
 }
 
@@ -255,6 +275,19 @@ impl<'a> Cursor<'a> {
             (true, v) => Some(-v),
             (false, v) => Some(v),
         }
+    }
+
+    /// `true` or `false`.
+    #[inline]
+    fn bool(&mut self) -> Option<bool> {
+        self.ws();
+        for (lit, value) in [(&b"true"[..], true), (b"false", false)] {
+            if self.b[self.pos..].starts_with(lit) {
+                self.pos += lit.len();
+                return Some(value);
+            }
+        }
+        None
     }
 
     #[inline]

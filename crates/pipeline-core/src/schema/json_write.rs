@@ -24,9 +24,9 @@ pub(super) fn enriched(buf: &mut Vec<u8>, e: &EnrichedEvent<'_>) {
     buf.push(b'}');
 }
 
-/// Appends an alert: the enriched event's fields, then `alert_reasons`.
+/// Appends an alert: the enriched event's fields, then `alert_reasons` and `thresholds`.
 pub(super) fn alert(buf: &mut Vec<u8>, a: &AlertEvent<'_>) {
-    buf.reserve(320);
+    buf.reserve(384);
     enriched_fields(buf, a.event);
     buf.extend_from_slice(b",\"alert_reasons\":[");
     for (i, name) in a.alert_reasons.names().enumerate() {
@@ -35,7 +35,11 @@ pub(super) fn alert(buf: &mut Vec<u8>, a: &AlertEvent<'_>) {
         }
         string(buf, name);
     }
-    buf.extend_from_slice(b"]}");
+    buf.extend_from_slice(b"],\"thresholds\":{\"max_speed\":");
+    float(buf, a.thresholds.max_speed);
+    buf.extend_from_slice(b",\"max_rpm\":");
+    int(buf, a.thresholds.max_rpm.into());
+    buf.extend_from_slice(if a.thresholds.gear_rule { b",\"gear_rule\":true}}" } else { b",\"gear_rule\":false}}" });
 }
 
 /// `{` and an enriched event's fields, without the closing brace (an alert adds one more).
@@ -59,6 +63,11 @@ fn enriched_fields(buf: &mut Vec<u8>, e: &EnrichedEvent<'_>) {
     }
     buf.extend_from_slice(b",\"expected_gear\":");
     int(buf, e.expected_gear.into());
+    buf.extend_from_slice(b",\"model_id\":");
+    match e.model_id {
+        Some(id) => int(buf, id.into()),
+        None => buf.extend_from_slice(b"null"),
+    }
 }
 
 /// `{` and the six fields every event starts with.

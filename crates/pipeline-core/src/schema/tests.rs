@@ -46,10 +46,29 @@ fn enriched_event_nulls_round_trip_and_may_be_absent() {
     let out = String::from_utf8(e.encode()).unwrap();
     assert!(
         out.contains(
-            r#""gear":1,"driver_id":null,"brand_name":null,"model_name":null,"color_name":null,"expected_gear":1}"#
+            r#""gear":1,"driver_id":null,"brand_name":null,"model_name":null,"color_name":null,"expected_gear":1,"model_id":null}"#
         ),
         "{out}"
     );
+}
+
+#[test]
+fn model_id_is_read_from_new_records_and_null_in_old_ones() {
+    let old = r#"{"event_id":"5f0c1d3e-8b1a-4c3d-9e2f-0123456789ab","event_time":"2026-01-02T03:04:05Z","car_id":1,"speed":1.0,"rpm":900,"gear":1,"driver_id":null,"brand_name":null,"model_name":null,"color_name":null,"expected_gear":1}"#;
+    assert_eq!(EnrichedEvent::decode(old.as_bytes(), LIMIT).unwrap().model_id, None);
+    let new = old.replace(r#""expected_gear":1}"#, r#""expected_gear":1,"model_id":7}"#);
+    assert_eq!(EnrichedEvent::decode(new.as_bytes(), LIMIT).unwrap().model_id, Some(7));
+    // An alert of either age, with reasons and thresholds after: read as the enriched event.
+    for alert in [
+        new.replace(
+            '}',
+            r#","alert_reasons":["speed"],"thresholds":{"max_speed":90.5,"max_rpm":5500,"gear_rule":false}}"#,
+        ),
+        old.replace(r#""expected_gear":1}"#, r#""expected_gear":1,"alert_reasons":[]}"#),
+    ] {
+        let e = EnrichedEvent::decode(alert.as_bytes(), LIMIT).unwrap();
+        assert_eq!(e.speed, 1.0, "{alert}");
+    }
 }
 
 #[test]

@@ -26,7 +26,8 @@ pub struct WindowStats {
 }
 
 impl WindowStats {
-    pub(super) fn new(start: DateTime<Utc>, size: chrono::Duration, colors: usize) -> Self {
+    /// A window of `size` from `start` with no alert in it (`colors` color columns).
+    pub fn new(start: DateTime<Utc>, size: chrono::Duration, colors: usize) -> Self {
         Self {
             start,
             end: start + size,

@@ -102,8 +102,9 @@ pub async fn run<P: Processor>(
 }
 
 /// The broker answers, and the input, output and dead-letter topics exist: each missing one
-/// is named in one line before anything is consumed.
-async fn check_topics(config: &RuntimeConfig) -> Result<(), RuntimeError> {
+/// is named in one line before anything is consumed. [`run`] checks first; a service that
+/// waits for S3 before running checks earlier too, so a missing topic is not hidden behind it.
+pub async fn check_topics(config: &RuntimeConfig) -> Result<(), RuntimeError> {
     client::check_cluster(&config.kafka, Some(&config.input_topic)).await?;
     for topic in config.output_topics.iter().chain([&config.dlq_topic]) {
         match client::check_cluster(&config.kafka, Some(topic)).await {
