@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use pipeline_kafka::args::KafkaArgs;
 use pipeline_kafka::client::{self, KafkaSetupError};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::BorrowedHeaders;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
@@ -73,7 +74,7 @@ impl Extent {
 /// A consumer for bounded reads: assign() only (librdkafka wants a group id for that; a fresh
 /// one is never joined nor committed to), fetches as large as the broker gives, the partition
 /// EOF event so a read knows when a partition is done.
-fn consumer(kafka: &KafkaArgs) -> Result<BaseConsumer, ReadError> {
+fn consumer(kafka: &KafkaArgs) -> Result<BaseConsumer<EndIsNoError>, ReadError> {
     let group = format!("ops-audit-{}", uuid::Uuid::new_v4().simple());
     kafka
         .client_config(&[
@@ -90,9 +91,24 @@ fn consumer(kafka: &KafkaArgs) -> Result<BaseConsumer, ReadError> {
             ("fetch.wait.max.ms", "100"),
             ("check.crcs", "false"),
         ])
-        .create()
+        .create_with_context(EndIsNoError)
         .map_err(ReadError::Config)
 }
+
+/// The bounded reader's client context: a partition's end is what it reads to, so librdkafka's
+/// `PartitionEOF` reported as an error (besides the event `read` handles) is not logged as one;
+/// every other error is, as rdkafka's default context logs it.
+pub struct EndIsNoError;
+
+impl ClientContext for EndIsNoError {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::Global(RDKafkaErrorCode::PartitionEOF) | KafkaError::PartitionEOF(_)) {
+            tracing::error!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl ConsumerContext for EndIsNoError {}
 
 /// Checks that `topic` exists (one clear error when the broker is unreachable or it is
 /// missing) and captures its watermarks.
