@@ -88,7 +88,7 @@ pub async fn read_version(store: &ObjectStore, prefix: &str, version: &RulesVers
     }
 }
 
-/// What [`write`] did.
+/// What [`write()`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
     /// The version now in use.

@@ -23,8 +23,8 @@ pub trait LoadError: Display {
 pub enum Next {
     /// Nothing changed (or the change is known unreadable): no GET.
     Keep,
-    /// The tables changed: [`load`] the listing, then report [`Watch::loaded`] or
-    /// [`Watch::load_failed`].
+    /// The objects changed: load what was listed (the dims' `dims_watch::load`), then report
+    /// [`Watch::loaded`] or [`Watch::load_failed`].
     Load,
 }
 

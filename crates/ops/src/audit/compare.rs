@@ -152,7 +152,7 @@ pub struct Input {
     pub event: SensorEvent,
     /// How many records of the input carry its id: the faithful output repeats it as often.
     pub copies: u32,
-    /// Whether the rules that judged it make it an alert: set by [`EventStage::judge`] once the
+    /// Whether the rules that judged it make it an alert: set by [`EventStage::judge`](super::event_stage::EventStage::judge) once the
     /// enriched events and the alerts are read (which version judged it is known only then).
     pub alert: bool,
 }
