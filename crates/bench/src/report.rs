@@ -153,19 +153,39 @@ pub fn output_rate(events: u64, first_ms: i64, last_ms: i64, alerts: &mut [(i64,
     (input, input * produced / arrived)
 }
 
-/// Pipeline ÷ another system at the same offered rate.
+/// Pipeline ÷ another system at the same offered rate. A ratio over a baseline that measured
+/// zero (a tiny run on a busy machine can see a relay use no CPU tick at all) has no value: it
+/// is NaN, written as null and read back as NaN.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Ratios {
     /// Throughput (events ÷ first produce → last count).
+    #[serde(with = "no_value_as_null")]
     pub throughput: f64,
     /// Output rate.
+    #[serde(with = "no_value_as_null")]
     pub output: f64,
     /// p99 latency.
+    #[serde(with = "no_value_as_null")]
     pub p99: f64,
     /// CPU µs per event, every process.
+    #[serde(with = "no_value_as_null")]
     pub cpu: f64,
     /// CPU µs per event without the source: the services ÷ the hops and sink.
+    #[serde(with = "no_value_as_null")]
     pub cpu_without_source: f64,
+}
+
+/// A ratio that is not a number (its baseline was zero) as JSON `null`, and back.
+mod no_value_as_null {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() { s.serialize_f64(*v) } else { s.serialize_none() }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+    }
 }
 
 impl Ratios {
@@ -176,6 +196,19 @@ impl Ratios {
             p99: p.latency.p99_ms / other.latency.p99_ms,
             cpu: p.cpu_us_per_event / other.cpu_us_per_event,
             cpu_without_source: p.cpu_us_per_event_without_source / other.cpu_us_per_event_without_source,
+        }
+        .finite()
+    }
+
+    /// Each ratio over a zero (or non-finite) baseline made NaN: no value, rather than inf.
+    fn finite(self) -> Self {
+        let f = |v: f64| if v.is_finite() { v } else { f64::NAN };
+        Self {
+            throughput: f(self.throughput),
+            output: f(self.output),
+            p99: f(self.p99),
+            cpu: f(self.cpu),
+            cpu_without_source: f(self.cpu_without_source),
         }
     }
 }
@@ -249,6 +282,16 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ratio_over_a_zero_baseline_is_null_and_reads_back() {
+        let r = Ratios { throughput: 1.5, output: f64::INFINITY, p99: f64::NAN, cpu: 2.5, cpu_without_source: 4.0 }
+            .finite();
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(json, r#"{"throughput":1.5,"output":null,"p99":null,"cpu":2.5,"cpu_without_source":4.0}"#);
+        let back: Ratios = serde_json::from_str(&json).unwrap();
+        assert!(back.output.is_nan() && back.p99.is_nan() && back.cpu == 2.5);
+    }
 
     #[test]
     fn nearest_rank_percentiles() {
