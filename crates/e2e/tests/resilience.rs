@@ -304,7 +304,27 @@ async fn a_broker_paused_past_the_message_timeout_mid_backlog_loses_nothing() {
     let message_timeout = format!("message.timeout.ms={MESSAGE_TIMEOUT_MS}");
     let session_timeout = format!("session.timeout.ms={SESSION_TIMEOUT_MS}");
     let timeout = ["-X", message_timeout.as_str(), "-X", session_timeout.as_str()];
-    let mut services = vec![p.enricher(&timeout), p.detector(&timeout)];
+    // Their metrics and readiness, shown if the test fails (what the loops hold in flight).
+    let addrs = [0, 1].map(|_| format!("127.0.0.1:{}", testkit::free_port()));
+    let args: Vec<Vec<&str>> =
+        addrs.iter().map(|addr| timeout.iter().copied().chain(["--metrics-addr", addr.as_str()]).collect()).collect();
+    let mut services = vec![p.enricher(&args[0]), p.detector(&args[1])];
+    let loop_state = || {
+        let mut out = String::new();
+        for (name, addr) in ["enricher", "detector"].iter().zip(&addrs) {
+            let (_, ready) = e2e::check::http_get(&format!("http://{addr}/readyz"));
+            let (_, metrics) = e2e::check::http_get(&format!("http://{addr}/metrics"));
+            let lines: Vec<&str> = metrics
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .filter(|l| {
+                    ["in_flight", "records_consumed", "consumer_lag", "partition_stalled"].iter().any(|k| l.contains(k))
+                })
+                .collect();
+            out.push_str(&format!("{name} /readyz: {}\n{name} /metrics: {}\n", ready.trim(), lines.join("; ")));
+        }
+        out
+    };
     let watch: BaseConsumer = kafka.client_config(&[]).create().unwrap();
 
     // Mid-backlog, once both services have joined their groups and committed offsets (steady
@@ -364,6 +384,7 @@ async fn a_broker_paused_past_the_message_timeout_mid_backlog_loses_nothing() {
             let (e, a) = (read_events(&kafka, &p.enriched).await, read_events(&kafka, &p.alerts).await);
             print_warnings(&p, "enricher", 20);
             print_warnings(&p, "detector", 20);
+            eprintln!("{}", loop_state());
             panic!(
                 "not complete 240 s after the pause: {} of {N} events enriched ({} records), {} of {} alerts ({} records)",
                 e.events.len(),

@@ -221,6 +221,8 @@ impl<P: Processor> AtLeastOnceLoop<'_, P> {
             std::mem::take(&mut state.retries).into_iter().partition(|r| r.due <= now);
         state.retries = later;
         let refused = std::mem::take(&mut state.refused);
+        self.core.metrics.inputs_in_flight.set(state.tracker.in_flight() as f64);
+        self.core.metrics.outputs_in_flight.set(state.tokens.len() as f64);
         self.report_failures(&state, now);
         drop(state);
         store_offsets(consumer, &self.core.config.input_topic, &stores);

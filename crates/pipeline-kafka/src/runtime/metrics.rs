@@ -23,6 +23,11 @@ pub(super) struct LoopMetrics {
     pub(super) latency: metrics::Histogram,
     /// Records that arrived below their partition's checkpoint (`super::BelowCheckpoint`).
     pub(super) below_checkpoint: metrics::Counter,
+    /// Inputs read and not yet done (outputs unacknowledged, or behind one that is): reading
+    /// pauses at `--max-in-flight`, so this at the limit with nothing consumed is backpressure.
+    pub(super) inputs_in_flight: metrics::Gauge,
+    /// Outputs handed to the producer and not yet acknowledged (resends waiting included).
+    pub(super) outputs_in_flight: metrics::Gauge,
 }
 
 impl LoopMetrics {
@@ -35,6 +40,8 @@ impl LoopMetrics {
             retried: metrics::counter!("pipeline_produce_retries_total", &label()),
             latency: metrics::histogram!("pipeline_processing_seconds", &label()),
             below_checkpoint: metrics::counter!("pipeline_offsets_below_checkpoint_total", &label()),
+            inputs_in_flight: metrics::gauge!("pipeline_inputs_in_flight", &label()),
+            outputs_in_flight: metrics::gauge!("pipeline_outputs_in_flight", &label()),
         }
     }
 }
