@@ -121,7 +121,7 @@ fn compare(
     rules: &[ModelRules; 2],
 ) -> anyhow::Result<WhatIf> {
     let config = args.windows.config()?;
-    let size = config.size;
+    let (size, colors) = (config.size, config.colors.clone());
     let mut windows = [Windows::new(config.clone()), Windows::new(config)];
     let (mut seen, mut models, mut by_rule) = (HashSet::<u128>::new(), PerModel::new(), [RuleLine::default(); 4]);
     let (mut events, mut duplicates, mut invalid, mut outside) = (0u64, 0u64, 0u64, 0u64);
@@ -163,7 +163,6 @@ fn compare(
     })?;
     let [before, after] = windows.map(|w| w.live().map(|s| (s.start, s.clone())).collect::<BTreeMap<_, _>>());
     let starts: std::collections::BTreeSet<_> = before.keys().chain(after.keys()).copied().collect();
-    let colors = &args.windows.config()?.colors;
     let empty = |start| WindowStats::new(start, size, colors.len());
     let changes: Vec<WindowChange> = starts
         .into_iter()
@@ -177,7 +176,7 @@ fn compare(
                 || a.max_speed != b.max_speed
                 || a.max_gear != b.max_gear
                 || a.max_rpm != b.max_rpm)
-                .then(|| WindowChange::new(&a, &b, colors))
+                .then(|| WindowChange::new(&a, &b, &colors))
         })
         .collect();
     Ok(WhatIf {
